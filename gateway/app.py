@@ -1,0 +1,144 @@
+"""The ASGI application: the /v1 API on raw ASGI, lifespan start-up of upstream pools."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from gateway import __version__
+from gateway.asgi import ClientGone, Receive, Scope, Send, new_request_id, read_body, send_bytes, send_error
+from gateway.config.model import Config
+from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.pipeline import Outcome, Pipeline, check_chat_body, parse_json_body
+from gateway.routing import ENDPOINT_OF_KIND, Router
+from gateway.upstream import UpstreamPool
+
+log = logging.getLogger("gateway.app")
+
+Handler = Callable[[Scope, Receive, Send, str, dict[str, str]], Awaitable[None]]
+
+
+class GatewayApp:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.router = Router(config)
+        self.pool = UpstreamPool(config.providers)
+        self.pipeline = Pipeline(config, self.router, self.pool)
+        self._limit = config.settings.max_body_bytes
+        self._models_body = orjson.dumps({"object": "list", "data": [self._model_card(m) for m in config.enabled_models]})
+        self._exact: dict[str, dict[str, Handler]] = {
+            "/v1": {"GET": self.index}, "/v1/": {"GET": self.index},
+            "/v1/models": {"GET": self.list_models},
+            "/v1/chat/completions": {"POST": self.chat},
+        }
+
+    # -- ASGI ------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # report, so uvicorn exits instead of serving half-started
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        await self.pool.start()
+
+    async def shutdown(self) -> None:
+        await self.pool.close()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = new_request_id()
+        try:
+            handler, params = self._find(scope["path"], scope["method"])
+            await handler(scope, receive, send, request_id, params)
+        except ClientGone:
+            return
+        except GatewayError as err:
+            await send_error(send, err, request_id)
+        except Exception:
+            log.exception("unhandled error in %s", request_id)
+            await send_error(send, InternalError(f"internal error; quote request id {request_id}"), request_id)
+
+    def _find(self, path: str, method: str) -> tuple[Handler, dict[str, str]]:
+        methods = self._exact.get(path)
+        params: dict[str, str] = {}
+        if methods is None and path.startswith("/v1/models/"):
+            rest = path[len("/v1/models/"):]
+            if rest.endswith("/chat/completions"):
+                params["model"] = rest[: -len("/chat/completions")]
+                methods = {"POST": self.chat}
+            elif rest and "/" not in rest.rstrip("/"):
+                params["model"] = rest.rstrip("/")
+                methods = {"GET": self.get_model}
+        if methods is None:
+            raise NotFound(f"no such endpoint: {path}")
+        handler = methods.get(method)
+        if handler is None:
+            raise MethodNotAllowed(f"{method} is not allowed on {path}; use {', '.join(methods)}")
+        return handler, params
+
+    # -- endpoints -------------------------------------------------------------------------------------
+
+    async def index(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        body = {
+            "object": "api_index", "name": "Botech AI Gateway", "version": __version__,
+            "auth": "Authorization: Bearer bt_...",
+            "endpoints": [
+                {"method": "GET", "path": "/v1/models", "description": "enabled models"},
+                {"method": "GET", "path": "/v1/models/{model}", "description": "one model"},
+                {"method": "POST", "path": "/v1/chat/completions", "description": "chat completions (main endpoint)"},
+                {"method": "POST", "path": "/v1/models/{model}/chat/completions", "description": "same, model in the URL"},
+            ],
+        }
+        await send_bytes(send, 200, orjson.dumps(body), request_id)
+
+    async def list_models(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        await send_bytes(send, 200, self._models_body, request_id)
+
+    async def get_model(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        model = self.config.models.get(params["model"])
+        if model is None or not model.enabled:
+            raise NotFound(f"model '{params['model']}' not found among enabled models")
+        await send_bytes(send, 200, orjson.dumps(self._model_card(model)), request_id)
+
+    async def chat(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        raw = await read_body(scope, receive, self._limit)
+        body = parse_json_body(raw)
+        if "model" in params:
+            body["model"] = params["model"]
+            raw = orjson.dumps(body)
+        check_chat_body(body)
+        decision = self.pipeline.route(body, "chat")
+        outcome = Outcome()
+        started = time.perf_counter()
+        reply = await self.pipeline.forward(decision, body, raw, request_id, outcome)
+        log.debug("%s %s via %s in %.1f ms", request_id, decision.model.name, outcome.provider,
+                  (time.perf_counter() - started) * 1000)
+        await send_bytes(send, reply.status, reply.body, request_id,
+                         ((b"x-gateway-provider", outcome.provider.encode()),))
+
+    @staticmethod
+    def _model_card(model: Any) -> dict[str, Any]:
+        return {"id": model.name, "object": "model", "created": 0, "owned_by": model.owned_by,
+                "endpoint": ENDPOINT_OF_KIND.get(model.kind, ""), "kind": model.kind,
+                "context_window": model.context_window, "max_output_tokens": model.max_output_tokens}

@@ -1,0 +1,74 @@
+"""Raw ASGI primitives for the hot endpoints: read a bounded body, send a JSON answer.
+
+The /v1 API is served without a framework: on the hot path FastAPI's request/response objects,
+dependency injection and pydantic cost more CPU than the whole rest of the gateway (issue 6).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON = b"application/json"
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing (413) anything over `limit` bytes before reading it all."""
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
+        except ValueError:
+            raise BadRequest("invalid Content-Length header") from None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class ClientGone(Exception):
+    """The client disconnected before we answered."""
+
+
+async def send_bytes(send: Send, status: int, body: bytes, request_id: str,
+                     extra: Iterable[tuple[bytes, bytes]] = (), content_type: bytes = JSON) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", request_id.encode())]
+    headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, err: GatewayError, request_id: str) -> None:
+    extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+    await send_bytes(send, err.status, err.body(), request_id, extra)

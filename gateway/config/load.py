@@ -1,0 +1,231 @@
+"""Read, validate and cross-check the config root; report every error at once.
+
+Errors read `file: path.to.field: message`. Nothing half-loads: either a complete Config or
+ConfigError with the full list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.config.model import CatalogueModel, Config, Price, Provider, Route, Settings, pattern_matches
+from gateway.config.schemas import schema_errors
+from gateway.envsubst import substitute_tree
+from gateway.translate.environment import make_environment
+from gateway.translate.operation import Wire
+from gateway.translate.tree import TreeError
+
+# catalogue kind → the wire operation that serves it
+KIND_OPERATION = {"chat": "chat", "responses": "responses", "image": "image", "completion": "completion"}
+
+
+class ConfigError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _Loader:
+    def __init__(self, root: Path, env: Mapping[str, str]) -> None:
+        self.root = root
+        self.env = env
+        self.errors: list[str] = []
+        self.files: list[str] = []
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def err(self, file: str, path: str, message: str) -> None:
+        self.errors.append(f"{file}: {path or '<root>'}: {message}")
+
+    def read(self, path: Path, kind: str, *, substitute: bool = True) -> Any:
+        """Parse one YAML file, substitute ${VAR}s and validate against its kind's schema."""
+        file = self.rel(path)
+        self.files.append(file)
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            self.err(file, "", f"cannot read: {exc.strerror}")
+            return None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else ""
+            self.err(file, where, f"invalid YAML: {getattr(exc, 'problem', exc)}")
+            return None
+        if substitute:
+            sub_errors: list[str] = []
+            doc = substitute_tree(doc, self.env, "", sub_errors)
+            for e in sub_errors:
+                self.errors.append(f"{file}: {e}")
+        errors = schema_errors(kind, doc)
+        for path_, message in errors:
+            self.err(file, path_, message)
+        return None if errors else doc
+
+
+def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Load the config root (holding config/, providers.d/, pricing.d/) or raise ConfigError."""
+    env = os.environ if env is None else env
+    base = Path(root).resolve()
+    ld = _Loader(base, env)
+    if not (base / "config").is_dir():
+        raise ConfigError([f"{base}: <root>: no config/ folder here (set --root or GATEWAY_ROOT)"])
+
+    settings_doc = ld.read(base / "config" / "gateway.yaml", "gateway") if (base / "config" / "gateway.yaml").exists() else {}
+    routing_doc = ld.read(base / "config" / "routing.yaml", "routing")
+    models_doc = ld.read(base / "config" / "models.yaml", "models")
+
+    settings = _settings(settings_doc or {}, env)
+    models = {name: CatalogueModel(name=name, **spec) for name, spec in ((models_doc or {}).get("models") or {}).items()}
+    routes = tuple(Route(tuple(r["match"]), r["primary"], r.get("fallback"))
+                   for r in (routing_doc or {}).get("routes", []))
+
+    jinja = make_environment()
+    wires: dict[str, Wire] = {}
+    for path in sorted((base / "providers.d" / "wire").glob("*.yaml")):
+        doc = ld.read(path, "wire", substitute=False)
+        if doc is None:
+            continue
+        name = doc["wire"]
+        if name != path.stem:
+            ld.err(ld.rel(path), "wire", f"'{name}' must equal the file name '{path.stem}'")
+            continue
+        try:
+            wires[name] = Wire(name, doc, jinja, "")
+        except TreeError as exc:
+            ld.err(ld.rel(path), exc.path.lstrip("."), str(exc).split(": ", 1)[1])
+
+    providers: dict[str, Provider] = {}
+    for path in sorted((base / "providers.d").glob("*.yaml")):
+        doc = ld.read(path, "provider")
+        if doc is None:
+            continue
+        name = doc.get("name", path.stem)
+        file = ld.rel(path)
+        if name in providers:
+            ld.err(file, "name", f"provider '{name}' is already defined in {providers[name].source}")
+            continue
+        if doc["wire"] not in wires and not (base / "providers.d" / "wire" / f"{doc['wire']}.yaml").exists():
+            ld.err(file, "wire", f"no wire format '{doc['wire']}' (expected providers.d/wire/{doc['wire']}.yaml)")
+        auth = doc.get("auth") or {"header": "Authorization", "prefix": "Bearer "}
+        providers[name] = Provider(
+            name=name, wire=doc["wire"], base_url=doc["base_url"].rstrip("/"), api_key=doc.get("api_key", ""),
+            auth_header=auth["header"], auth_prefix=auth.get("prefix", ""),
+            headers=tuple((k, str(v)) for k, v in (doc.get("headers") or {}).items()),
+            timeout_ms=int(doc.get("timeout_ms", settings.timeout_ms)),
+            pool_size=int(doc.get("pool_size", settings.pool_size)), source=file)
+
+    prices: dict[str, Price] = {}
+    for path in sorted((base / "pricing.d").glob("*.yaml")):
+        doc = ld.read(path, "pricing")
+        if doc is None:
+            continue
+        file = ld.rel(path)
+        for model, spec in doc["models"].items():
+            if model in prices:
+                ld.err(file, f"models.{model}", f"price already given in {prices[model].source}")
+                continue
+            if model not in models:
+                ld.err(file, f"models.{model}", "no such model in config/models.yaml")
+                continue
+            prices[model] = _price(model, spec, doc, file)
+
+    _cross_check(ld, models, routes, providers, wires, prices)
+    if ld.errors:
+        raise ConfigError(ld.errors)
+    return Config(root=str(base), settings=settings, models=models, routes=routes, providers=providers,
+                  wires=wires, prices=prices, files=tuple(ld.files))
+
+
+def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[Route, ...],
+                 providers: dict[str, Provider], wires: dict[str, Wire], prices: dict[str, Price]) -> None:
+    routing = "config/routing.yaml"
+    seen: list[tuple[str, int]] = []
+    for i, route in enumerate(routes):
+        for j, pattern in enumerate(route.patterns):
+            where = f"routes[{i}].match[{j}]"
+            shadow = next((p for p, k in seen if _covers(p, pattern)), None)
+            if shadow is not None:
+                ld.err(routing, where, f"'{pattern}' can never match: '{shadow}' of an earlier route takes every name it would")
+            elif not any(pattern_matches(pattern, m) for m in models):
+                ld.err(routing, where, f"'{pattern}' matches no model in config/models.yaml")
+            seen.append((pattern, i))
+        for role in ("primary", "fallback"):
+            name = getattr(route, role)
+            if name is not None and name not in providers:
+                ld.err(routing, f"routes[{i}].{role}", f"no provider '{name}' in providers.d/")
+
+    for name, model in models.items():
+        if not model.enabled:
+            continue
+        where = f"models.{name}"
+        route = next((r for r in routes if r.matches(name)), None)
+        if route is None:
+            ld.err("config/models.yaml", where, "enabled but no route in config/routing.yaml matches it")
+            continue
+        op = KIND_OPERATION.get(model.kind)
+        if op is None:
+            ld.err("config/models.yaml", f"{where}.kind", f"the gateway has no endpoint for kind '{model.kind}'; disable it")
+            continue
+        for pname in filter(None, (route.primary, route.fallback)):
+            provider = providers.get(pname)
+            wire = wires.get(provider.wire) if provider else None
+            if wire is not None and op not in wire.operations:
+                ld.err("config/models.yaml", where,
+                       f"provider '{pname}' (wire '{provider.wire}') has no '{op}' operation for this {model.kind} model")
+        if name not in prices:
+            ld.err("config/models.yaml", where, "enabled but has no price in pricing.d/ (give one or mark it `free: true`)")
+
+
+def _covers(earlier: str, later: str) -> bool:
+    """True when every name `later` matches is matched by `earlier` (patterns: exact or prefix*)."""
+    if earlier.endswith("*"):
+        return later.startswith(earlier[:-1])
+    return earlier == later
+
+
+def _as_bool(v: Any) -> bool:
+    return v if isinstance(v, bool) else str(v).lower() in ("true", "1", "yes")
+
+
+def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    server, upstream, redis = doc.get("server", {}), doc.get("upstream", {}), doc.get("redis", {})
+    auth, billing = doc.get("auth", {}), doc.get("billing", {})
+    d = Settings()
+    return Settings(
+        host=server.get("host", d.host), port=int(server.get("port", d.port)),
+        workers=int(server.get("workers", d.workers)),
+        max_body_bytes=int(server.get("max_body_bytes", d.max_body_bytes)),
+        streaming=_as_bool(server.get("streaming", d.streaming)), log_level=server.get("log_level", d.log_level),
+        timeout_ms=int(upstream.get("timeout_ms", d.timeout_ms)), pool_size=int(upstream.get("pool_size", d.pool_size)),
+        redis_url=redis.get("url", d.redis_url), data_dir=redis.get("data_dir", d.data_dir),
+        redis_prefix=redis.get("prefix", d.redis_prefix),
+        token_cache_ms=int(auth.get("token_cache_ms", d.token_cache_ms)),
+        admin_token=auth.get("admin_token", d.admin_token),
+        usd_rub_default=Decimal(billing.get("usd_rub_default", d.usd_rub_default)),
+        default_max_output_tokens=int(billing.get("default_max_output_tokens", d.default_max_output_tokens)),
+        history_max=int(billing.get("history_max", d.history_max)),
+    )
+
+
+def _price(model: str, spec: Mapping[str, Any], doc: Mapping[str, Any], file: str) -> Price:
+    def dec(key: str) -> Decimal | None:
+        return Decimal(spec[key]) if key in spec else None
+
+    per_image = tuple((k.split("/", 1)[0], k.split("/", 1)[1], Decimal(v)) for k, v in (spec.get("per_image") or {}).items())
+    return Price(
+        model=model, free=bool(spec.get("free", False)), input=dec("input") or Decimal(0),
+        cached_input=dec("cached_input"), cache_write=dec("cache_write"), output=dec("output") or Decimal(0),
+        per_request=dec("per_request") or Decimal(0), per_image=per_image,
+        markup_percent=Decimal(spec.get("markup_percent", doc.get("markup_percent", "0"))),
+        source=spec.get("source", doc.get("source", file)), effective=spec.get("effective", doc.get("effective", "")),
+    )

@@ -1,0 +1,111 @@
+"""Typed, frozen records of the loaded configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 20 * 1024 * 1024
+    streaming: bool = True
+    log_level: str = "info"
+    timeout_ms: int = 8000
+    pool_size: int = 256
+    redis_url: str = ""
+    data_dir: str = "./data"
+    redis_prefix: str = "gw"
+    token_cache_ms: int = 2000
+    admin_token: str = ""
+    usd_rub_default: Decimal = Decimal("95")
+    default_max_output_tokens: int = 4096
+    history_max: int = 100000
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueModel:
+    name: str
+    kind: str
+    enabled: bool
+    reason: str = ""
+    upstream: str = ""
+    owned_by: str = "system"
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+
+    @property
+    def upstream_name(self) -> str:
+        return self.upstream or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    patterns: tuple[str, ...]
+    primary: str
+    fallback: str | None = None
+
+    def matches(self, model: str) -> bool:
+        return any(pattern_matches(p, model) for p in self.patterns)
+
+
+def pattern_matches(pattern: str, model: str) -> bool:
+    """Patterns are exact names or a literal prefix followed by one '*'."""
+    if pattern.endswith("*"):
+        return model.startswith(pattern[:-1])
+    return model == pattern
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    wire: str
+    base_url: str
+    api_key: str
+    auth_header: str
+    auth_prefix: str
+    headers: tuple[tuple[str, str], ...]
+    timeout_ms: int
+    pool_size: int
+    source: str
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD prices as Decimals; converted to integer nano-USD arithmetic by the pricing module."""
+
+    model: str
+    free: bool = False
+    input: Decimal = Decimal(0)
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    output: Decimal = Decimal(0)
+    per_request: Decimal = Decimal(0)
+    per_image: tuple[tuple[str, str, Decimal], ...] = ()
+    markup_percent: Decimal = Decimal(0)
+    source: str = ""
+    effective: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    root: str
+    settings: Settings
+    models: dict[str, CatalogueModel]
+    routes: tuple[Route, ...]
+    providers: dict[str, Provider]
+    wires: dict[str, dict[str, Any]]          # raw wire documents; compiled by gateway.translate
+    prices: dict[str, Price]
+    files: tuple[str, ...] = field(default=())
+
+    @property
+    def enabled_models(self) -> list[CatalogueModel]:
+        return [m for m in self.models.values() if m.enabled]

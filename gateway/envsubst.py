@@ -1,0 +1,45 @@
+"""`${VAR}` and `${VAR:-default}` substitution in config strings, from the environment."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class MissingVariable(ValueError):
+    pass
+
+
+def substitute(text: str, env: Mapping[str, str]) -> str:
+    """Replace every ${VAR} / ${VAR:-default}; a ${VAR} with no value and no default is an error."""
+
+    def one(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        value = env.get(name)
+        if value not in (None, ""):
+            return value  # type: ignore[return-value]
+        if default is not None:
+            return default
+        raise MissingVariable(f"environment variable {name} is not set and has no default")
+
+    return _VAR.sub(one, text)
+
+
+def substitute_tree(node: Any, env: Mapping[str, str], path: str, errors: list[str]) -> Any:
+    """Substitute in every string of a parsed YAML tree; collect errors as 'path: message'."""
+    if isinstance(node, str):
+        if "${" not in node:
+            return node
+        try:
+            return substitute(node, env)
+        except MissingVariable as exc:
+            errors.append(f"{path or '<root>'}: {exc}")
+            return node
+    if isinstance(node, dict):
+        return {k: substitute_tree(v, env, f"{path}.{k}" if path else str(k), errors) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_tree(v, env, f"{path}[{i}]", errors) for i, v in enumerate(node)]
+    return node

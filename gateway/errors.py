@@ -1,0 +1,82 @@
+"""The one error hierarchy the client can see, rendered in the seed's shape.
+
+    GatewayError                     client-safe; rendered as {"statusCode", "error", "message"}
+     ├── BadRequest            400   malformed body, wrong types, unsupported parameter
+     ├── Unauthorized          401   missing / unknown / revoked token
+     ├── Forbidden             403   balance, monthly limit, model not allowed
+     ├── NotFound              404   unknown or disabled model, unknown path
+     ├── MethodNotAllowed      405
+     ├── PayloadTooLarge       413
+     ├── RateLimited           429   our limit or the provider's (carries Retry-After)
+     ├── UpstreamUnavailable   503   timeout, connection error, 5xx, provider not configured
+     └── InternalError         500   anything else: a request id, never internals
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import orjson
+
+
+class GatewayError(Exception):
+    status: int = 500
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers: dict[str, str] = headers or {}
+
+    def body(self) -> bytes:
+        return error_body(self.status, self.message)
+
+
+class BadRequest(GatewayError):
+    status = 400
+
+
+class Unauthorized(GatewayError):
+    status = 401
+
+
+class Forbidden(GatewayError):
+    status = 403
+
+
+class NotFound(GatewayError):
+    status = 404
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+
+
+class RateLimited(GatewayError):
+    status = 429
+
+
+class UpstreamUnavailable(GatewayError):
+    status = 503
+
+
+class InternalError(GatewayError):
+    status = 500
+
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The seed's error JSON (§14): {"statusCode": 401, "error": "Unauthorized", "message": "..."}."""
+    return orjson.dumps({"statusCode": status, "error": _REASONS.get(status, "Error"), "message": message})
+
+
+def error_for_status(status: int, message: str, headers: dict[str, str] | None = None) -> GatewayError:
+    """A client-safe error carrying an arbitrary status (e.g. a provider's 400/404/413 passed on)."""
+    err = GatewayError(message, headers=headers)
+    err.status = status
+    return err

@@ -1,0 +1,166 @@
+"""The request path of a proxied call: parse → route → (admit) → translate → upstream → back → (settle).
+
+Data flows one way: this module calls routing, translation and upstream; none of them calls back.
+Admission and settlement (the ledger) wrap the upstream attempt and see only its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from jinja2 import TemplateError
+
+from gateway.config.model import Config, Provider
+from gateway.errors import BadRequest, GatewayError, RateLimited, UpstreamUnavailable, error_for_status
+from gateway.routing import RouteDecision, Router
+from gateway.translate.operation import Operation, Wire
+from gateway.upstream import UpstreamFailure, UpstreamPool, UpstreamReply
+from gateway.usage import Usage
+
+log = logging.getLogger("gateway.pipeline")
+
+_ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
+# provider statuses after which the fallback candidate is tried (our key/config at fault, or the provider)
+_RETRYABLE = frozenset((401, 403, 408, 409, 500, 502, 503, 504, 520, 521, 522, 524, 529))
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one call; the ledger settles from it and history records it."""
+
+    status: int = 0
+    provider: str = ""
+    usage: Usage | None = None
+    error: str = ""
+    attempts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise BadRequest("request body is empty; send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def check_chat_body(body: dict[str, Any]) -> None:
+    """The checks every chat request must pass before any provider sees it (seed §14: 400)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' is required and must be a non-empty array")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise BadRequest(f"messages[{i}] must be an object")
+        role = m.get("role")
+        if role not in _ROLES:
+            raise BadRequest(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise BadRequest(f"messages[{i}].content must be a string or an array of content parts")
+    for key in ("max_tokens", "max_completion_tokens", "n"):
+        v = body.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise BadRequest(f"'{key}' must be a positive integer")
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        v = body.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise BadRequest(f"'{key}' must be a number")
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise BadRequest("'tools' must be an array of objects")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise BadRequest("'stream' must be a boolean")
+
+
+class Pipeline:
+    def __init__(self, config: Config, router: Router, pool: UpstreamPool) -> None:
+        self._config = config
+        self._router = router
+        self._pool = pool
+        self._wires: dict[str, Wire] = config.wires  # type: ignore[assignment]
+
+    def route(self, body: dict[str, Any], operation: str) -> RouteDecision:
+        return self._router.resolve(body.get("model"), operation)
+
+    async def forward(self, decision: RouteDecision, body: dict[str, Any], raw: bytes, request_id: str,
+                      outcome: Outcome) -> Reply:
+        """Try the candidates in order; raise a GatewayError the client may see, or return the reply."""
+        variables = {
+            "model": decision.model.name, "upstream_model": decision.model.upstream_name,
+            "request_id": request_id, "created": int(time.time()),
+            "max_output_tokens": decision.model.max_output_tokens or self._config.settings.default_max_output_tokens,
+        }
+        last: GatewayError | None = None
+        for provider in decision.candidates:
+            outcome.attempts.append(provider.name)
+            if not provider.configured:
+                last = UpstreamUnavailable(f"provider '{provider.name}' is not configured (no API key)")
+                continue
+            wire = self._wires[provider.wire]
+            op = wire.operations[decision.operation]
+            upstream_request = self._build(op, body, raw, variables)
+            try:
+                reply = await self._pool.send(provider, upstream_request)
+            except UpstreamFailure as exc:
+                log.warning("upstream %s failed for %s: %s", provider.name, request_id, exc.reason)
+                last = UpstreamUnavailable(f"provider '{provider.name}' unavailable: {exc.reason}")
+                continue
+            if reply.status in _RETRYABLE:
+                log.warning("upstream %s answered %s for %s", provider.name, reply.status, request_id)
+                last = UpstreamUnavailable(f"provider '{provider.name}' answered HTTP {reply.status}")
+                continue
+            outcome.provider = provider.name
+            if reply.status >= 400:
+                raise self._client_error(provider, wire, reply)
+            return self._translate_back(op, provider, reply, body, variables, outcome)
+        assert last is not None
+        raise last
+
+    @staticmethod
+    def _build(op: Operation, body: dict[str, Any], raw: bytes, variables: dict[str, Any]) -> Any:
+        try:
+            return op.build_request(body, raw, variables)
+        except GatewayError:
+            raise
+        except (TemplateError, TypeError, KeyError, AttributeError, ValueError) as exc:
+            raise BadRequest(f"request cannot be translated for this model: {exc}") from None
+
+    def _translate_back(self, op: Operation, provider: Provider, reply: UpstreamReply, body: dict[str, Any],
+                        variables: dict[str, Any], outcome: Outcome) -> Reply:
+        try:
+            upstream = orjson.loads(reply.body)
+            client, usage = op.translate_response(upstream, body, variables)
+            data = reply.body if client is None else orjson.dumps(client)
+        except Exception:  # a provider answer we cannot read is the provider's failure, not a crash
+            log.exception("cannot translate %s answer for %s", provider.name, variables["request_id"])
+            raise UpstreamUnavailable(f"provider '{provider.name}' sent an answer the gateway cannot read") from None
+        outcome.status = 200
+        outcome.usage = usage
+        return Reply(200, data)
+
+    def _client_error(self, provider: Provider, wire: Wire, reply: UpstreamReply) -> GatewayError:
+        try:
+            message = wire.error_message(orjson.loads(reply.body)) or ""
+        except orjson.JSONDecodeError:
+            message = ""
+        message = message or f"provider '{provider.name}' answered HTTP {reply.status}"
+        if reply.status == 429:
+            headers = {"Retry-After": reply.headers["retry-after"]} if "retry-after" in reply.headers else {}
+            return RateLimited(f"rate limited by provider '{provider.name}': {message}", headers=headers)
+        status = reply.status if reply.status in (400, 404, 413, 422) else 400
+        return error_for_status(400 if status == 422 else status, message)

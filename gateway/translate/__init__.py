@@ -1,0 +1,1 @@
+"""Declarative translation: YAML trees whose leaves are sandboxed Jinja expressions."""

@@ -1,0 +1,210 @@
+"""Small generic filters for translation templates. None of them knows a provider.
+
+Each one does a job Jinja cannot say in one expression (parse a JSON string, decode a data URL,
+merge consecutive turns...). The inbound schema is always OpenAI's, so helpers that read OpenAI
+shapes (content parts, tool calls) are generic too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from jinja2 import pass_context
+from jinja2.runtime import Context
+
+from gateway.errors import BadRequest
+
+
+def from_json(text: Any, what: str = "value") -> Any:
+    """Parse a JSON string (e.g. tool call `arguments`); a client's bad JSON is a 400, not a crash."""
+    if isinstance(text, (dict, list)):
+        return text
+    if text is None or text == "":
+        return {}
+    try:
+        return orjson.loads(text)
+    except (orjson.JSONDecodeError, TypeError):
+        raise BadRequest(f"{what} is not valid JSON") from None
+
+
+def json_string(value: Any) -> str:
+    """Compact JSON text of a value (OpenAI carries tool arguments as a JSON string)."""
+    return orjson.dumps(value).decode()
+
+
+def content_parts(content: Any) -> list[dict[str, Any]]:
+    """OpenAI message content (string, list of parts or null) as a list of parts."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if isinstance(content, list):
+        return [p if isinstance(p, dict) else {"type": "text", "text": str(p)} for p in content]
+    raise BadRequest("message content must be a string or a list of content parts")
+
+
+def text_of(content: Any, sep: str = "") -> str:
+    """All text of an OpenAI content value, joined."""
+    if isinstance(content, str):
+        return content
+    return sep.join(p.get("text", "") for p in content_parts(content) if p.get("type") in ("text", "input_text"))
+
+
+def data_url(url: Any) -> dict[str, str] | None:
+    """Split `data:<mime>;base64,<data>` into {mime_type, data}; None for any other URL."""
+    if not isinstance(url, str) or not url.startswith("data:"):
+        return None
+    head, sep, data = url[5:].partition(",")
+    if not sep or not head.endswith(";base64"):
+        raise BadRequest("image data URLs must be base64: data:<mime>;base64,<data>")
+    mime = head[: -len(";base64")] or "application/octet-stream"
+    try:
+        base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("image data URL does not hold valid base64") from None
+    return {"mime_type": mime, "data": data}
+
+
+def merge_consecutive(items: Iterable[Mapping[str, Any]], key: str = "role", field: str = "content") -> list[dict]:
+    """Merge neighbours with the same `key` by concatenating their list `field` (providers that
+    demand alternating turns; tool results of one turn become one message)."""
+    out: list[dict] = []
+    for item in items:
+        if out and out[-1].get(key) == item.get(key):
+            prev = out[-1]
+            prev[field] = _as_list(prev.get(field)) + _as_list(item.get(field))
+        else:
+            out.append(dict(item))
+    return out
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return list(value)
+    return [{"type": "text", "text": value}] if isinstance(value, str) else [value]
+
+
+def tool_call_names(messages: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Map tool_call id → function name over all assistant turns (for formats that answer by name)."""
+    names: dict[str, str] = {}
+    for m in messages:
+        for call in m.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            if "id" in call and "name" in fn:
+                names[call["id"]] = fn["name"]
+    return names
+
+
+@pass_context
+def to_tool_calls(ctx: Context, items: Iterable[Mapping[str, Any]], id_key: str, name_key: str,
+                  args_key: str) -> list[dict[str, Any]]:
+    """Provider tool invocations as OpenAI `tool_calls`; ids the provider did not give are minted
+    from the request id so snapshots stay deterministic."""
+    calls = []
+    for i, item in enumerate(items):
+        call_id = item.get(id_key) or f"call_{ctx.get('request_id', 'x')}_{i}"
+        args = item.get(args_key)
+        calls.append({
+            "id": call_id,
+            "type": "function",
+            "function": {"name": item.get(name_key), "arguments": args if isinstance(args, str) else json_string(args if args is not None else {})},
+        })
+    return calls
+
+
+def clamp(value: Any, low: float, high: float) -> Any:
+    return max(low, min(high, value)) if isinstance(value, (int, float)) else value
+
+
+def as_list(value: Any) -> list:
+    """A scalar as a one-item list (OpenAI `stop` may be a string or a list)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def pick(mapping: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    """Only the given keys that are present."""
+    return {k: mapping[k] for k in keys if k in mapping}
+
+
+def lookup(key: Any, table: Mapping[str, Any], default: Any = None) -> Any:
+    """`table[key]` or a default (finish-reason tables)."""
+    return table.get(key, default) if isinstance(key, str) else default
+
+
+def where(items: Iterable[Mapping[str, Any]] | None, key: str, *values: Any) -> list:
+    """Items whose `key` equals one of `values` (a fast `selectattr`)."""
+    return [i for i in items or () if i.get(key) in values]
+
+
+def where_not(items: Iterable[Mapping[str, Any]] | None, key: str, *values: Any) -> list:
+    return [i for i in items or () if i.get(key) not in values]
+
+
+def has(items: Iterable[Mapping[str, Any]] | None, key: str) -> list:
+    """Items that carry `key` with a non-null value."""
+    return [i for i in items or () if i.get(key) is not None]
+
+
+def map_attr(items: Iterable[Mapping[str, Any]] | None, key: str) -> list:
+    return [i[key] for i in items or () if key in i]
+
+
+def join_attr(items: Iterable[Mapping[str, Any]] | None, key: str, sep: str = "") -> str:
+    return sep.join(str(i[key]) for i in items or () if isinstance(i.get(key), str))
+
+
+def join_text(messages: Iterable[Mapping[str, Any]] | None, sep: str = "\n\n") -> str:
+    """The text of several OpenAI messages, joined (system/developer turns → one system prompt)."""
+    return sep.join(t for t in (text_of(m.get("content")) for m in messages or ()) if t)
+
+
+def image_url_of(part: Mapping[str, Any]) -> str:
+    """The URL of an OpenAI `image_url` part (object form, or the bare string some clients send)."""
+    ref = part.get("image_url")
+    url = ref.get("url") if isinstance(ref, Mapping) else ref
+    if not isinstance(url, str) or not url:
+        raise BadRequest("image_url part needs image_url.url")
+    return url
+
+
+def guess_mime(url: str, default: str = "image/jpeg") -> str:
+    return mimetypes.guess_type(url.split("?", 1)[0])[0] or default
+
+
+def fail(message: str) -> None:
+    """Refuse the request with a 400 carrying `message` (for inputs a provider cannot take)."""
+    raise BadRequest(str(message))
+
+
+FILTERS = {
+    "where": where,
+    "where_not": where_not,
+    "has": has,
+    "map_attr": map_attr,
+    "join_attr": join_attr,
+    "join_text": join_text,
+    "image_url_of": image_url_of,
+    "guess_mime": guess_mime,
+    "fail": fail,
+    "from_json": from_json,
+    "json_string": json_string,
+    "content_parts": content_parts,
+    "text_of": text_of,
+    "data_url": data_url,
+    "merge_consecutive": merge_consecutive,
+    "tool_call_names": tool_call_names,
+    "to_tool_calls": to_tool_calls,
+    "clamp": clamp,
+    "as_list": as_list,
+    "pick": pick,
+    "lookup": lookup,
+}

@@ -1,0 +1,171 @@
+"""A wire format's operations, compiled: request building, response translation, usage, errors.
+
+An operation is either a pass-through (the client's OpenAI body goes upstream as is: no render, no
+re-serialisation unless the model name must change) or a translation: a parameter table plus a
+request tree, and a response tree that turns the provider's answer back into OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from jinja2.sandbox import SandboxedEnvironment
+
+from gateway.errors import BadRequest
+from gateway.translate.environment import OMIT
+from gateway.translate.tree import MACROS_VAR, Node, TreeError, compile_tree, new_context
+from gateway.usage import Usage, UsageMap, dig
+
+_PARAM_WORDS = {"drop", "reject", "template", "pass"}
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    method: str
+    path: str            # appended to the provider's base_url
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    action: str                    # "to" | "drop" | "reject" | "template" | "pass"
+    target: tuple[str, ...] = ()
+    value: Node | None = None
+    message: str = ""
+    unless: Node | None = None
+
+
+class Operation:
+    def __init__(self, name: str, spec: Mapping[str, Any], env: SandboxedEnvironment,
+                 macros: dict[str, Node], where: str) -> None:
+        self.name = name
+        self.method: str = spec.get("method", "POST")
+        self.passthrough: bool = bool(spec.get("passthrough", False))
+        self._env = env
+        self._macros = macros
+        self._path = compile_tree(spec["path"], env, f"{where}.path")
+        self._path_const = spec["path"] if "{" not in spec["path"] else None
+        self.unknown_params: str = spec.get("unknown_params", "pass" if self.passthrough else "drop")
+        self._lets = [(k, compile_tree(v, env, f"{where}.let.{k}")) for k, v in (spec.get("let") or {}).items()]
+        self._params = {k: _compile_param(v, env, f"{where}.params.{k}") for k, v in (spec.get("params") or {}).items()}
+        self._request = compile_tree(spec["request"], env, f"{where}.request") if "request" in spec else None
+        self._response = compile_tree(spec["response"], env, f"{where}.response") if "response" in spec else None
+        self.finish_reasons: dict[str, str] = dict(spec.get("finish_reasons") or {})
+        self.usage = UsageMap(spec.get("usage") or {})
+
+    # -- request ---------------------------------------------------------------------------------------
+
+    def build_request(self, body: dict[str, Any], raw: bytes, variables: dict[str, Any]) -> UpstreamRequest:
+        """`variables` holds model, upstream_model, request_id, created, max_output_tokens."""
+        if self.passthrough:
+            return self._passthrough_request(body, raw, variables)
+        ctx = self._context(body, variables)
+        assignments: list[tuple[tuple[str, ...], Any]] = []
+        for key, value in body.items():
+            param = self._params.get(key)
+            if param is None:
+                if self.unknown_params == "reject":
+                    raise BadRequest(f"parameter '{key}' is not supported for this model")
+                if self.unknown_params == "pass":
+                    assignments.append(((key,), value))
+                continue
+            action = param.action
+            if action == "template" or action == "drop":
+                continue
+            ctx.vars["value"] = value
+            if action == "reject":
+                if param.unless is not None and param.unless(ctx):
+                    continue
+                raise BadRequest(param.message or f"parameter '{key}' is not supported for this model")
+            if action == "pass":
+                assignments.append(((key,), value))
+            else:
+                v = param.value(ctx) if param.value is not None else value
+                if v is not OMIT:
+                    assignments.append((param.target, v))
+        payload = self._request(ctx) if self._request is not None else {}
+        for target, value in assignments:
+            _deep_set(payload, target, value)
+        return UpstreamRequest(self.method, self._render_path(ctx), orjson.dumps(payload))
+
+    def _passthrough_request(self, body: dict[str, Any], raw: bytes, variables: dict[str, Any]) -> UpstreamRequest:
+        upstream_model = variables["upstream_model"]
+        changed = body.get("model") != upstream_model
+        drops = [k for k in body if self._params.get(k, _PASS).action == "drop"]
+        if changed or drops:
+            body = {k: v for k, v in body.items() if k not in drops}
+            body["model"] = upstream_model
+            raw = orjson.dumps(body)
+        path = self._path_const if self._path_const is not None else self._render_path(self._context(body, variables))
+        return UpstreamRequest(self.method, path, raw)
+
+    def _render_path(self, ctx: Any) -> str:
+        return self._path_const if self._path_const is not None else str(self._path(ctx))
+
+    def _context(self, body: dict[str, Any], variables: dict[str, Any]) -> Any:
+        ctx = new_context(self._env, {**variables, "body": body, MACROS_VAR: self._macros,
+                                       "finish_reasons": self.finish_reasons})
+        for name, node in self._lets:
+            ctx.vars[name] = node(ctx)
+        return ctx
+
+    # -- response --------------------------------------------------------------------------------------
+
+    def translate_response(self, upstream: Any, body: dict[str, Any], variables: dict[str, Any]) -> tuple[Any, Usage | None]:
+        """The client's answer (a dict to serialise, or None for pass-through) and the reported usage."""
+        usage = self.usage.extract(upstream)
+        if self._response is None:
+            return None, usage
+        ctx = self._context(body, variables)
+        ctx.vars["resp"] = upstream
+        ctx.vars["usage"] = (usage or Usage()).to_openai_chat()
+        return self._response(ctx), usage
+
+
+_PASS = _Param("pass")
+
+
+def _compile_param(spec: Any, env: SandboxedEnvironment, where: str) -> _Param:
+    if isinstance(spec, str):
+        if spec in _PARAM_WORDS:
+            return _Param(spec)
+        return _Param("to", tuple(spec.split(".")))
+    if "reject" in spec:
+        unless = compile_tree(spec["unless"], env, f"{where}.unless") if "unless" in spec else None
+        return _Param("reject", message=spec["reject"], unless=unless)
+    if "to" not in spec:
+        raise TreeError(where, "a parameter needs `to` (a target path) or `reject`")
+    value = compile_tree(spec["value"], env, f"{where}.value") if "value" in spec else None
+    return _Param("to", tuple(spec["to"].split(".")), value=value)
+
+
+def _deep_set(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        nxt = doc.get(part)
+        if not isinstance(nxt, dict):
+            nxt = doc[part] = {}
+        doc = nxt
+    doc[path[-1]] = value
+
+
+class Wire:
+    """One wire format: its operations and how to read its error bodies."""
+
+    def __init__(self, name: str, doc: Mapping[str, Any], env: SandboxedEnvironment, where: str) -> None:
+        self.name = name
+        self.macros: dict[str, Node] = {}
+        for macro, tree in (doc.get("macros") or {}).items():
+            self.macros[macro] = compile_tree(tree, env, f"{where}.macros.{macro}")
+        self.operations = {op: Operation(op, spec, env, self.macros, f"{where}.operations.{op}")
+                           for op, spec in doc["operations"].items()}
+        self._error_paths = tuple(tuple(p.split(".")) for p in (doc.get("errors") or {}).get("message", ()))
+
+    def error_message(self, payload: Any) -> str | None:
+        for path in self._error_paths:
+            v = dig(payload, path)
+            if isinstance(v, str) and v:
+                return v
+        return None

@@ -1,0 +1,70 @@
+"""Token usage as the gateway bills it, extracted from any provider's answer by dotted paths."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0          # every prompt token, cached and cache-written included
+    cached_input_tokens: int = 0   # subset of input_tokens read from the provider's cache
+    cache_write_tokens: int = 0    # subset of input_tokens written to the provider's cache
+    output_tokens: int = 0         # every generated token, reasoning included
+    reasoning_tokens: int = 0      # subset of output_tokens
+    images: int = 0                # generated images (image endpoints)
+    estimated: bool = False        # True when counted by the gateway, not reported by the provider
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def to_openai_chat(self) -> dict[str, Any]:
+        """OpenAI's CompletionUsage shape."""
+        return {
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_input_tokens,
+                                      **({"cache_write_tokens": self.cache_write_tokens} if self.cache_write_tokens else {})},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+
+
+_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+
+
+def dig(doc: Any, path: Sequence[str]) -> Any:
+    for part in path:
+        if isinstance(doc, Mapping):
+            doc = doc.get(part)
+        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+            doc = doc[int(part)]
+        else:
+            return None
+    return doc
+
+
+class UsageMap:
+    """For each Usage field, the list of dotted paths whose integer values add up to it."""
+
+    __slots__ = ("_paths",)
+
+    def __init__(self, spec: Mapping[str, Sequence[str]]) -> None:
+        self._paths = tuple((f, tuple(tuple(p.split(".")) for p in spec.get(f, ()))) for f in _FIELDS)
+
+    def extract(self, doc: Any) -> Usage | None:
+        """The usage a provider reported, or None if it reported none at all."""
+        found = False
+        values: dict[str, int] = {}
+        for field, paths in self._paths:
+            total = 0
+            for path in paths:
+                v = dig(doc, path)
+                if isinstance(v, int) and not isinstance(v, bool):
+                    total += v
+                    found = True
+            values[field] = total
+        return Usage(**values) if found else None

@@ -1,0 +1,69 @@
+"""Shared test helpers: the repo's config, one representative model per provider, fixture loading."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# which official spec and schema a wire format's chat request / response must satisfy
+WIRE_REQUEST_SCHEMA = {
+    "openai": ("openai", "CreateChatCompletionRequest"),
+    "anthropic": ("anthropic", "CreateMessageParams"),
+    "gemini": ("gemini", "GenerateContentRequest"),
+}
+WIRE_RESPONSE_SCHEMA = {
+    "openai": ("openai", "CreateChatCompletionResponse"),
+    "anthropic": ("anthropic", "Message"),
+    "gemini": ("gemini", "GenerateContentResponse"),
+}
+
+
+def config_env(**overrides: str) -> dict[str, str]:
+    """An environment with every provider configured (fake keys), plus overrides."""
+    env = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant-test", "GEMINI_API_KEY": "gm-test",
+           "XAI_API_KEY": "xai-test"}
+    env.update(overrides)
+    return env
+
+
+@cache
+def repo_config() -> Config:
+    return load_config(REPO, config_env())
+
+
+# the model each provider's golden tests use; any other provider gets its first enabled chat model
+REPRESENTATIVE = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash",
+                  "xai": "grok-3-mini"}
+
+
+def chat_model_for(provider: str) -> str:
+    """A representative enabled chat model whose primary route is `provider`."""
+    cfg = repo_config()
+    preferred = cfg.models.get(REPRESENTATIVE.get(provider, ""))
+    if preferred is not None and preferred.enabled:
+        return preferred.name
+    for name, model in cfg.models.items():
+        if model.enabled and model.kind == "chat":
+            route = next(r for r in cfg.routes if r.matches(name))
+            if route.primary == provider:
+                return name
+    raise LookupError(provider)
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def request_fixtures() -> list[Path]:
+    return sorted((FIXTURES / "requests").glob("*.json"))
+
+
+def response_fixtures() -> list[Path]:
+    return sorted((FIXTURES / "responses").glob("*/*.json"))
