@@ -1,20 +1,28 @@
-"""The ASGI application: the /v1 API on raw ASGI, lifespan start-up of upstream pools."""
+"""The ASGI application: the /v1 API on raw ASGI; start-up of upstream pools and the Redis client."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
 from gateway import __version__
-from gateway.asgi import ClientGone, Receive, Scope, Send, new_request_id, read_body, send_bytes, send_error
+from gateway.asgi import ClientGone, Receive, Scope, Send, header, new_request_id, read_body, send_bytes, send_error
+from gateway.auth import Authenticator
+from gateway.billing import BillingGate, rate_headers
 from gateway.config.model import Config
-from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NotFound, Unauthorized
 from gateway.pipeline import Outcome, Pipeline, check_chat_body, parse_json_body
+from gateway.pricing import PriceBook
 from gateway.routing import ENDPOINT_OF_KIND, Router
+from gateway.store.accounts import Accounts, InvalidInput
+from gateway.store.connection import async_client
+from gateway.store.keys import KeySpace
+from gateway.store.ledger import Ledger
 from gateway.upstream import UpstreamPool
 
 log = logging.getLogger("gateway.app")
@@ -23,17 +31,29 @@ Handler = Callable[[Scope, Receive, Send, str, dict[str, str]], Awaitable[None]]
 
 
 class GatewayApp:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, redis_url: str | None = None) -> None:
         self.config = config
         self.router = Router(config)
         self.pool = UpstreamPool(config.providers)
         self.pipeline = Pipeline(config, self.router, self.pool)
+        self.prices = PriceBook(config.prices)
+        self.keyspace = KeySpace(config.settings.redis_prefix)
+        self.redis_url = redis_url or config.settings.redis_url
+        if not self.redis_url:
+            raise ValueError("no Redis URL: set REDIS_URL or run `gateway serve`, which starts the embedded Redis")
+        s = config.settings
+        self.redis = async_client(self.redis_url, max_connections=max(64, s.pool_size))
+        self.ledger = Ledger(self.redis, self.keyspace, history_max=s.history_max)
+        self.accounts = Accounts(self.redis, self.keyspace, s.usd_rub_default)
+        self.auth = Authenticator(self.redis, self.keyspace)
+        self.billing = BillingGate(self.ledger, self.prices, s)
         self._limit = config.settings.max_body_bytes
         self._models_body = orjson.dumps({"object": "list", "data": [self._model_card(m) for m in config.enabled_models]})
         self._exact: dict[str, dict[str, Handler]] = {
             "/v1": {"GET": self.index}, "/v1/": {"GET": self.index},
             "/v1/models": {"GET": self.list_models},
             "/v1/chat/completions": {"POST": self.chat},
+            "/v1/me": {"GET": self.me}, "/v1/balance": {"GET": self.balance}, "/v1/usage": {"GET": self.usage},
         }
 
     # -- ASGI ------------------------------------------------------------------------------------------
@@ -61,10 +81,12 @@ class GatewayApp:
                 return
 
     async def startup(self) -> None:
+        await self.redis.ping()
         await self.pool.start()
 
     async def shutdown(self) -> None:
         await self.pool.close()
+        await self.redis.aclose()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
@@ -108,20 +130,26 @@ class GatewayApp:
                 {"method": "GET", "path": "/v1/models/{model}", "description": "one model"},
                 {"method": "POST", "path": "/v1/chat/completions", "description": "chat completions (main endpoint)"},
                 {"method": "POST", "path": "/v1/models/{model}/chat/completions", "description": "same, model in the URL"},
+                {"method": "GET", "path": "/v1/me", "description": "the current token's profile"},
+                {"method": "GET", "path": "/v1/balance", "description": "balance and spend"},
+                {"method": "GET", "path": "/v1/usage", "description": "usage snapshot; ?from=YYYY-MM-DD&to=YYYY-MM-DD"},
             ],
         }
         await send_bytes(send, 200, orjson.dumps(body), request_id)
 
     async def list_models(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        await self.auth.caller(header(scope, b"authorization"))
         await send_bytes(send, 200, self._models_body, request_id)
 
     async def get_model(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        await self.auth.caller(header(scope, b"authorization"))
         model = self.config.models.get(params["model"])
         if model is None or not model.enabled:
             raise NotFound(f"model '{params['model']}' not found among enabled models")
         await send_bytes(send, 200, orjson.dumps(self._model_card(model)), request_id)
 
     async def chat(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        caller = await self.auth.caller(header(scope, b"authorization"))
         raw = await read_body(scope, receive, self._limit)
         body = parse_json_body(raw)
         if "model" in params:
@@ -129,13 +157,50 @@ class GatewayApp:
             raw = orjson.dumps(body)
         check_chat_body(body)
         decision = self.pipeline.route(body, "chat")
+        ticket = await self.billing.admit(caller, decision, body, raw, request_id, "/v1/chat/completions")
         outcome = Outcome()
-        started = time.perf_counter()
-        reply = await self.pipeline.forward(decision, body, raw, request_id, outcome)
-        log.debug("%s %s via %s in %.1f ms", request_id, decision.model.name, outcome.provider,
-                  (time.perf_counter() - started) * 1000)
-        await send_bytes(send, reply.status, reply.body, request_id,
-                         ((b"x-gateway-provider", outcome.provider.encode()),))
+        try:
+            reply = await self.pipeline.forward(decision, body, raw, request_id, outcome)
+        except GatewayError as err:
+            outcome.status, outcome.error = err.status, err.message
+            await self.billing.settle(ticket, outcome)
+            err.headers.update({k.decode(): v.decode() for k, v in rate_headers(ticket.admission)})
+            raise
+        except BaseException:
+            outcome.status, outcome.error = 500, "internal error"
+            await self.billing.settle(ticket, outcome)
+            raise
+        await self.billing.settle(ticket, outcome, len(raw), len(reply.body))
+        extra = ((b"x-gateway-provider", outcome.provider.encode()),) + rate_headers(ticket.admission)
+        await send_bytes(send, reply.status, reply.body, request_id, extra)
+
+    async def me(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        caller = await self.auth.caller(header(scope, b"authorization"))
+        await self._check_active(caller)
+        await send_bytes(send, 200, orjson.dumps(await self.accounts.me(caller.account_id, caller.key_id)), request_id)
+
+    async def balance(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        caller = await self.auth.caller(header(scope, b"authorization"))
+        await self._check_active(caller)
+        doc = await self.accounts.balance(caller.account_id, caller.key_id)
+        await send_bytes(send, 200, orjson.dumps(doc), request_id)
+
+    async def usage(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        caller = await self.auth.caller(header(scope, b"authorization"))
+        await self._check_active(caller)
+        query = parse_qs(scope.get("query_string", b"").decode())
+        try:
+            start = date.fromisoformat(query["from"][0]) if "from" in query else None
+            end = date.fromisoformat(query["to"][0]) if "to" in query else None
+            doc = await self.accounts.usage(caller.account_id, start, end)
+        except ValueError as exc:  # bad dates and InvalidInput
+            raise BadRequest(str(exc) if isinstance(exc, InvalidInput) else "from/to must be dates as YYYY-MM-DD") from None
+        await send_bytes(send, 200, orjson.dumps(doc), request_id)
+
+    async def _check_active(self, caller: Any) -> None:
+        key = await self.accounts.key(caller.account_id, caller.key_id)
+        if key.status != "ACTIVE":
+            raise Unauthorized("token revoked" if key.status == "REVOKED" else "token blocked")
 
     @staticmethod
     def _model_card(model: Any) -> dict[str, Any]:

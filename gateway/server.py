@@ -1,15 +1,23 @@
-"""Run the app under uvicorn (uvloop + httptools); the factory loads config from GATEWAY_ROOT."""
+"""Run the app under uvicorn (uvloop + httptools); the factory loads config from GATEWAY_ROOT.
+
+With REDIS_URL unset, `gateway serve` starts the embedded redis-server first and hands its socket to
+the workers through REDIS_URL, so every worker (and every host) shares state only through Redis.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from pathlib import Path
 
 import uvicorn
 
 from gateway.app import GatewayApp
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
+from gateway.store.connection import EmbeddedRedis
+
+log = logging.getLogger("gateway.server")
 
 
 def configure_logging(level: str = "info") -> None:
@@ -23,6 +31,18 @@ def create_app() -> GatewayApp:
     return GatewayApp(load_config(root))
 
 
+def data_dir(config: Config) -> Path:
+    d = Path(config.settings.data_dir)
+    return d if d.is_absolute() else Path(config.root) / d
+
+
+def embedded_redis_for(config: Config) -> EmbeddedRedis | None:
+    """Start (or reuse) the embedded Redis when no REDIS_URL is configured."""
+    if config.settings.redis_url:
+        return None
+    return EmbeddedRedis(data_dir(config)).start()
+
+
 def serve(root: str, host: str | None, port: int | None, workers: int | None) -> int:
     try:
         config = load_config(root)
@@ -33,9 +53,26 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
         return 1
     s = config.settings
     configure_logging(s.log_level)
+    embedded = embedded_redis_for(config)
+    if embedded is not None:
+        os.environ["REDIS_URL"] = embedded.url
+    else:
+        log.info("using Redis at %s", _redact(s.redis_url))
     os.environ["GATEWAY_ROOT"] = config.root
     n = workers or s.workers
-    uvicorn.run("gateway.server:create_app", factory=True, host=host or s.host, port=port or s.port,
-                workers=n if n > 1 else None, loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level=s.log_level, timeout_keep_alive=30)
+    try:
+        uvicorn.run("gateway.server:create_app", factory=True, host=host or s.host, port=port or s.port,
+                    workers=n if n > 1 else None, loop="uvloop", http="httptools", lifespan="on",
+                    access_log=False, log_level=s.log_level, timeout_keep_alive=30)
+    finally:
+        if embedded is not None:
+            embedded.stop()
     return 0
+
+
+def _redact(url: str) -> str:
+    """A Redis URL without its password, for the log."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

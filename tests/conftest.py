@@ -1,17 +1,22 @@
-"""Fixtures: fake upstreams for every provider and the gateway in front of them, on loopback."""
+"""Fixtures: fake upstreams for every provider, Redis under a private key prefix, a funded customer,
+and the gateway in front of them, all on loopback."""
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Iterator
 
 import openai
 import pytest
+import redis
 
 from tests.fakes.server import FakeUpstream, start_fake
-from tests.gateway_server import GatewayServer
+from tests.gateway_server import Customer, GatewayServer, make_customer
 from tests.support import REPO
 
 FAKE_KEY = "test-key"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +35,22 @@ def fake_env(fakes: dict[str, FakeUpstream]) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def redis_env() -> Iterator[dict[str, str]]:
+    """The shared test Redis with a key prefix of this session's own; its keys are deleted afterwards."""
+    prefix = "t" + secrets.token_hex(4)
+    yield {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix}
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_env(fakes: dict[str, FakeUpstream], redis_env: dict[str, str]) -> dict[str, str]:
+    return fake_env(fakes) | redis_env
+
+
 @pytest.fixture(autouse=True)
 def _reset_fakes(request: pytest.FixtureRequest) -> None:
     if "fakes" in request.fixturenames:
@@ -38,11 +59,22 @@ def _reset_fakes(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
-def gateway(fakes: dict[str, FakeUpstream]) -> Iterator[GatewayServer]:
-    with GatewayServer(REPO, fake_env(fakes)) as server:
+def gateway(gateway_env: dict[str, str]) -> Iterator[GatewayServer]:
+    with GatewayServer(REPO, gateway_env) as server:
         yield server
 
 
+@pytest.fixture(scope="session")
+def customer(gateway: GatewayServer) -> Customer:
+    """A customer with $1000 and one unrestricted key, shared by the translation/fault tests."""
+    return make_customer(gateway, usd="1000")
+
+
 @pytest.fixture()
-def client(gateway: GatewayServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.base_url + "/v1", api_key="bt_test", max_retries=0, timeout=20)
+def auth(customer: Customer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {customer.secret}"}
+
+
+@pytest.fixture()
+def client(gateway: GatewayServer, customer: Customer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=customer.secret, max_retries=0, timeout=20)

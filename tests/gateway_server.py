@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import shutil
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 
 from gateway.app import GatewayApp
 from gateway.config import load_config
+from gateway.money import usd_to_nano
+from gateway.store.accounts import Accounts
+from gateway.store.connection import async_client
+from gateway.store.keys import KeySpace
 from tests.support import REPO
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -55,3 +66,35 @@ def copy_root(dest: Path) -> Path:
     for folder in ("config", "providers.d", "pricing.d"):
         shutil.copytree(REPO / folder, dest / folder)
     return dest
+
+
+@dataclass(frozen=True)
+class Customer:
+    account_id: str
+    key_id: str
+    secret: str
+
+
+def accounts_call(server: "GatewayServer", fn: Callable[[Accounts], Awaitable[T]]) -> T:
+    """Run one service call against the server's Redis from the test thread (own client, own loop)."""
+    s = server.config.settings
+
+    async def go() -> T:
+        client = async_client(server.app.redis_url)
+        try:
+            return await fn(Accounts(client, KeySpace(s.redis_prefix), s.usd_rub_default))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def make_customer(server: "GatewayServer", usd: str = "10", **key_options: Any) -> Customer:
+    async def create(acc: Accounts) -> Customer:
+        account = await acc.create_account(f"{secrets.token_hex(5)}@example.com")
+        if Decimal(usd) > 0:
+            await acc.credit(account.id, usd_to_nano(usd), reason="test funds")
+        created = await acc.create_key(account.id, name="test", **key_options)
+        return Customer(account.id, created.key.id, created.secret)
+
+    return accounts_call(server, create)

@@ -67,17 +67,17 @@ def test_tool_call_round_trip(provider: str, client: openai.OpenAI, fakes) -> No
         assert sent["messages"][-1] == {"role": "tool", "tool_call_id": call.id, "content": "18C, cloudy"}
 
 
-def test_model_in_url(gateway, fakes) -> None:
+def test_model_in_url(gateway, fakes, auth) -> None:
     model = chat_model_for("anthropic")
     r = httpx.post(f"{gateway.base_url}/v1/models/{model}/chat/completions",
-                   json={"messages": [{"role": "user", "content": "hi"}]}, headers={"Authorization": "Bearer bt_test"})
+                   json={"messages": [{"role": "user", "content": "hi"}]}, headers=auth)
     assert r.status_code == 200, r.text
     assert r.json()["model"] == model
     assert r.json()["choices"][0]["message"]["content"] == "echo: hi"
     assert fakes["anthropic"].last.body["model"] == model
 
 
-def test_index_and_models(gateway, client: openai.OpenAI) -> None:
+def test_index_and_models(gateway, client: openai.OpenAI, auth) -> None:
     index = httpx.get(f"{gateway.base_url}/v1").json()
     assert any(e["path"] == "/v1/chat/completions" for e in index["endpoints"])
     listed = {m.id for m in client.models.list()}
@@ -87,9 +87,10 @@ def test_index_and_models(gateway, client: openai.OpenAI) -> None:
     assert disabled not in listed
     assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
     for name in (disabled, "no-such-model"):
-        r = httpx.get(f"{gateway.base_url}/v1/models/{name}")
+        r = httpx.get(f"{gateway.base_url}/v1/models/{name}", headers=auth)
         assert r.status_code == 404
         assert r.json() == {"statusCode": 404, "error": "Not Found", "message": f"model '{name}' not found among enabled models"}
+    assert httpx.get(f"{gateway.base_url}/v1/models").status_code == 401
 
 
 def test_unknown_model_is_404(client: openai.OpenAI, fakes) -> None:
@@ -119,9 +120,9 @@ def test_disabled_model_is_404(gateway, client: openai.OpenAI) -> None:
     (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', 400, "'temperature'"),
     (b'{"model": 5, "messages": [{"role": "user", "content": "hi"}]}', 400, "'model' is required"),
 ])
-def test_bad_input_gets_seed_error(gateway, fakes, body: bytes, status: int, message: str) -> None:
+def test_bad_input_gets_seed_error(gateway, fakes, auth, body: bytes, status: int, message: str) -> None:
     r = httpx.post(f"{gateway.base_url}/v1/chat/completions", content=body,
-                   headers={"Content-Type": "application/json", "Authorization": "Bearer bt_test"})
+                   headers={"Content-Type": "application/json", **auth})
     assert r.status_code == status
     data = r.json()
     assert set(data) == {"statusCode", "error", "message"}
@@ -130,11 +131,11 @@ def test_bad_input_gets_seed_error(gateway, fakes, body: bytes, status: int, mes
     assert all(not f.requests for f in fakes.values())
 
 
-def test_oversized_body_is_413(gateway, fakes) -> None:
+def test_oversized_body_is_413(gateway, fakes, auth) -> None:
     limit = gateway.config.settings.max_body_bytes
     big = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' + b"x" * (limit + 10) + b'"}]}'
     r = httpx.post(f"{gateway.base_url}/v1/chat/completions", content=big,
-                   headers={"Content-Type": "application/json", "Authorization": "Bearer bt_test"})
+                   headers={"Content-Type": "application/json", **auth})
     assert r.status_code == 413
     assert r.json()["statusCode"] == 413
     assert not fakes["openai"].requests

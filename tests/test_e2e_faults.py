@@ -10,7 +10,7 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import FAKE_KEY, fake_env
+from tests.conftest import FAKE_KEY
 from tests.fakes.server import start_fake
 from tests.gateway_server import GatewayServer, copy_root
 from tests.support import chat_model_for
@@ -25,7 +25,7 @@ def backup():
 
 
 @pytest.fixture(scope="module")
-def fallback_gateway(tmp_path_factory, fakes, backup):
+def fallback_gateway(tmp_path_factory, gateway_env, backup):
     """The repo's config plus a second OpenAI-compatible upstream as the OpenAI route's fallback,
     and a 500 ms timeout on the primary."""
     root = copy_root(tmp_path_factory.mktemp("root"))
@@ -37,15 +37,15 @@ def fallback_gateway(tmp_path_factory, fakes, backup):
     routing = yaml.safe_load((root / "config" / "routing.yaml").read_text())
     routing["routes"][0]["fallback"] = "openai-backup"
     (root / "config" / "routing.yaml").write_text(yaml.safe_dump(routing))
-    env = fake_env(fakes) | {"OPENAI_BACKUP_BASE_URL": backup.base_url, "OPENAI_BACKUP_API_KEY": FAKE_KEY}
+    env = gateway_env | {"OPENAI_BACKUP_BASE_URL": backup.base_url, "OPENAI_BACKUP_API_KEY": FAKE_KEY}
     with GatewayServer(root, env) as server:
         yield server
 
 
 @pytest.fixture()
-def fb_client(fallback_gateway, backup):
+def fb_client(fallback_gateway, backup, customer):
     backup.reset()
-    return openai.OpenAI(base_url=fallback_gateway.base_url + "/v1", api_key="bt_test", max_retries=0, timeout=20)
+    return openai.OpenAI(base_url=fallback_gateway.base_url + "/v1", api_key=customer.secret, max_retries=0, timeout=20)
 
 
 def test_timeout_uses_fallback(fb_client, fakes, backup) -> None:
@@ -79,11 +79,12 @@ def test_both_down_is_503(fb_client, fakes, backup) -> None:
     assert len(fakes["openai"].requests) == 1 and len(backup.requests) == 1, "exactly one fallback attempt"
 
 
-def test_connection_refused_then_503(tmp_path: Path, fakes) -> None:
+def test_connection_refused_then_503(tmp_path: Path, gateway_env, auth) -> None:
     root = copy_root(tmp_path)
-    env = fake_env(fakes) | {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    env = gateway_env | {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
     with GatewayServer(root, env) as gw:
-        r = httpx.post(f"{gw.base_url}/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MSG})
+        r = httpx.post(f"{gw.base_url}/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MSG},
+                       headers=auth)
     assert r.status_code == 503
     assert "connection error" in r.json()["message"]
 
@@ -115,13 +116,14 @@ def test_anthropic_overloaded_without_fallback_is_503(client: openai.OpenAI, fak
     assert exc.value.status_code == 503
 
 
-def test_provider_without_key_is_503_not_configured(tmp_path: Path, fakes) -> None:
+def test_provider_without_key_is_503_not_configured(tmp_path: Path, gateway_env, fakes, auth) -> None:
     root = copy_root(tmp_path)
-    env = {k: v for k, v in fake_env(fakes).items() if k != "ANTHROPIC_API_KEY"}
+    env = {k: v for k, v in gateway_env.items() if k != "ANTHROPIC_API_KEY"}
     with GatewayServer(root, env) as gw:
         r = httpx.post(f"{gw.base_url}/v1/chat/completions",
-                       json={"model": chat_model_for("anthropic"), "messages": MSG})
-        ok = httpx.post(f"{gw.base_url}/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MSG})
+                       json={"model": chat_model_for("anthropic"), "messages": MSG}, headers=auth)
+        ok = httpx.post(f"{gw.base_url}/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MSG},
+                        headers=auth)
     assert r.status_code == 503
     assert r.json()["message"] == "provider 'anthropic' is not configured (no API key)"
     assert ok.status_code == 200

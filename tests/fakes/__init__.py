@@ -2,7 +2,8 @@
 
 * ``tests.fakes.specs``    - validate payloads against the official API specs
 * ``tests.fakes.server``   - ``FakeUpstream`` / ``start_fake``: real loopback HTTP servers
-* ``tests.fakes.fixtures`` - pytest fixtures ``fake_openai``, ``fake_anthropic``, ``fake_gemini``, ``fake_xai``
+* ``tests.fakes.fixtures`` - pytest fixtures ``fake_openai``, ``fake_anthropic``, ``fake_gemini``,
+  ``fake_xai``
 * ``tests.fakes.*_wire``   - the fakes' default answers / stream conversion as pure functions
 """
 

@@ -1,5 +1,6 @@
 """Anthropic Messages wire format: default answers and SSE conversion (pure functions).
 
+JSON mode (``output_config.format``) answers ``{"echo": "<last user text>"}``.
 Tokens: input = words of system + all text (incl. tool_result text) + 10; output = words of
 the answer (text + thinking + tool input JSON) + 1, or exactly ``max_tokens`` when cut.
 """
@@ -9,12 +10,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .common import WEATHER_ARGS, cut_at_stop, dumps, split_pieces, truncate_words, words
+from .common import WEATHER_ARGS, cut_at_stop, dumps, json_answer, split_pieces, truncate_words, words
 
 THINKING_TEXT = "Let me think about this."
 THINKING_SIGNATURE = "ZmFrZS1zaWduYXR1cmU="  # base64("fake-signature")
 
-MODELS = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"]
+MODELS = ["claude-sonnet-4-6", "claude-opus-4-7", "claude-haiku-4-5"]
 
 
 def _block_text(content: Any, *, include_tool_results: bool) -> str:
@@ -59,7 +60,9 @@ def message(body: dict, n: int, *, text: str | None = None) -> dict:
     ]
     last_user_text = next((t for t in reversed(user_texts) if t), "")
     last = messages[-1] if messages else {}
-    last_is_user_text = last.get("role") == "user" and bool(_block_text(last.get("content"), include_tool_results=False))
+    last_is_user_text = last.get("role") == "user" and bool(
+        _block_text(last.get("content"), include_tool_results=False)
+    )
 
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("name")]
     names = [t["name"] for t in tools if "input_schema" in t] or [t["name"] for t in tools]
@@ -90,7 +93,13 @@ def message(body: dict, n: int, *, text: str | None = None) -> dict:
         stop_reason = "tool_use"
         out_tokens = out_words + 1
     else:
-        answer = text if text is not None else "echo: " + last_user_text
+        fmt = (body.get("output_config") or {}).get("format") or {}
+        if text is not None:
+            answer = text
+        elif fmt.get("type") == "json_schema":
+            answer = json_answer(last_user_text)
+        else:
+            answer = "echo: " + last_user_text
         answer, stop_sequence = cut_at_stop(answer, body.get("stop_sequences"))
         if stop_sequence is not None:
             stop_reason = "stop_sequence"
@@ -132,7 +141,11 @@ def stream_events(msg: dict) -> list[dict]:
             out.append({"type": "content_block_start", "index": i, "content_block": start})
             for piece in split_pieces(block.get("text") or ""):
                 out.append(
-                    {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": piece}}
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "text_delta", "text": piece},
+                    }
                 )
         elif kind in ("tool_use", "server_tool_use"):
             out.append(
@@ -200,7 +213,12 @@ def count_tokens(body: dict) -> dict:
 
 def models_list() -> dict:
     data = [
-        {"type": "model", "id": m, "display_name": m.replace("-", " ").title(), "created_at": "2025-09-29T00:00:00Z"}
+        {
+            "type": "model",
+            "id": m,
+            "display_name": m.replace("-", " ").title(),
+            "created_at": "2025-09-29T00:00:00Z",
+        }
         for m in MODELS
     ]
     return {"data": data, "first_id": data[0]["id"], "last_id": data[-1]["id"], "has_more": False}
@@ -221,6 +239,14 @@ ERROR_TYPES = {
 }
 
 
-def error_body(status: int, message: str | None = None, *, type: str | None = None, request_id: str = "req_fake") -> dict:
-    etype, emsg = ERROR_TYPES.get(status, ("api_error" if status >= 500 else "invalid_request_error", f"HTTP {status}"))
-    return {"type": "error", "error": {"type": type or etype, "message": message or emsg}, "request_id": request_id}
+def error_body(
+    status: int, message: str | None = None, *, type: str | None = None, request_id: str = "req_fake"
+) -> dict:
+    etype, emsg = ERROR_TYPES.get(
+        status, ("api_error" if status >= 500 else "invalid_request_error", f"HTTP {status}")
+    )
+    return {
+        "type": "error",
+        "error": {"type": type or etype, "message": message or emsg},
+        "request_id": request_id,
+    }

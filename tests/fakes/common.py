@@ -6,7 +6,8 @@ import base64
 import re
 import struct
 import zlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 try:
     import orjson
@@ -35,7 +36,12 @@ WEATHER_ARGS_JSON = '{"city":"Paris"}'
 
 def _png(width: int = 1, height: int = 1, rgba: tuple[int, int, int, int] = (255, 0, 0, 255)) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     row = b"\x00" + bytes(rgba) * width
     return (
@@ -48,6 +54,11 @@ def _png(width: int = 1, height: int = 1, rgba: tuple[int, int, int, int] = (255
 
 PNG_BYTES: bytes = _png()  # a valid 1x1 red RGBA PNG
 PNG_B64: str = base64.b64encode(PNG_BYTES).decode()
+
+
+def json_answer(echo_of: str) -> str:
+    """The default answer in JSON mode (response_format / output_config / responseMimeType)."""
+    return dumps({"echo": echo_of}).decode()
 
 
 def words(text: str | None) -> int:

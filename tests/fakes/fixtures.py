@@ -11,7 +11,7 @@ scripted answers, no recorded requests and no delay.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

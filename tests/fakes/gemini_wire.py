@@ -1,5 +1,7 @@
 """Gemini generateContent wire format: default answers and stream chunks (pure functions).
 
+The answer echoes the last user text (``{"echo": ...}`` with responseMimeType application/json).
+
 Tokens: promptTokenCount = words of systemInstruction + all text parts + 10;
 candidatesTokenCount = answer words + 1 per candidate (exactly ``maxOutputTokens`` when cut,
 +1290 per generated image); thoughtsTokenCount = 5 when thinking is configured.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .common import PNG_B64, WEATHER_ARGS, cut_at_stop, split_pieces, truncate_words, words
+from .common import PNG_B64, WEATHER_ARGS, cut_at_stop, json_answer, split_pieces, truncate_words, words
 
 THOUGHT_TEXT = "Thinking about it."
 THOUGHT_TOKENS = 5
@@ -24,7 +26,9 @@ def _parts_text(content: Any) -> str:
     if not isinstance(content, dict):
         return ""
     return " ".join(
-        p["text"] for p in content.get("parts") or [] if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought")
+        p["text"]
+        for p in content.get("parts") or []
+        if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought")
     )
 
 
@@ -79,7 +83,9 @@ def generate(body: dict, model: str, n: int, *, text: str | None = None) -> dict
     want_image = "IMAGE" in modalities
     want_text = not modalities or "TEXT" in modalities
     think = cfg.get("thinkingConfig") or {}
-    thinking = bool(think) and (think.get("includeThoughts") or (think.get("thinkingBudget") or 0) > 0 or think.get("thinkingLevel"))
+    thinking = bool(think) and (
+        think.get("includeThoughts") or (think.get("thinkingBudget") or 0) > 0 or think.get("thinkingLevel")
+    )
 
     candidates, cand_tokens, image_tokens = [], 0, 0
     for i in range(cfg.get("candidateCount") or 1):
@@ -95,7 +101,12 @@ def generate(body: dict, model: str, n: int, *, text: str | None = None) -> dict
             cand_tokens += 2
         else:
             if want_text:
-                answer = text if text is not None else "echo: " + last_user_text
+                if text is not None:
+                    answer = text
+                elif cfg.get("responseMimeType") == "application/json":
+                    answer = json_answer(last_user_text)
+                else:
+                    answer = "echo: " + last_user_text
                 answer, _ = cut_at_stop(answer, cfg.get("stopSequences"))
                 limit = cfg.get("maxOutputTokens")
                 used = words(answer) + 1
@@ -155,12 +166,15 @@ def stream_chunks(resp: dict) -> list[dict]:
     out: list[dict] = []
     for j in range(total):
         chunk_cands = []
-        for ci, (cand, pieces) in enumerate(zip(cands, per_cand)):
+        for ci, (cand, pieces) in enumerate(zip(cands, per_cand, strict=True)):
             if j >= len(pieces):
                 continue
             entry: dict = {}
             if pieces[j] is not None:
-                entry["content"] = {"role": (cand.get("content") or {}).get("role", "model"), "parts": [pieces[j]]}
+                entry["content"] = {
+                    "role": (cand.get("content") or {}).get("role", "model"),
+                    "parts": [pieces[j]],
+                }
             if j == len(pieces) - 1:
                 for k, v in cand.items():
                     if k != "content":
@@ -228,12 +242,14 @@ DEFAULT_MESSAGES = {
 }
 
 
-def error_body(status: int, message: str | None = None, *, status_name: str | None = None,
-               details: list | None = None) -> dict:
+def error_body(
+    status: int, message: str | None = None, *, status_name: str | None = None, details: list | None = None
+) -> dict:
     err: dict = {
         "code": status,
         "message": message or DEFAULT_MESSAGES.get(status, f"HTTP {status}"),
-        "status": status_name or STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"),
+        "status": status_name
+        or STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"),
     }
     if details:
         err["details"] = details

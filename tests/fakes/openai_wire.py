@@ -1,6 +1,8 @@
 """OpenAI wire format (also xAI): default answers and SSE conversion.
 
 Every function is pure: request dict in, response dict / list of SSE event payloads out.
+The answer echoes the last user text (``"echo: ..."``; ``{"echo": "..."}`` in JSON mode,
+i.e. ``response_format`` / ``text.format`` json_object or json_schema).
 Token counts are deterministic: prompt = words of all message text + 10, completion =
 answer words + 1 (the +1 is the end-of-turn token; an answer cut by the token limit has
 no end token, so it counts exactly ``limit``).
@@ -16,6 +18,7 @@ from .common import (
     PNG_B64,
     WEATHER_ARGS_JSON,
     cut_at_stop,
+    json_answer,
     split_pieces,
     text_of_openai_content,
     truncate_words,
@@ -38,8 +41,12 @@ MODELS = [
 
 
 # --------------------------------------------------------------------------- helpers
-def _answer_text(echo_of: str, override: str | None) -> str:
-    return override if override is not None else "echo: " + echo_of
+def _answer_text(echo_of: str, override: str | None, fmt: Any = None) -> str:
+    if override is not None:
+        return override
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        return json_answer(echo_of)
+    return "echo: " + echo_of
 
 
 def _limit(text: str, *, stop: Any, max_tokens: int | None) -> tuple[str, str, int]:
@@ -85,13 +92,20 @@ def chat_completion(body: dict, n: int, *, text: str | None = None) -> dict:
     model = body.get("model", "")
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     last_user_text = text_of_openai_content(last_user.get("content")) if last_user else ""
-    tools = [t for t in body.get("tools") or [] if t.get("type", "function") == "function" and t.get("function")]
+    tools = [
+        t for t in body.get("tools") or [] if t.get("type", "function") == "function" and t.get("function")
+    ]
     names = [t["function"]["name"] for t in tools]
     tool_choice = body.get("tool_choice")
     call: str | None = None
     if text is None and names and tool_choice != "none":
         call = _forced_tool(tool_choice, names)
-        if call is None and messages and messages[-1].get("role") == "user" and "weather" in last_user_text.lower():
+        if (
+            call is None
+            and messages
+            and messages[-1].get("role") == "user"
+            and "weather" in last_user_text.lower()
+        ):
             call = names[0]
 
     n_choices = body.get("n") or 1
@@ -120,7 +134,9 @@ def chat_completion(body: dict, n: int, *, text: str | None = None) -> dict:
             if limit is None:
                 limit = body.get("max_tokens")
             content, finish, used = _limit(
-                _answer_text(last_user_text, text), stop=body.get("stop"), max_tokens=limit
+                _answer_text(last_user_text, text, body.get("response_format")),
+                stop=body.get("stop"),
+                max_tokens=limit,
             )
             completion += used
             message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
@@ -152,7 +168,10 @@ def chat_chunks(resp: dict, *, include_usage: bool) -> list[dict]:
         base["usage"] = None
 
     def chunk(index: int, delta: dict, finish: str | None = None) -> dict:
-        return {**base, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return {
+            **base,
+            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
 
     out: list[dict] = []
     for choice in resp.get("choices") or []:
@@ -247,12 +266,19 @@ def completion_chunks(resp: dict, *, include_usage: bool) -> list[dict]:
     for choice in resp.get("choices") or []:
         i = choice.get("index", 0)
         for piece in split_pieces(choice.get("text") or ""):
-            out.append({**base, "choices": [{"text": piece, "index": i, "logprobs": None, "finish_reason": None}]})
+            out.append(
+                {**base, "choices": [{"text": piece, "index": i, "logprobs": None, "finish_reason": None}]}
+            )
         out.append(
             {
                 **base,
                 "choices": [
-                    {"text": "", "index": i, "logprobs": None, "finish_reason": choice.get("finish_reason") or "stop"}
+                    {
+                        "text": "",
+                        "index": i,
+                        "logprobs": None,
+                        "finish_reason": choice.get("finish_reason") or "stop",
+                    }
                 ],
             }
         )
@@ -269,7 +295,9 @@ def _responses_input_text(item_content: Any) -> str:
         return " ".join(
             p.get("text", "")
             for p in item_content
-            if isinstance(p, dict) and p.get("type") in ("input_text", "output_text", "text") and p.get("text")
+            if isinstance(p, dict)
+            and p.get("type") in ("input_text", "output_text", "text")
+            and p.get("text")
         )
     return ""
 
@@ -303,7 +331,9 @@ def response(body: dict, n: int, *, text: str | None = None) -> dict:
             if is_msg and item.get("role") == "user":
                 last_user_text = _responses_input_text(item.get("content"))
         last = inp[-1] if inp else None
-        last_is_user = isinstance(last, dict) and last.get("type", "message") == "message" and last.get("role") == "user"
+        last_is_user = (
+            isinstance(last, dict) and last.get("type", "message") == "message" and last.get("role") == "user"
+        )
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
     names = [t["name"] for t in tools if t.get("name")]
     tool_choice = body.get("tool_choice", "auto")
@@ -328,7 +358,9 @@ def response(body: dict, n: int, *, text: str | None = None) -> dict:
         out_tokens = words(WEATHER_ARGS_JSON) + 1
     else:
         content, finish, out_tokens = _limit(
-            _answer_text(last_user_text, text), stop=None, max_tokens=body.get("max_output_tokens")
+            _answer_text(last_user_text, text, (body.get("text") or {}).get("format")),
+            stop=None,
+            max_tokens=body.get("max_output_tokens"),
         )
         if finish == "length":
             status, incomplete = "incomplete", {"reason": "max_output_tokens"}
@@ -388,7 +420,9 @@ def response_events(resp: dict) -> list[dict]:
         out.append(ev)
 
     pending = copy.deepcopy(resp)
-    pending.update(status="in_progress", output=[], usage=None, incomplete_details=None)
+    pending.update(status="in_progress", output=[], incomplete_details=None)
+    # the real API sends "usage": null here; the spec's Response does not allow null, so omit it
+    pending.pop("usage", None)
     if "completed_at" in pending:
         pending["completed_at"] = None
     emit({"type": "response.created", "response": copy.deepcopy(pending)})
@@ -531,8 +565,16 @@ def model_obj(model: str) -> dict:
 _ERROR_TYPES = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-    403: ("invalid_request_error", "unsupported_country_region_territory", "Country, region, or territory not supported"),
-    404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model does not exist or you do not have access to it.",
+    ),
     409: ("invalid_request_error", None, "Conflict."),
     422: ("invalid_request_error", None, "Unprocessable entity."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
@@ -543,10 +585,17 @@ _ERROR_TYPES = {
 }
 
 
-def error_body(status: int, message: str | None = None, *, type: str | None = None, code: str | None = None,
-               param: str | None = None) -> dict:
-    etype, ecode, emsg = _ERROR_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None,
-                                                   f"HTTP {status}"))
+def error_body(
+    status: int,
+    message: str | None = None,
+    *,
+    type: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> dict:
+    etype, ecode, emsg = _ERROR_TYPES.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None, f"HTTP {status}")
+    )
     return {
         "error": {
             "message": message or emsg,

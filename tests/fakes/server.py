@@ -30,8 +30,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -73,6 +74,8 @@ class _Script:
     text: str | None = None
     raw: bytes | None = None
     cut_after: int | None = None
+    error_after: int | None = None
+    error_status: int = 500
     chunk_delay_ms: int | None = None
     error: dict | None = None  # for fail(): {"message", "retry_after", "type", "code"}
 
@@ -163,7 +166,9 @@ class FakeUpstream:
 
         started = threading.Event()
         self._start_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(started,), name=f"fake-{wire}-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(started,), name=f"fake-{wire}-{self.port}", daemon=True
+        )
         self._thread.start()
         if not started.wait(10):
             raise RuntimeError("fake upstream did not start")
@@ -182,6 +187,8 @@ class FakeUpstream:
         text: str | None = None,
         raw: bytes | str | None = None,
         cut_after: int | None = None,
+        error_after: int | None = None,
+        error_status: int = 500,
         chunk_delay_ms: int | None = None,
     ) -> None:
         """Queue an answer for the next ``times`` valid requests (FIFO).
@@ -192,7 +199,11 @@ class FakeUpstream:
         that provider's SSE events. ``body=None`` with another status sends the provider's
         error body for that status. ``raw`` sends those bytes verbatim (content type
         from ``headers`` or JSON). ``cut_after=N`` drops the connection after N stream
-        events (no terminator). ``chunk_delay_ms`` pauses between stream events.
+        events (no terminator). ``error_after=N`` sends N events, then the provider's
+        in-stream error event for ``error_status`` (Anthropic ``event: error``; OpenAI
+        ``data: {"error": ...}``; Gemini ``data: {"error": {code, message, status}}``) and
+        ends the stream without its normal terminator. ``chunk_delay_ms`` pauses between
+        stream events.
         """
         if isinstance(raw, str):
             raw = raw.encode()
@@ -204,6 +215,8 @@ class FakeUpstream:
             text=text,
             raw=raw,
             cut_after=cut_after,
+            error_after=error_after,
+            error_status=error_status,
             chunk_delay_ms=chunk_delay_ms,
             error=None if (status == 200 or body is not None or raw is not None) else {},
         )
@@ -258,7 +271,9 @@ class FakeUpstream:
         deadline = time.monotonic() + timeout
         while len(self.requests) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"fake {self.flavor}: {len(self.requests)} of {count} requests after {timeout}s")
+                raise TimeoutError(
+                    f"fake {self.flavor}: {len(self.requests)} of {count} requests after {timeout}s"
+                )
             time.sleep(0.005)
         return list(self.requests)
 
@@ -466,7 +481,9 @@ class FakeUpstream:
         errs = check(self.wire, schema, obj, strict=self.strict)
         self.response_spec_errors.extend(f"{where} {schema}: {e}" for e in errs)
 
-    async def _stream(self, ctx: _Ctx, frames: list[bytes], *, content_type: str = "text/event-stream; charset=utf-8") -> web.StreamResponse:
+    async def _stream(
+        self, ctx: _Ctx, frames: list[bytes], *, content_type: str = "text/event-stream; charset=utf-8"
+    ) -> web.StreamResponse:
         script = ctx.script
         headers = {
             "Content-Type": content_type,
@@ -479,6 +496,8 @@ class FakeUpstream:
         await resp.prepare(ctx.request)
         gap = script.chunk_delay_ms if script and script.chunk_delay_ms is not None else self.chunk_delay_ms
         cut = script.cut_after if script else None
+        if script and script.error_after is not None:
+            frames = frames[: script.error_after] + [self._stream_error_frame(script.error_status, ctx.n)]
         for i, frame in enumerate(frames):
             if cut is not None and i >= cut:
                 # drop the connection mid-stream, as a crashed upstream would
@@ -492,10 +511,28 @@ class FakeUpstream:
         await resp.write_eof()
         return resp
 
+    def _stream_error_frame(self, status: int, n: int) -> bytes:
+        if self.wire == "anthropic":
+            body = anthropic_wire.error_body(status)
+            body.pop("request_id", None)  # in-stream error events carry no request_id
+            return sse(body, "error")
+        if self.wire == "openai":
+            return sse(openai_wire.error_body(status))
+        return sse(gemini_wire.error_body(status), crlf=True)
+
     # ------------------------------------------------------------------ errors
-    def _error(self, status: int, n: int, message: str | None = None, *, type: str | None = None,
-               code: str | None = None, param: str | None = None, details: list | None = None,
-               headers: dict | None = None) -> web.Response:
+    def _error(
+        self,
+        status: int,
+        n: int,
+        message: str | None = None,
+        *,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        details: list | None = None,
+        headers: dict | None = None,
+    ) -> web.Response:
         if self.wire == "openai":
             body = openai_wire.error_body(status, message, type=type, code=code, param=param)
         elif self.wire == "anthropic":
@@ -521,7 +558,13 @@ class FakeUpstream:
         elif retry_after is not None:
             headers.setdefault("retry-after", str(retry_after))
         return self._error(
-            status, n, err.get("message"), type=err.get("type"), code=err.get("code"), details=details, headers=headers
+            status,
+            n,
+            err.get("message"),
+            type=err.get("type"),
+            code=err.get("code"),
+            details=details,
+            headers=headers,
         )
 
     def _check_auth(self, request: web.Request, n: int) -> web.Response | None:
@@ -534,7 +577,8 @@ class FakeUpstream:
                 return self._error(
                     401,
                     n,
-                    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                    "You didn't provide an API key. You need to provide your API key in an Authorization "
+                    "header "
                     "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
                     code="",
                 )
@@ -605,8 +649,9 @@ class FakeUpstream:
             return self._error(
                 400,
                 n,
-                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-                "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+                "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was "
+                "not valid JSON.)",
             )
         if self.wire == "anthropic":
             return self._error(400, n, "There was an error parsing the body of your request.")
@@ -630,8 +675,17 @@ class FakeUpstream:
             if e.keyword == "additionalProperties" and "'" in e.message:
                 name = e.message.split("'")[1]
                 where = f"{e.field}.{name}" if e.field else name
-                parts.append(f'Invalid JSON payload received. Unknown name "{name}" at \'{e.field or "root"}\': Cannot find field.')
-                violations.append({"field": where, "description": f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.'})
+                at = e.field or "root"
+                parts.append(
+                    f"Invalid JSON payload received. Unknown name \"{name}\" at '{at}': Cannot find field."
+                )
+                violations.append(
+                    {
+                        "field": where,
+                        "description": f'Invalid JSON payload received. Unknown name "{name}": '
+                        "Cannot find field.",
+                    }
+                )
             else:
                 parts.append(f"Invalid value at '{e.field or 'root'}': {e.message}")
                 violations.append({"field": e.field, "description": e.message})
@@ -657,9 +711,10 @@ class FakeUpstream:
                 return self._error(
                     400,
                     n,
-                    f"Function call is missing a thought_signature in functionCall parts. This is required for tools "
-                    f"to work correctly, and missing thought_signature may lead to degraded model performance. "
-                    f"Additional data, function call `default_api:...` , position {where}.",
+                    "Function call is missing a thought_signature in functionCall parts. This is required "
+                    "for tools to work correctly, and missing thought_signature may lead to degraded model "
+                    "performance. Additional data, function call `default_api:...` , "
+                    f"position {where}.",
                 )
         if self.wire == "anthropic" and route.schema == "CreateMessageParams":
             thinking = body.get("thinking") or {}
@@ -683,7 +738,9 @@ class FakeUpstream:
         if self.wire == "anthropic":
             return [
                 _Route("POST", r"/v1/messages", self._anthropic_messages, "CreateMessageParams"),
-                _Route("POST", r"/v1/messages/count_tokens", self._anthropic_count, "CountMessageTokensParams"),
+                _Route(
+                    "POST", r"/v1/messages/count_tokens", self._anthropic_count, "CountMessageTokensParams"
+                ),
                 _Route("GET", r"/v1/models", self._anthropic_models, None),
                 _Route("GET", r"/v1/models/(?P<model>[^/]+)", self._anthropic_model, None),
             ]
@@ -695,7 +752,10 @@ class FakeUpstream:
                 "GenerateContentRequest",
             ),
             _Route(
-                "POST", r"/(?P<ver>v1beta|v1)/models/(?P<model>[^/:]+):countTokens", self._gemini_count, "CountTokensRequest"
+                "POST",
+                r"/(?P<ver>v1beta|v1)/models/(?P<model>[^/:]+):countTokens",
+                self._gemini_count,
+                "CountTokensRequest",
             ),
             _Route("GET", r"/(?P<ver>v1beta|v1)/models", self._gemini_models, None),
             _Route("GET", r"/(?P<ver>v1beta|v1)/models/(?P<model>[^/:]+)", self._gemini_model, None),
@@ -754,14 +814,21 @@ class FakeUpstream:
         return self._answer(ctx, msg, "Message")
 
     async def _anthropic_count(self, ctx: _Ctx) -> web.StreamResponse:
-        return self._answer(ctx, ctx.scripted_body or anthropic_wire.count_tokens(ctx.body), "CountMessageTokensResponse")
+        return self._answer(
+            ctx, ctx.scripted_body or anthropic_wire.count_tokens(ctx.body), "CountMessageTokensResponse"
+        )
 
     async def _anthropic_models(self, ctx: _Ctx) -> web.StreamResponse:
         return self._answer(ctx, ctx.scripted_body or anthropic_wire.models_list(), "ListResponse_ModelInfo_")
 
     async def _anthropic_model(self, ctx: _Ctx) -> web.StreamResponse:
         m = ctx.params["model"]
-        obj = ctx.scripted_body or {"type": "model", "id": m, "display_name": m, "created_at": "2025-09-29T00:00:00Z"}
+        obj = ctx.scripted_body or {
+            "type": "model",
+            "id": m,
+            "display_name": m,
+            "created_at": "2025-09-29T00:00:00Z",
+        }
         return self._answer(ctx, obj, "ModelInfo")
 
     # ---- gemini
@@ -775,12 +842,16 @@ class FakeUpstream:
             if ctx.rec.query.get("alt") == "sse":
                 return await self._stream(ctx, [sse(c, crlf=True) for c in chunks])
             # without alt=sse the endpoint streams one JSON array
-            frames = [b"[" + dumps(c) if i == 0 else b",\r\n" + dumps(c) for i, c in enumerate(chunks)] + [b"]"]
+            frames = [b"[" + dumps(c) if i == 0 else b",\r\n" + dumps(c) for i, c in enumerate(chunks)] + [
+                b"]"
+            ]
             return await self._stream(ctx, frames, content_type="application/json; charset=UTF-8")
         return self._answer(ctx, resp, "GenerateContentResponse")
 
     async def _gemini_count(self, ctx: _Ctx) -> web.StreamResponse:
-        return self._answer(ctx, ctx.scripted_body or gemini_wire.count_tokens(ctx.body), "CountTokensResponse")
+        return self._answer(
+            ctx, ctx.scripted_body or gemini_wire.count_tokens(ctx.body), "CountTokensResponse"
+        )
 
     async def _gemini_models(self, ctx: _Ctx) -> web.StreamResponse:
         return self._answer(ctx, ctx.scripted_body or gemini_wire.models_list(), "ListModelsResponse")

@@ -1,0 +1,45 @@
+"""Bearer bt_ token → Caller. The token → (account, key) mapping never changes, so it is cached in
+process; whether the key is still ACTIVE is checked by the admission script on every request, so a
+revocation bites on the very next call."""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from gateway.errors import Unauthorized
+from gateway.store.accounts import TOKEN_RE, token_hash
+from gateway.store.keys import KeySpace
+from gateway.store.ledger import Caller
+
+
+class Authenticator:
+    def __init__(self, client: Redis, keys: KeySpace, ttl_s: float = 60.0, max_entries: int = 100_000) -> None:
+        self._r = client
+        self._k = keys
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._cache: dict[str, tuple[Caller, float]] = {}
+
+    async def caller(self, authorization: bytes | None) -> Caller:
+        if not authorization:
+            raise Unauthorized("missing token: send Authorization: Bearer bt_...")
+        scheme, _, token = authorization.partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not TOKEN_RE.match(token):
+            raise Unauthorized("invalid token")
+        digest = token_hash(token)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        value = await self._r.get(self._k.token(digest))
+        if value is None:
+            raise Unauthorized("invalid token")
+        aid, _, kid = value.decode().partition(":")
+        caller = Caller(aid, kid)
+        if len(self._cache) >= self._max:
+            self._cache.clear()
+        self._cache[digest] = (caller, now + self._ttl)
+        return caller

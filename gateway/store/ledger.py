@@ -1,0 +1,83 @@
+"""Admission and settlement: one Lua call each way (admit.lua, settle.lua)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from redis.asyncio import Redis
+
+from gateway.store.keys import KeySpace
+from gateway.store.scripts import Scripts
+
+# what an admission code means for the client (seed §14)
+ADMIT_OK = 0
+REJECTIONS = {
+    1: (401, "invalid token"),
+    2: (401, "token revoked"),
+    3: (403, "account is blocked"),
+    4: (403, "model is not allowed for this key"),
+    5: (429, "rate limit exceeded: too many requests per minute for this key"),
+    6: (429, "rate limit exceeded: too many tokens per minute for this key"),
+    7: (403, "insufficient balance: top up your account"),
+    8: (403, "monthly limit exceeded for this key"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: resolved from the bt_ token (the secret itself is never kept)."""
+
+    account_id: str
+    key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    code: int
+    rpm_limit: int
+    rpm_remaining: int
+    tpm_limit: int
+    tpm_remaining: int
+    reset_ms: int
+
+
+def month_and_day(now_ms: int) -> tuple[str, str]:
+    d = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
+    return d.strftime("%Y-%m"), d.strftime("%Y-%m-%d")
+
+
+class Ledger:
+    def __init__(self, client: Redis, keys: KeySpace, *, reservation_ttl_ms: int = 15 * 60 * 1000,
+                 history_max: int = 100_000) -> None:
+        self._scripts = Scripts(client)
+        self._k = keys
+        self._ttl = reservation_ttl_ms
+        self._history_max = history_max
+
+    def _keys(self, c: Caller) -> list[str]:
+        k, a = self._k, c.account_id
+        return [k.account(a), k.key(a, c.key_id), k.reservations(a), k.reservation_queue(a), k.rate(a, c.key_id),
+                k.history(a), k.daily(a)]
+
+    async def admit(self, caller: Caller, request_id: str, model: str, endpoint: str, reserve: int,
+                    now_ms: int | None = None) -> Admission:
+        now_ms = now_ms or int(time.time() * 1000)
+        month, _ = month_and_day(now_ms)
+        r = await self._scripts.admit(
+            keys=self._keys(caller)[:6],
+            args=[now_ms, request_id, caller.key_id, model, reserve, month, self._ttl, self._history_max, endpoint,
+                  self._k.key_prefix(caller.account_id)])
+        return Admission(*(int(x) for x in r))
+
+    async def settle(self, caller: Caller, request_id: str, cost: int, tokens: int, reserved: bool,
+                     fields: dict[str, str | int], now_ms: int | None = None) -> bool:
+        """Charge `cost` nano-USD and record the request; False if it was already settled."""
+        now_ms = now_ms or int(time.time() * 1000)
+        month, day = month_and_day(now_ms)
+        args: list[str | int] = [now_ms, request_id, cost, month, day, tokens, self._history_max, "1" if reserved else "0"]
+        for name, value in fields.items():
+            args.append(name)
+            args.append(value)
+        return bool(await self._scripts.settle(keys=self._keys(caller), args=args))
