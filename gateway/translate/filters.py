@@ -102,21 +102,51 @@ def tool_call_names(messages: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return names
 
 
+# Separates a tool call id from a provider's opaque signature carried inside it (see to_tool_calls).
+SIGNATURE_SEP = ":ts:"
+
+
+def _get(item: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(item, Mapping):
+            return None
+        item = item.get(part)  # type: ignore[assignment]
+    return item
+
+
 @pass_context
 def to_tool_calls(ctx: Context, items: Iterable[Mapping[str, Any]], id_key: str, name_key: str,
-                  args_key: str) -> list[dict[str, Any]]:
-    """Provider tool invocations as OpenAI `tool_calls`; ids the provider did not give are minted
-    from the request id so snapshots stay deterministic."""
+                  args_key: str, signature_key: str | None = None) -> list[dict[str, Any]]:
+    """Provider tool invocations as OpenAI `tool_calls` (keys may be dotted paths). Ids the provider
+    did not give are minted from the request id, so snapshots stay deterministic. A provider that needs
+    an opaque signature echoed back with the call (Gemini 3's thoughtSignature) gets it carried inside
+    the id: OpenAI clients return tool call ids verbatim, so no server-side state is needed."""
     calls = []
     for i, item in enumerate(items):
-        call_id = item.get(id_key) or f"call_{ctx.get('request_id', 'x')}_{i}"
-        args = item.get(args_key)
+        call_id = _get(item, id_key) or f"call_{ctx.get('request_id', 'x')}_{i}"
+        signature = _get(item, signature_key) if signature_key else None
+        if isinstance(signature, str) and signature:
+            call_id = f"{call_id}{SIGNATURE_SEP}{signature}"
+        args = _get(item, args_key)
         calls.append({
             "id": call_id,
             "type": "function",
-            "function": {"name": item.get(name_key), "arguments": args if isinstance(args, str) else json_string(args if args is not None else {})},
+            "function": {"name": _get(item, name_key),
+                         "arguments": args if isinstance(args, str) else json_string(args if args is not None else {})},
         })
     return calls
+
+
+def tool_call_signature(call_id: Any) -> str | None:
+    """The signature to_tool_calls carried inside a tool call id, if any."""
+    if isinstance(call_id, str) and SIGNATURE_SEP in call_id:
+        return call_id.split(SIGNATURE_SEP, 1)[1] or None
+    return None
+
+
+def tool_call_base_id(call_id: Any) -> Any:
+    """A tool call id without a carried signature (for providers that restrict id characters)."""
+    return call_id.split(SIGNATURE_SEP, 1)[0] if isinstance(call_id, str) else call_id
 
 
 def clamp(value: Any, low: float, high: float) -> Any:
@@ -203,6 +233,8 @@ FILTERS = {
     "merge_consecutive": merge_consecutive,
     "tool_call_names": tool_call_names,
     "to_tool_calls": to_tool_calls,
+    "tool_call_signature": tool_call_signature,
+    "tool_call_base_id": tool_call_base_id,
     "clamp": clamp,
     "as_list": as_list,
     "pick": pick,
