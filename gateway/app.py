@@ -11,14 +11,15 @@ from urllib.parse import parse_qs
 import orjson
 
 from gateway import __version__
+from gateway.admin_api import build_admin_app
 from gateway.asgi import ClientGone, Receive, Scope, Send, header, new_request_id, read_body, send_bytes, send_error
 from gateway.auth import Authenticator
 from gateway.billing import BillingGate, rate_headers
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NotFound, Unauthorized
-from gateway.pipeline import Outcome, Pipeline, check_chat_body, parse_json_body
+from gateway.pipeline import BODY_CHECKS, Outcome, Pipeline, count_images, parse_json_body
 from gateway.pricing import PriceBook
-from gateway.routing import ENDPOINT_OF_KIND, Router
+from gateway.routing import ENDPOINT_OF_KIND, ENDPOINTS, Router
 from gateway.store.accounts import Accounts, InvalidInput
 from gateway.store.connection import async_client
 from gateway.store.keys import KeySpace
@@ -45,6 +46,7 @@ class GatewayApp:
         self.redis = async_client(self.redis_url, max_connections=max(64, s.pool_size))
         self.ledger = Ledger(self.redis, self.keyspace, history_max=s.history_max)
         self.accounts = Accounts(self.redis, self.keyspace, s.usd_rub_default)
+        self.admin = build_admin_app(self.accounts, s.admin_token)
         self.auth = Authenticator(self.redis, self.keyspace)
         self.billing = BillingGate(self.ledger, self.prices, s)
         self._limit = config.settings.max_body_bytes
@@ -53,6 +55,9 @@ class GatewayApp:
             "/v1": {"GET": self.index}, "/v1/": {"GET": self.index},
             "/v1/models": {"GET": self.list_models},
             "/v1/chat/completions": {"POST": self.chat},
+            "/v1/responses": {"POST": self.responses},
+            "/v1/text/generations": {"POST": self.text},
+            "/v1/images/generations": {"POST": self.images},
             "/v1/me": {"GET": self.me}, "/v1/balance": {"GET": self.balance}, "/v1/usage": {"GET": self.usage},
         }
 
@@ -89,6 +94,9 @@ class GatewayApp:
         await self.redis.aclose()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"].startswith("/admin/"):
+            await self.admin(scope, receive, send)
+            return
         request_id = new_request_id()
         try:
             handler, params = self._find(scope["path"], scope["method"])
@@ -130,6 +138,9 @@ class GatewayApp:
                 {"method": "GET", "path": "/v1/models/{model}", "description": "one model"},
                 {"method": "POST", "path": "/v1/chat/completions", "description": "chat completions (main endpoint)"},
                 {"method": "POST", "path": "/v1/models/{model}/chat/completions", "description": "same, model in the URL"},
+                {"method": "POST", "path": "/v1/responses", "description": "Responses API in OpenAI's format"},
+                {"method": "POST", "path": "/v1/text/generations", "description": "text by prompt (text_completion)"},
+                {"method": "POST", "path": "/v1/images/generations", "description": "image generation"},
                 {"method": "GET", "path": "/v1/me", "description": "the current token's profile"},
                 {"method": "GET", "path": "/v1/balance", "description": "balance and spend"},
                 {"method": "GET", "path": "/v1/usage", "description": "usage snapshot; ?from=YYYY-MM-DD&to=YYYY-MM-DD"},
@@ -149,18 +160,34 @@ class GatewayApp:
         await send_bytes(send, 200, orjson.dumps(self._model_card(model)), request_id)
 
     async def chat(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        await self._proxied("chat", scope, receive, send, request_id, params)
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        await self._proxied("responses", scope, receive, send, request_id, params)
+
+    async def text(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        await self._proxied("completion", scope, receive, send, request_id, params)
+
+    async def images(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
+        await self._proxied("image", scope, receive, send, request_id, params)
+
+    async def _proxied(self, endpoint: str, scope: Scope, receive: Receive, send: Send, request_id: str,
+                       params: dict[str, str]) -> None:
+        """One paid call: auth → body → route → admit → forward → settle → answer."""
         caller = await self.auth.caller(header(scope, b"authorization"))
         raw = await read_body(scope, receive, self._limit)
         body = parse_json_body(raw)
         if "model" in params:
             body["model"] = params["model"]
             raw = orjson.dumps(body)
-        check_chat_body(body)
-        decision = self.pipeline.route(body, "chat")
-        ticket = await self.billing.admit(caller, decision, body, raw, request_id, "/v1/chat/completions")
+        BODY_CHECKS[endpoint](body)
+        decision = self.pipeline.route(body, endpoint)
+        ticket = await self.billing.admit(caller, decision, body, raw, request_id, ENDPOINTS[endpoint])
         outcome = Outcome()
         try:
             reply = await self.pipeline.forward(decision, body, raw, request_id, outcome)
+            if endpoint == "image":
+                count_images(outcome)
         except GatewayError as err:
             outcome.status, outcome.error = err.status, err.message
             await self.billing.settle(ticket, outcome)
@@ -170,7 +197,8 @@ class GatewayApp:
             outcome.status, outcome.error = 500, "internal error"
             await self.billing.settle(ticket, outcome)
             raise
-        await self.billing.settle(ticket, outcome, len(raw), len(reply.body))
+        await self.billing.settle(ticket, outcome, len(raw), len(reply.body), image_size=str(body.get("size") or "*"),
+                                  image_quality=str(body.get("quality") or "*"))
         extra = ((b"x-gateway-provider", outcome.provider.encode()),) + rate_headers(ticket.admission)
         await send_bytes(send, reply.status, reply.body, request_id, extra)
 

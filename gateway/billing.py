@@ -57,6 +57,8 @@ class BillingGate:
         self._default_cap = settings.default_max_output_tokens
 
     def output_cap(self, decision: RouteDecision, body: dict[str, Any]) -> int:
+        if decision.endpoint == "image":
+            return 0
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
         if not isinstance(cap, int) or cap <= 0:
             model_cap = decision.model.max_output_tokens or self._default_cap
@@ -65,7 +67,9 @@ class BillingGate:
         return cap * (n if isinstance(n, int) and 0 < n <= 128 else 1)
 
     def reservation(self, decision: RouteDecision, body: dict[str, Any], raw: bytes) -> int:
-        return self._prices.max_cost(decision.model.name, len(raw), self.output_cap(decision, body))
+        images = body.get("n", 1) if decision.endpoint == "image" else 0
+        return self._prices.max_cost(decision.model.name, len(raw), self.output_cap(decision, body),
+                                     images=images if isinstance(images, int) else 1)
 
     async def admit(self, caller: Caller, decision: RouteDecision, body: dict[str, Any], raw: bytes,
                     request_id: str, endpoint: str) -> Ticket:
@@ -84,7 +88,8 @@ class BillingGate:
             raise Forbidden(message)
         return Ticket(caller, request_id, decision.model.name, endpoint, reserve, a)
 
-    async def settle(self, ticket: Ticket, outcome: Outcome, raw_len: int = 0, reply_len: int = 0) -> int:
+    async def settle(self, ticket: Ticket, outcome: Outcome, raw_len: int = 0, reply_len: int = 0,
+                     image_size: str = "*", image_quality: str = "*") -> int:
         """Charge a successful call its actual cost, a failed one nothing; record it either way."""
         if ticket.settled:
             return 0
@@ -94,7 +99,7 @@ class BillingGate:
         if outcome.status == 200:
             if usage is None:  # the provider reported none: bill an estimate (~4 bytes a token), marked as such
                 usage = Usage(input_tokens=-(-raw_len // 4), output_tokens=-(-reply_len // 4), estimated=True)
-            cost = self._prices.cost(ticket.model, usage)
+            cost = self._prices.cost(ticket.model, usage, image_size, image_quality)
         u = usage or Usage()
         fields: dict[str, str | int] = {
             "key": ticket.caller.key_id, "model": ticket.model, "provider": outcome.provider or "-",

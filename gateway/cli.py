@@ -1,4 +1,5 @@
-"""The `gateway` command: serve, config validate, config render."""
+"""The `gateway` command: serve, config validate, config render; the operator's accounts, keys, fx and
+history commands live in gateway.cli_accounts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from typing import Any
 
 import orjson
+
+from gateway.cli_accounts import register as register_accounts
 
 
 def _root(args: argparse.Namespace) -> str:
@@ -38,7 +41,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Print the upstream request an OpenAI request would become (to preview a template change)."""
     from gateway.config import ConfigError, load_config
     from gateway.errors import GatewayError
-    from gateway.pipeline import parse_json_body
+    from gateway.pipeline import Pipeline, parse_json_body
     from gateway.routing import Router
 
     try:
@@ -46,24 +49,30 @@ def cmd_render(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
         return 1
-    raw = sys.stdin.buffer.read() if args.file in (None, "-") else open(args.file, "rb").read()
+    try:
+        raw = sys.stdin.buffer.read() if args.file in (None, "-") else open(args.file, "rb").read()
+    except OSError as exc:
+        print(f"cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    router = Router(config)
+    pipeline = Pipeline(config, router, pool=None)  # type: ignore[arg-type]  # renders only, sends nothing
     try:
         body = parse_json_body(raw)
         if args.model:
             body["model"] = args.model
-        decision = Router(config).resolve(body.get("model"), args.operation)
-        provider = next((p for p in decision.candidates if p.name == args.provider), decision.candidates[0]) \
-            if args.provider else decision.candidates[0]
-        op = config.wires[provider.wire].operations[decision.operation]  # type: ignore[attr-defined]
-        variables = {"model": decision.model.name, "upstream_model": decision.model.upstream_name,
-                     "request_id": "req_render", "created": 0,
-                     "max_output_tokens": decision.model.max_output_tokens or config.settings.default_max_output_tokens}
-        req = op.build_request(body, orjson.dumps(body), variables)
+        decision = router.resolve(body.get("model"), args.endpoint)
+        candidates = [c for c in decision.candidates if not args.provider or c[0].name == args.provider]
+        if not candidates:
+            print(f"error: provider '{args.provider}' is not a candidate for this model", file=sys.stderr)
+            return 1
+        provider, plan = candidates[0]
+        op = config.wires[provider.wire].operations[plan.operation]  # type: ignore[attr-defined]
+        _, req = pipeline.prepare(plan, op, body, orjson.dumps(body), pipeline.variables(decision, "req_render"))
     except GatewayError as exc:
         print(f"error {exc.status}: {exc.message}", file=sys.stderr)
         return 1
-    out: dict[str, Any] = {"provider": provider.name, "method": req.method, "url": provider.base_url + req.path,
-                           "body": orjson.loads(req.body)}
+    out: dict[str, Any] = {"provider": provider.name, "plan": [*plan.adapters, plan.operation], "method": req.method,
+                           "url": provider.base_url + req.path, "body": orjson.loads(req.body)}
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     return 0
 
@@ -87,8 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("file", nargs="?", help="request JSON file; '-' or nothing for stdin")
     render.add_argument("--model", help="override the request's model")
     render.add_argument("--provider", help="render for this candidate instead of the primary")
-    render.add_argument("--operation", default="chat", choices=["chat"])
+    render.add_argument("--endpoint", default="chat", choices=["chat", "responses", "completion", "image"],
+                        help="the client endpoint the request is sent to (default chat)")
     render.set_defaults(func=cmd_render)
+
+    register_accounts(sub)
     return parser
 
 

@@ -12,12 +12,20 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from gateway.money import NANO, MoneyError, nano_to_float, nano_to_rub, nano_to_usd, rub_to_nano_usd, usd_to_nano
-from gateway.store.accounts import AccountView, Accounts, InvalidInput, KeyView
+from gateway.money import (
+    NANO,
+    MoneyError,
+    nano_to_float,
+    nano_to_rub,
+    nano_to_usd,
+    rub_to_nano_usd,
+    usd_to_nano,
+)
+from gateway.store.accounts import Accounts, AccountView, InvalidInput, KeyView
 from gateway.store.ledger import REJECTIONS
 
 MODEL_PATTERN = re.compile(r"[A-Za-z0-9._:/-]+\*?")  # the same rule Accounts.create_key applies
@@ -83,15 +91,15 @@ class Money:
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def account_doc(a: AccountView, money: Money) -> dict[str, Any]:
     """balance = credited − spent (the seed's remaining balance); reserved is held by requests in flight."""
     return {
         "id": a.id, "login": a.login, "status": a.status, "role": a.role, "created_at": iso(a.created_ms),
-        **money.pair("balance", a.remaining), **money.pair("credited", a.credited), **money.pair("spent", a.spent),
-        **money.pair("reserved", a.reserved), "requests": a.requests,
+        **money.pair("balance", a.remaining), **money.pair("credited", a.credited),
+        **money.pair("spent", a.spent), **money.pair("reserved", a.reserved), "requests": a.requests,
         **money.pair("month_spent", a.month_spent), "month_requests": a.month_requests,
         "usd_rub_rate": money.rate_value(),
     }
@@ -124,8 +132,9 @@ def history_doc(entry: dict[str, Any], money: Money) -> dict[str, Any]:
         "id": entry["id"], "time": iso(entry.get("t", 0)), "request_id": entry.get("rid", ""),
         "key": entry.get("key", ""), "model": entry.get("model", ""), "provider": entry.get("provider", "-"),
         "endpoint": entry.get("endpoint", ""), "status": entry.get("status", 0),
-        "tokens_in": entry.get("in", 0), "tokens_cached": entry.get("cached", 0), "tokens_out": entry.get("out", 0),
-        "tokens_reasoning": entry.get("reasoning", 0), **money.pair("cost", entry.get("cost", 0)),
+        "tokens_in": entry.get("in", 0), "tokens_cached": entry.get("cached", 0),
+        "tokens_out": entry.get("out", 0), "tokens_reasoning": entry.get("reasoning", 0),
+        **money.pair("cost", entry.get("cost", 0)),
         "latency_ms": entry.get("ms"), "estimated": entry.get("estimated") == "1",
     }
     if entry.get("images"):
@@ -178,7 +187,8 @@ async def topup(accounts: Accounts, aid: str, *, usd: Decimal | None = None, rub
     if nano > MAX_AMOUNT * NANO:
         raise MoneyError(f"a top-up must be at most {MAX_AMOUNT} USD")
     op = operation_id.strip()
-    applied, view = await accounts.credit(aid, nano, kind="topup", reason=reason, actor=actor, operation_id=op)
+    applied, view = await accounts.credit(aid, nano, kind="topup", reason=reason, actor=actor,
+                                          operation_id=op)
     return Credited(applied, op or None, nano, rate, view)
 
 

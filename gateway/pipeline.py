@@ -6,6 +6,7 @@ Admission and settlement (the ledger) wrap the upstream attempt and see only its
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from jinja2 import TemplateError
 
 from gateway.config.model import Config, Provider
 from gateway.errors import BadRequest, GatewayError, RateLimited, UpstreamUnavailable, error_for_status
-from gateway.routing import RouteDecision, Router
+from gateway.routing import Plan, RouteDecision, Router
 from gateway.translate.operation import Operation, Wire
 from gateway.upstream import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.usage import Usage
@@ -37,6 +38,7 @@ class Outcome:
     usage: Usage | None = None
     error: str = ""
     attempts: list[str] = field(default_factory=list)
+    document: Any = None           # the client's answer as a document (for endpoints that read it back)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,33 +89,96 @@ def check_chat_body(body: dict[str, Any]) -> None:
         raise BadRequest("'stream' must be a boolean")
 
 
+def check_responses_body(body: dict[str, Any]) -> None:
+    inp = body.get("input")
+    if not isinstance(inp, (str, list)) or not inp:
+        raise BadRequest("'input' is required: a string or a non-empty array of input items")
+    if isinstance(inp, list) and not all(isinstance(i, dict) for i in inp):
+        raise BadRequest("'input' items must be objects")
+    if "instructions" in body and body["instructions"] is not None and not isinstance(body["instructions"], str):
+        raise BadRequest("'instructions' must be a string")
+    _check_common(body, ("max_output_tokens",))
+
+
+def check_text_body(body: dict[str, Any]) -> None:
+    prompt = body.get("prompt")
+    if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
+        raise BadRequest("'prompt' is required: a string or an array of strings")
+    _check_common(body, ("max_tokens", "n"))
+
+
+def check_image_body(body: dict[str, Any]) -> None:
+    if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
+        raise BadRequest("'prompt' is required and must be a non-empty string")
+    n = body.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+        raise BadRequest("'n' must be an integer from 1 to 10")
+    for key in ("size", "quality", "response_format"):
+        if key in body and body[key] is not None and not isinstance(body[key], str):
+            raise BadRequest(f"'{key}' must be a string")
+
+
+def _check_common(body: dict[str, Any], positive_ints: tuple[str, ...]) -> None:
+    for key in positive_ints:
+        v = body.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise BadRequest(f"'{key}' must be a positive integer")
+    for key in ("temperature", "top_p"):
+        v = body.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise BadRequest(f"'{key}' must be a number")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise BadRequest("'stream' must be a boolean")
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise BadRequest("'tools' must be an array of objects")
+
+
+def count_images(outcome: Outcome) -> None:
+    """Images are billed by count: the number of `data` items in the answer the client gets. An
+    answer without any image is a failure the client can act on, not something to charge."""
+    doc = outcome.document
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not data:
+        raise BadRequest("the model generated no image for this prompt (it may have been refused)")
+    usage = outcome.usage or Usage()
+    outcome.usage = dataclasses.replace(usage, images=len(data))
+
+
+BODY_CHECKS = {"chat": check_chat_body, "responses": check_responses_body, "completion": check_text_body,
+               "image": check_image_body}
+
+
 class Pipeline:
     def __init__(self, config: Config, router: Router, pool: UpstreamPool) -> None:
         self._config = config
         self._router = router
         self._pool = pool
         self._wires: dict[str, Wire] = config.wires  # type: ignore[assignment]
+        self._adapters: dict[str, Operation] = config.adapters
 
-    def route(self, body: dict[str, Any], operation: str) -> RouteDecision:
-        return self._router.resolve(body.get("model"), operation)
+    def route(self, body: dict[str, Any], endpoint: str) -> RouteDecision:
+        return self._router.resolve(body.get("model"), endpoint)
+
+    def variables(self, decision: RouteDecision, request_id: str) -> dict[str, Any]:
+        m = decision.model
+        return {"model": m.name, "upstream_model": m.upstream_name, "request_id": request_id,
+                "created": int(time.time()),
+                "max_output_tokens": m.max_output_tokens or self._config.settings.default_max_output_tokens}
 
     async def forward(self, decision: RouteDecision, body: dict[str, Any], raw: bytes, request_id: str,
                       outcome: Outcome) -> Reply:
         """Try the candidates in order; raise a GatewayError the client may see, or return the reply."""
-        variables = {
-            "model": decision.model.name, "upstream_model": decision.model.upstream_name,
-            "request_id": request_id, "created": int(time.time()),
-            "max_output_tokens": decision.model.max_output_tokens or self._config.settings.default_max_output_tokens,
-        }
+        variables = self.variables(decision, request_id)
         last: GatewayError | None = None
-        for provider in decision.candidates:
+        for provider, plan in decision.candidates:
             outcome.attempts.append(provider.name)
             if not provider.configured:
                 last = UpstreamUnavailable(f"provider '{provider.name}' is not configured (no API key)")
                 continue
             wire = self._wires[provider.wire]
-            op = wire.operations[decision.operation]
-            upstream_request = self._build(op, body, raw, variables)
+            op = wire.operations[plan.operation]
+            bodies, upstream_request = self.prepare(plan, op, body, raw, variables)
             try:
                 reply = await self._pool.send(provider, upstream_request)
             except UpstreamFailure as exc:
@@ -127,30 +192,42 @@ class Pipeline:
             outcome.provider = provider.name
             if reply.status >= 400:
                 raise self._client_error(provider, wire, reply)
-            return self._translate_back(op, provider, reply, body, variables, outcome)
+            return self.translate_back(plan, op, provider, reply, bodies, variables, outcome)
         assert last is not None
         raise last
 
-    @staticmethod
-    def _build(op: Operation, body: dict[str, Any], raw: bytes, variables: dict[str, Any]) -> Any:
+    def prepare(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
+               variables: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+        """The upstream request, and the body as each layer saw it (client's first, the wire's last)."""
         try:
-            return op.build_request(body, raw, variables)
+            bodies = [body]
+            for name in plan.adapters:
+                bodies.append(self._adapters[name].render_request(bodies[-1], variables))
+            if len(bodies) > 1:
+                raw = orjson.dumps(bodies[-1])
+            return bodies, op.build_request(bodies[-1], raw, variables)
         except GatewayError:
             raise
-        except (TemplateError, TypeError, KeyError, AttributeError, ValueError) as exc:
+        except (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
             raise BadRequest(f"request cannot be translated for this model: {exc}") from None
 
-    def _translate_back(self, op: Operation, provider: Provider, reply: UpstreamReply, body: dict[str, Any],
-                        variables: dict[str, Any], outcome: Outcome) -> Reply:
+    def translate_back(self, plan: Plan, op: Operation, provider: Provider, reply: UpstreamReply,
+                        bodies: list[dict[str, Any]], variables: dict[str, Any], outcome: Outcome) -> Reply:
         try:
             upstream = orjson.loads(reply.body)
-            client, usage = op.translate_response(upstream, body, variables)
+            client, usage = op.translate_response(upstream, bodies[-1], variables)
+            if plan.adapters:
+                doc = upstream if client is None else client
+                for level in range(len(plan.adapters) - 1, -1, -1):
+                    doc, _ = self._adapters[plan.adapters[level]].translate_response(doc, bodies[level], variables, usage)
+                client = doc
             data = reply.body if client is None else orjson.dumps(client)
         except Exception:  # a provider answer we cannot read is the provider's failure, not a crash
             log.exception("cannot translate %s answer for %s", provider.name, variables["request_id"])
             raise UpstreamUnavailable(f"provider '{provider.name}' sent an answer the gateway cannot read") from None
         outcome.status = 200
         outcome.usage = usage
+        outcome.document = client if client is not None else upstream
         return Reply(200, data)
 
     def _client_error(self, provider: Provider, wire: Wire, reply: UpstreamReply) -> GatewayError:

@@ -61,13 +61,21 @@ class PriceBook:
         uncached = max(usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens, 0)
         per_1m = (uncached * r.input + usage.cached_input_tokens * r.cached_input
                   + usage.cache_write_tokens * r.cache_write + usage.output_tokens * r.output)
-        flat = r.per_request + usage.images * self.image_price(r, image_size, image_quality)
+        # an image is billed by its tokens when the provider reports them, else at the per-image price
+        per_image = 0 if (usage.output_tokens and r.output) else self.image_price(r, image_size, image_quality)
+        flat = r.per_request + usage.images * per_image
         base = per_1m + flat * _PER_1M          # in nano-USD per 1M units
         return _ceil_div(base * r.markup_ppm, _PER_1M * _PPM)
 
     def max_cost(self, model: str, input_tokens: int, output_tokens: int, images: int = 0) -> int:
-        """The most a request can cost: every input token uncached, every output token used."""
-        return self.cost(model, Usage(input_tokens=input_tokens, output_tokens=output_tokens, images=images))
+        """The most a request can cost: every input token uncached, every output token used, and each
+        image at the dearest per-image price (or, without one, at the output rate for 6,000 tokens)."""
+        r = self._rates[model]
+        cost = self.cost(model, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+        if images and not r.free:
+            dearest = max((p for _, _, p in r.per_image), default=0) or r.output * 6000 // _PER_1M
+            cost += images * _ceil_div(dearest * r.markup_ppm, _PPM)
+        return cost
 
     @staticmethod
     def image_price(r: ModelRate, size: str, quality: str) -> int:

@@ -1,54 +1,55 @@
-"""Model name → catalogue entry + provider candidates (primary, then at most one fallback)."""
+"""Model name + endpoint → catalogue entry and the provider candidates, each with its plan: which wire
+operation serves the call and which adapters (Responses ↔ chat, text → chat) wrap it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config.load import KIND_OPERATION
 from gateway.config.model import CatalogueModel, Config, Provider
 from gateway.errors import BadRequest, NotFound
+from gateway.plans import ENDPOINT_OF_KIND, ENDPOINTS, Plan, plan_for
 
-ENDPOINT_OF_KIND = {
-    "chat": "/v1/chat/completions", "responses": "/v1/responses", "image": "/v1/images/generations",
-    "completion": "/v1/text/generations",
-}
-
+__all__ = ["ENDPOINTS", "ENDPOINT_OF_KIND", "Plan", "RouteDecision", "Router", "plan_for"]
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
     model: CatalogueModel
-    operation: str
-    candidates: tuple[Provider, ...]
+    endpoint: str
+    candidates: tuple[tuple[Provider, Plan], ...]
 
 
 class Router:
-    """Resolved once per model name and memoised: routing is pure config."""
+    """Every (enabled model, endpoint) decision is made once at start-up: routing is pure config."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
         self._cache: dict[tuple[str, str], RouteDecision] = {}
-        self._decide_all()
-
-    def _decide_all(self) -> None:
-        cfg = self._config
-        for name, model in cfg.models.items():
+        for name, model in config.models.items():
             if not model.enabled:
                 continue
-            route = next((r for r in cfg.routes if r.matches(name)), None)
+            route = next((r for r in config.routes if r.matches(name)), None)
             if route is None:
                 continue
-            candidates = tuple(cfg.providers[p] for p in (route.primary, route.fallback) if p)
-            self._cache[(name, KIND_OPERATION[model.kind])] = RouteDecision(model, KIND_OPERATION[model.kind], candidates)
+            providers = [config.providers[p] for p in (route.primary, route.fallback) if p]
+            for endpoint in ENDPOINTS:
+                candidates = []
+                for provider in providers:
+                    plan = plan_for(endpoint, model.kind, set(config.wires[provider.wire].operations))
+                    if plan is not None:
+                        candidates.append((provider, plan))
+                if candidates:
+                    self._cache[(name, endpoint)] = RouteDecision(model, endpoint, tuple(candidates))
 
-    def resolve(self, model_name: object, operation: str) -> RouteDecision:
-        """The decision for `model_name` on an endpoint served by `operation` (chat, image...)."""
+    def resolve(self, model_name: object, endpoint: str) -> RouteDecision:
+        """The decision for `model_name` on `endpoint` (chat, responses, completion, image)."""
         if not isinstance(model_name, str) or not model_name:
             raise BadRequest("'model' is required and must be a string")
-        hit = self._cache.get((model_name, operation))
+        hit = self._cache.get((model_name, endpoint))
         if hit is not None:
             return hit
         model = self._config.models.get(model_name)
         if model is None or not model.enabled:
             raise NotFound(f"model '{model_name}' not found among enabled models")
-        endpoint = ENDPOINT_OF_KIND.get(model.kind, "")
-        raise BadRequest(f"model '{model_name}' is a {model.kind} model: use {endpoint or 'another endpoint'}")
+        native = ENDPOINT_OF_KIND.get(model.kind, "")
+        raise BadRequest(f"model '{model_name}' is a {model.kind} model and cannot be used on {ENDPOINTS[endpoint]}"
+                         + (f": use {native}" if native else ""))

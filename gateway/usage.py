@@ -33,6 +33,18 @@ class Usage:
         }
 
 
+    def to_openai_responses(self) -> dict[str, Any]:
+        """OpenAI's ResponseUsage shape."""
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": self.cached_input_tokens,
+                                     "cache_write_tokens": self.cache_write_tokens},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.total_tokens,
+        }
+
+
 _FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
 

@@ -12,17 +12,25 @@ from gateway.config import Config, load_config
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-# which official spec and schema a wire format's chat request / response must satisfy
-WIRE_REQUEST_SCHEMA = {
-    "openai": ("openai", "CreateChatCompletionRequest"),
-    "anthropic": ("anthropic", "CreateMessageParams"),
-    "gemini": ("gemini", "GenerateContentRequest"),
-}
+# which official spec and schema a wire operation's request / answer must satisfy
 WIRE_RESPONSE_SCHEMA = {
-    "openai": ("openai", "CreateChatCompletionResponse"),
-    "anthropic": ("anthropic", "Message"),
-    "gemini": ("gemini", "GenerateContentResponse"),
+    ("openai", "chat"): ("openai", "CreateChatCompletionResponse"),
+    ("openai", "responses"): ("openai", "Response"),
+    ("openai", "image"): ("openai", "ImagesResponse"),
+    ("anthropic", "chat"): ("anthropic", "Message"),
+    ("gemini", "chat"): ("gemini", "GenerateContentResponse"),
+    ("gemini", "image"): ("gemini", "GenerateContentResponse"),
 }
+# the OpenAI schema a client's answer on each endpoint must satisfy
+CLIENT_SCHEMA = {"chat": "CreateChatCompletionResponse", "responses": "Response",
+                 "completion": "CreateCompletionResponse", "image": "ImagesResponse"}
+REQUEST_SCHEMA = {("openai", "chat"): ("openai", "CreateChatCompletionRequest"),
+                  ("openai", "responses"): ("openai", "CreateResponse"),
+                  ("openai", "completion"): ("openai", "CreateCompletionRequest"),
+                  ("openai", "image"): ("openai", "CreateImageRequest"),
+                  ("anthropic", "chat"): ("anthropic", "CreateMessageParams"),
+                  ("gemini", "chat"): ("gemini", "GenerateContentRequest"),
+                  ("gemini", "image"): ("gemini", "GenerateContentRequest")}
 
 
 def config_env(**overrides: str) -> dict[str, str]:
@@ -57,13 +65,26 @@ def chat_model_for(provider: str) -> str:
     raise LookupError(provider)
 
 
+IMAGE_MODEL = {"openai": "gpt-image-1", "gemini": "gemini-2.5-flash-image", "xai": "grok-imagine-image"}
+RESPONSES_ONLY_MODEL = {"openai": "gpt-5-codex"}
+
+
+def model_for(provider: str, endpoint: str) -> str | None:
+    """The model a golden test uses for `provider` on `endpoint` (None: the provider serves none there)."""
+    if endpoint == "image":
+        return IMAGE_MODEL.get(provider)
+    return chat_model_for(provider)
+
+
 def load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def request_fixtures() -> list[Path]:
-    return sorted((FIXTURES / "requests").glob("*.json"))
+    """requests/<endpoint>/<name>.json: OpenAI-shaped requests a client sends to that endpoint."""
+    return sorted((FIXTURES / "requests").glob("*/*.json"))
 
 
 def response_fixtures() -> list[Path]:
-    return sorted((FIXTURES / "responses").glob("*/*.json"))
+    """responses/<wire>/<operation>/<name>.json: what a provider answers to that wire operation."""
+    return sorted((FIXTURES / "responses").glob("*/*/*.json"))

@@ -53,7 +53,7 @@ BROKEN = {
         "config/routing.yaml: routes[0].match[1]: 'gpt-4o*' can never match: 'gpt-*' of an earlier route"),
     "pattern matching nothing": (
         "config/routing.yaml", lambda d: d["routes"][0]["match"].append("mistral-*"),
-        "config/routing.yaml: routes[0].match[15]: 'mistral-*' matches no model in config/models.yaml"),
+        "'mistral-*' matches no model in config/models.yaml"),
     "missing provider": (
         "config/routing.yaml", lambda d: d["routes"][1].update(fallback="vertex"),
         "config/routing.yaml: routes[1].fallback: no provider 'vertex' in providers.d/"),
@@ -82,7 +82,7 @@ BROKEN = {
         "is not of type 'string'"),
     "wire without chat op": (
         "providers.d/wire/gemini.yaml", lambda d: d["operations"].update(image=d["operations"].pop("chat")),
-        "provider 'gemini' (wire 'gemini') has no 'chat' operation for this chat model"),
+        "provider 'gemini' (wire 'gemini') cannot serve this chat model on /v1/chat/completions"),
 }
 
 

@@ -35,7 +35,10 @@ def test_anthropic_request_missing_max_tokens() -> None:
 
 
 def test_gemini_typo_field_fails_in_strict_mode_only() -> None:
-    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfg": {"temperature": 0.2}}
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfg": {"temperature": 0.2},
+    }
     errors = validate("gemini", "GenerateContentRequest", body)
     assert len(errors) == 1 and "generationConfg" in errors[0] and errors[0].startswith("$:")
     assert validate("gemini", "GenerateContentRequest", body, strict=False) == []
@@ -76,7 +79,11 @@ def test_union_errors_point_at_the_discriminator() -> None:
     (err,) = check("openai", "CreateChatCompletionRequest", bad_role)
     assert isinstance(err, SpecError)
     assert err.path == "$.messages[0].role" and err.field == "messages[0].role" and "'usr'" in err.message
-    bad_block = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "txt", "text": "x"}]}]}
+    bad_block = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": [{"type": "txt", "text": "x"}]}],
+    }
     (msg,) = validate("anthropic", "CreateMessageParams", bad_block)
     assert msg.startswith("$.messages[0].content[0].type: 'txt' is not one of ['text', 'image'")
 

@@ -1,7 +1,10 @@
-"""Golden tests over the grid provider × fixture, discovered from tests/fixtures/.
+"""Golden tests over the grid provider × endpoint × fixture, discovered from tests/fixtures/.
 
-A template change shows up here as a snapshot diff (`pytest --snapshot-update` to accept it), and
-every translated payload must satisfy the provider's official spec.
+Requests: every OpenAI-shaped request fixture, for every provider that serves the endpoint, becomes the
+upstream request the gateway would send (through the adapters and the wire template of the plan).
+Answers: every recorded provider answer becomes what the client gets on each endpoint served by that
+operation. A template change shows up as a snapshot diff (accept with `--snapshot-update`), and every
+payload on both sides must satisfy the official spec.
 """
 
 from __future__ import annotations
@@ -9,48 +12,82 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from gateway.pipeline import Outcome, Pipeline
+from gateway.routing import ENDPOINTS, Router
+from gateway.upstream import UpstreamReply
 from tests.fakes.specs import validate
-from tests.support import (WIRE_REQUEST_SCHEMA, WIRE_RESPONSE_SCHEMA, chat_model_for, load_json, repo_config,
+from tests.support import (CLIENT_SCHEMA, REQUEST_SCHEMA, WIRE_RESPONSE_SCHEMA, load_json, model_for, repo_config,
                            request_fixtures, response_fixtures)
 
-PROVIDERS = sorted(repo_config().providers)
-VARIABLES = {"request_id": "req_test", "created": 1777300000}
+CFG = repo_config()
+ROUTER = Router(CFG)
+PIPELINE = Pipeline(CFG, ROUTER, pool=None)  # type: ignore[arg-type]  # nothing is sent
 
 
-def _variables(model: str) -> dict:
-    m = repo_config().models[model]
-    return {**VARIABLES, "model": m.name, "upstream_model": m.upstream_name,
-            "max_output_tokens": m.max_output_tokens}
+def _candidate(provider: str, endpoint: str):
+    model = model_for(provider, endpoint)
+    if model is None:
+        return None
+    decision = ROUTER.resolve(model, endpoint)
+    return next(((p, plan) for p, plan in decision.candidates if p.name == provider), None), decision
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("fixture", request_fixtures(), ids=lambda p: p.stem)
+def _request_grid():
+    for fixture in request_fixtures():
+        endpoint = fixture.parent.name
+        for provider in sorted(CFG.providers):
+            found = _candidate(provider, endpoint)
+            if found and found[0]:
+                yield pytest.param(provider, fixture, id=f"{endpoint}-{fixture.stem}-{provider}")
+
+
+@pytest.mark.parametrize("provider, fixture", list(_request_grid()))
 def test_upstream_request(provider: str, fixture, snapshot) -> None:
-    cfg = repo_config()
-    model = chat_model_for(provider)
+    endpoint = fixture.parent.name
+    (prov, plan), decision = _candidate(provider, endpoint)
     body = load_json(fixture)
-    body["model"] = model
-    wire = cfg.providers[provider].wire
-    op = cfg.wires[wire].operations["chat"]
-    req = op.build_request(body, orjson.dumps(body), _variables(model))
+    body["model"] = decision.model.name
+    op = CFG.wires[prov.wire].operations[plan.operation]
+    _, req = PIPELINE.prepare(plan, op, body, orjson.dumps(body), PIPELINE.variables(decision, "req_test") | {"created": 1777300000})
     payload = orjson.loads(req.body)
-    assert {"provider": provider, "method": req.method, "path": req.path, "body": payload} == snapshot
-    spec, schema = WIRE_REQUEST_SCHEMA[wire]
+    assert {"provider": provider, "plan": [*plan.adapters, plan.operation], "method": req.method, "path": req.path,
+            "body": payload} == snapshot
+    spec, schema = REQUEST_SCHEMA[(prov.wire.split("+")[0], plan.operation)]
     assert validate(spec, schema, payload) == []
 
 
-@pytest.mark.parametrize("fixture", response_fixtures(), ids=lambda p: f"{p.parent.name}-{p.stem}")
-def test_client_response(fixture, snapshot) -> None:
-    cfg = repo_config()
-    wire = fixture.parent.name
+def _response_grid():
+    for fixture in response_fixtures():
+        wire, operation = fixture.parent.parent.name, fixture.parent.name
+        provider = next(p for p in sorted(CFG.providers) if CFG.providers[p].wire.split("+")[0] == wire)
+        for endpoint in ENDPOINTS:
+            found = _candidate(provider, endpoint)
+            if endpoint == "chat" and operation == "responses":  # the Responses-only model's chat endpoint
+                found = _responses_only(provider)
+            if found and found[0] and found[0][1].operation == operation:
+                yield pytest.param(provider, endpoint, fixture, found, id=f"{wire}-{operation}-{fixture.stem}-on-{endpoint}")
+
+
+def _responses_only(provider: str):
+    decision = ROUTER.resolve("gpt-5-codex", "chat") if provider == "openai" else None
+    return (decision.candidates[0], decision) if decision else None
+
+
+@pytest.mark.parametrize("provider, endpoint, fixture, found", list(_response_grid()))
+def test_client_answer(provider: str, endpoint: str, fixture, found, snapshot) -> None:
+    (prov, plan), decision = found
+    wire = fixture.parent.parent.name
     upstream = load_json(fixture)
-    spec, schema = WIRE_RESPONSE_SCHEMA[wire]
+    spec, schema = WIRE_RESPONSE_SCHEMA[(wire, plan.operation)]
     assert validate(spec, schema, upstream) == [], "the recorded provider answer itself must be valid"
-    provider = next(p for p in PROVIDERS if cfg.providers[p].wire == wire)
-    model = chat_model_for(provider)
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-    client, usage = cfg.wires[wire].operations["chat"].translate_response(upstream, body, _variables(model))
-    if client is None:  # pass-through: the client gets the provider's bytes
-        client = upstream
-    assert {"client": client, "usage": usage} == snapshot
-    assert validate("openai", "CreateChatCompletionResponse", client) == []
+    request = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "responses": {"input": "hi"},
+               "completion": {"prompt": "hi"}, "image": {"prompt": "hi"}}[endpoint] | {"model": decision.model.name}
+    variables = PIPELINE.variables(decision, "req_test") | {"created": 1777300000}
+    op = CFG.wires[prov.wire].operations[plan.operation]
+    bodies, _ = PIPELINE.prepare(plan, op, request, orjson.dumps(request), variables)
+    outcome = Outcome()
+    reply = PIPELINE.translate_back(plan, op, prov, UpstreamReply(200, {}, orjson.dumps(upstream)), bodies, variables,
+                                    outcome)
+    client = orjson.loads(reply.body)
+    assert {"client": client, "usage": outcome.usage} == snapshot
+    assert validate("openai", CLIENT_SCHEMA[endpoint], client) == []

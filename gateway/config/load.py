@@ -17,12 +17,11 @@ import yaml
 from gateway.config.model import CatalogueModel, Config, Price, Provider, Route, Settings, pattern_matches
 from gateway.config.schemas import schema_errors
 from gateway.envsubst import substitute_tree
+from gateway.plans import ENDPOINTS, NATIVE_ENDPOINT, plan_for
+from gateway.translate.adapters import load_adapters
 from gateway.translate.environment import make_environment
 from gateway.translate.operation import Wire
 from gateway.translate.tree import TreeError
-
-# catalogue kind → the wire operation that serves it
-KIND_OPERATION = {"chat": "chat", "responses": "responses", "image": "image", "completion": "completion"}
 
 
 class ConfigError(Exception):
@@ -91,6 +90,7 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
 
     jinja = make_environment()
     wires: dict[str, Wire] = {}
+    wire_docs: dict[str, dict[str, Any]] = {}
     for path in sorted((base / "providers.d" / "wire").glob("*.yaml")):
         doc = ld.read(path, "wire", substitute=False)
         if doc is None:
@@ -99,10 +99,8 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
         if name != path.stem:
             ld.err(ld.rel(path), "wire", f"'{name}' must equal the file name '{path.stem}'")
             continue
-        try:
-            wires[name] = Wire(name, doc, jinja, "")
-        except TreeError as exc:
-            ld.err(ld.rel(path), exc.path.lstrip("."), str(exc).split(": ", 1)[1])
+        wire_docs[name] = doc
+        _compile_wire(ld, wires, name, doc, jinja, ld.rel(path))
 
     providers: dict[str, Provider] = {}
     for path in sorted((base / "providers.d").glob("*.yaml")):
@@ -117,8 +115,14 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
         if doc["wire"] not in wires and not (base / "providers.d" / "wire" / f"{doc['wire']}.yaml").exists():
             ld.err(file, "wire", f"no wire format '{doc['wire']}' (expected providers.d/wire/{doc['wire']}.yaml)")
         auth = doc.get("auth") or {"header": "Authorization", "prefix": "Bearer "}
+        wire_name = doc["wire"]
+        if doc.get("overrides") and wire_name in wire_docs:
+            # this provider's own variant of the wire: its operation overrides merged over the shared ones
+            merged = _merge(wire_docs[wire_name], {"operations": doc["overrides"]})
+            wire_name = f"{wire_name}+{name}"
+            _compile_wire(ld, wires, wire_name, merged, jinja, file)
         providers[name] = Provider(
-            name=name, wire=doc["wire"], base_url=doc["base_url"].rstrip("/"), api_key=doc.get("api_key", ""),
+            name=name, wire=wire_name, base_url=doc["base_url"].rstrip("/"), api_key=doc.get("api_key", ""),
             auth_header=auth["header"], auth_prefix=auth.get("prefix", ""),
             headers=tuple((k, str(v)) for k, v in (doc.get("headers") or {}).items()),
             timeout_ms=int(doc.get("timeout_ms", settings.timeout_ms)),
@@ -139,11 +143,33 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
                 continue
             prices[model] = _price(model, spec, doc, file)
 
+    try:
+        adapters = load_adapters(jinja)
+    except (TreeError, OSError, yaml.YAMLError, KeyError) as exc:
+        ld.errors.append(f"gateway/adapters: {exc}")
+        adapters = {}
     _cross_check(ld, models, routes, providers, wires, prices)
     if ld.errors:
         raise ConfigError(ld.errors)
     return Config(root=str(base), settings=settings, models=models, routes=routes, providers=providers,
-                  wires=wires, prices=prices, files=tuple(ld.files))
+                  wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files))
+
+
+def _compile_wire(ld: _Loader, wires: dict[str, Wire], name: str, doc: dict[str, Any], jinja: Any, file: str) -> None:
+    try:
+        wires[name] = Wire(name, doc, jinja, "")
+    except TreeError as exc:
+        ld.err(file, exc.path.lstrip("."), str(exc).split(": ", 1)[1])
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Deep merge of mappings; anything else in `over` replaces what `base` has."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v) if k in base else v
+        return out
+    return over
 
 
 def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[Route, ...],
@@ -172,16 +198,17 @@ def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[R
         if route is None:
             ld.err("config/models.yaml", where, "enabled but no route in config/routing.yaml matches it")
             continue
-        op = KIND_OPERATION.get(model.kind)
-        if op is None:
+        endpoint = NATIVE_ENDPOINT.get(model.kind)
+        if endpoint is None:
             ld.err("config/models.yaml", f"{where}.kind", f"the gateway has no endpoint for kind '{model.kind}'; disable it")
             continue
         for pname in filter(None, (route.primary, route.fallback)):
             provider = providers.get(pname)
             wire = wires.get(provider.wire) if provider else None
-            if wire is not None and op not in wire.operations:
+            if wire is not None and plan_for(endpoint, model.kind, set(wire.operations)) is None:
                 ld.err("config/models.yaml", where,
-                       f"provider '{pname}' (wire '{provider.wire}') has no '{op}' operation for this {model.kind} model")
+                       f"provider '{pname}' (wire '{provider.wire}') cannot serve this {model.kind} model on "
+                       f"{ENDPOINTS[endpoint]}: it has no operation for it")
         if name not in prices:
             ld.err("config/models.yaml", where, "enabled but has no price in pricing.d/ (give one or mark it `free: true`)")
 

@@ -104,6 +104,7 @@ class Config:
     providers: dict[str, Provider]
     wires: dict[str, dict[str, Any]]          # raw wire documents; compiled by gateway.translate
     prices: dict[str, Price]
+    adapters: dict[str, Any] = field(default_factory=dict)   # compiled gateway/adapters/*.yaml
     files: tuple[str, ...] = field(default=())
 
     @property

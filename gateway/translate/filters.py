@@ -91,6 +91,31 @@ def _as_list(value: Any) -> list:
     return [{"type": "text", "text": value}] if isinstance(value, str) else [value]
 
 
+def merge_tool_calls(messages: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """Fold an assistant turn that only carries tool calls into the assistant turn just before it
+    (Responses items list each call separately; chat wants one assistant message with all of them)."""
+    out: list[dict] = []
+    for m in messages:
+        prev = out[-1] if out else None
+        if (prev is not None and m.get("role") == "assistant" and prev.get("role") == "assistant"
+                and not m.get("content") and m.get("tool_calls")):
+            prev["tool_calls"] = list(prev.get("tool_calls") or []) + list(m["tool_calls"])
+        else:
+            out.append(dict(m))
+    return out
+
+
+def flatten(items: Iterable[Any] | None) -> list:
+    """One level: lists are spliced in, anything else is kept as one item."""
+    out: list = []
+    for item in items or ():
+        if isinstance(item, list):
+            out.extend(item)
+        else:
+            out.append(item)
+    return out
+
+
 def tool_call_names(messages: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Map tool_call id → function name over all assistant turns (for formats that answer by name)."""
     names: dict[str, str] = {}
@@ -210,6 +235,21 @@ def guess_mime(url: str, default: str = "image/jpeg") -> str:
     return mimetypes.guess_type(url.split("?", 1)[0])[0] or default
 
 
+def nearest_ratio(size: Any, choices: Iterable[str]) -> str:
+    """The aspect ratio among `choices` ("W:H") closest to an OpenAI size ("1536x1024")."""
+    try:
+        w, h = (int(x) for x in str(size).lower().split("x"))
+        target = w / h
+    except (ValueError, ZeroDivisionError):
+        raise BadRequest(f"size must look like 1024x1024, got {size!r}") from None
+
+    def ratio(c: str) -> float:
+        a, b = c.split(":")
+        return int(a) / int(b)
+
+    return min(choices, key=lambda c: abs(ratio(c) - target))
+
+
 def fail(message: str) -> None:
     """Refuse the request with a 400 carrying `message` (for inputs a provider cannot take)."""
     raise BadRequest(str(message))
@@ -225,6 +265,7 @@ FILTERS = {
     "image_url_of": image_url_of,
     "guess_mime": guess_mime,
     "fail": fail,
+    "nearest_ratio": nearest_ratio,
     "from_json": from_json,
     "json_string": json_string,
     "content_parts": content_parts,
@@ -232,6 +273,8 @@ FILTERS = {
     "data_url": data_url,
     "merge_consecutive": merge_consecutive,
     "tool_call_names": tool_call_names,
+    "merge_tool_calls": merge_tool_calls,
+    "flatten": flatten,
     "to_tool_calls": to_tool_calls,
     "tool_call_signature": tool_call_signature,
     "tool_call_base_id": tool_call_base_id,

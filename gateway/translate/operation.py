@@ -46,8 +46,9 @@ class Operation:
         self.passthrough: bool = bool(spec.get("passthrough", False))
         self._env = env
         self._macros = macros
-        self._path = compile_tree(spec["path"], env, f"{where}.path")
-        self._path_const = spec["path"] if "{" not in spec["path"] else None
+        path = spec.get("path", "")
+        self._path = compile_tree(path, env, f"{where}.path")
+        self._path_const = path if "{" not in path else None
         self.unknown_params: str = spec.get("unknown_params", "pass" if self.passthrough else "drop")
         self._lets = [(k, compile_tree(v, env, f"{where}.let.{k}")) for k, v in (spec.get("let") or {}).items()]
         self._params = {k: _compile_param(v, env, f"{where}.params.{k}") for k, v in (spec.get("params") or {}).items()}
@@ -63,6 +64,14 @@ class Operation:
         if self.passthrough:
             return self._passthrough_request(body, raw, variables)
         ctx = self._context(body, variables)
+        payload = self._render(ctx, body)
+        return UpstreamRequest(self.method, self._render_path(ctx), orjson.dumps(payload))
+
+    def render_request(self, body: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
+        """The translated request as a document (adapters between OpenAI's own API shapes)."""
+        return self._render(self._context(body, variables), body)
+
+    def _render(self, ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
         assignments: list[tuple[tuple[str, ...], Any]] = []
         for key, value in body.items():
             param = self._params.get(key)
@@ -89,7 +98,7 @@ class Operation:
         payload = self._request(ctx) if self._request is not None else {}
         for target, value in assignments:
             _deep_set(payload, target, value)
-        return UpstreamRequest(self.method, self._render_path(ctx), orjson.dumps(payload))
+        return payload
 
     def _passthrough_request(self, body: dict[str, Any], raw: bytes, variables: dict[str, Any]) -> UpstreamRequest:
         upstream_model = variables["upstream_model"]
@@ -114,14 +123,19 @@ class Operation:
 
     # -- response --------------------------------------------------------------------------------------
 
-    def translate_response(self, upstream: Any, body: dict[str, Any], variables: dict[str, Any]) -> tuple[Any, Usage | None]:
-        """The client's answer (a dict to serialise, or None for pass-through) and the reported usage."""
-        usage = self.usage.extract(upstream)
+    def translate_response(self, upstream: Any, body: dict[str, Any], variables: dict[str, Any],
+                           usage: Usage | None = None) -> tuple[Any, Usage | None]:
+        """The client's answer (a dict to serialise, or None for pass-through) and the usage: the one
+        given (an adapter translating an answer whose usage is known) or the one the answer reports."""
+        if usage is None:
+            usage = self.usage.extract(upstream)
         if self._response is None:
             return None, usage
         ctx = self._context(body, variables)
         ctx.vars["resp"] = upstream
-        ctx.vars["usage"] = (usage or Usage()).to_openai_chat()
+        u = usage or Usage()
+        ctx.vars["usage"] = u.to_openai_chat()
+        ctx.vars["responses_usage"] = u.to_openai_responses()
         return self._response(ctx), usage
 
 
