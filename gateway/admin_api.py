@@ -1,7 +1,7 @@
 """The operator's HTTP API under /admin/v1: the same operations as the `gateway accounts|keys|fx|history`
 commands, over `Accounts`, behind one bearer token (GATEWAY_ADMIN_TOKEN).
 
-Unlike the /v1 hot path this is a FastAPI app (rare calls; validation and docs matter more than CPU).
+Unlike the /v1 hot path this is a FastAPI app (rare calls: validation matters more than CPU per call).
 Every answer that is not a 2xx is the seed's error shape {"statusCode", "error", "message"}: a missing or
 wrong token 401, the API disabled (no token configured) 403, bad JSON or wrong types 400, an unknown
 account/key/path 404, a duplicate login 409. Money in requests is a JSON string or number read through its

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -24,6 +25,8 @@ from gateway.store.accounts import Accounts, InvalidInput
 from gateway.store.connection import async_client
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Ledger
+from gateway.streaming import StreamFailed, StreamCall, estimate
+from gateway.upstream import UpstreamFailure
 from gateway.upstream import UpstreamPool
 
 log = logging.getLogger("gateway.app")
@@ -182,7 +185,15 @@ class GatewayApp:
             raw = orjson.dumps(body)
         BODY_CHECKS[endpoint](body)
         decision = self.pipeline.route(body, endpoint)
+        streaming = body.get("stream") is True
+        if streaming and not self.config.settings.streaming:  # the seed's behaviour: plain JSON
+            body["stream"] = False
+            body.pop("stream_options", None)
+            raw, streaming = orjson.dumps(body), False
         ticket = await self.billing.admit(caller, decision, body, raw, request_id, ENDPOINTS[endpoint])
+        if streaming:
+            await self._stream(endpoint, decision, body, raw, ticket, receive, send)
+            return
         outcome = Outcome()
         try:
             reply = await self.pipeline.forward(decision, body, raw, request_id, outcome)
@@ -201,6 +212,42 @@ class GatewayApp:
                                   image_quality=str(body.get("quality") or "*"))
         extra = ((b"x-gateway-provider", outcome.provider.encode()),) + rate_headers(ticket.admission)
         await send_bytes(send, reply.status, reply.body, request_id, extra)
+
+    async def _stream(self, endpoint: str, decision: Any, body: dict[str, Any], raw: bytes, ticket: Any,
+                      receive: Receive, send: Send) -> None:
+        """Relay an SSE stream; bill what the provider reports (or, if cut short, what was produced)."""
+        outcome = Outcome()
+        try:
+            call = await self.pipeline.open_stream(decision, body, raw, ticket.request_id, endpoint, outcome)
+        except GatewayError as err:  # nothing sent yet: the seed's error JSON, fallback already tried
+            outcome.status, outcome.error = err.status, err.message
+            await self.billing.settle(ticket, outcome)
+            err.headers.update({k.decode(): v.decode() for k, v in rate_headers(ticket.admission)})
+            raise
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                   (b"x-request-id", ticket.request_id.encode()), (b"x-gateway-provider", call.provider.encode()),
+                   *rate_headers(ticket.admission)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        relay = asyncio.ensure_future(relay_stream(call, send))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        cut, error = False, None
+        try:
+            done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if relay in done:
+                error = relay.result()
+            else:  # the client went away: stop reading and close the upstream connection at once
+                cut = True
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+        finally:
+            watcher.cancel()
+            call.upstream.close()
+            source = call.source
+            complete = not cut and error is None and source.usage is not None
+            outcome.status = 200
+            outcome.usage = source.usage if complete else estimate(len(raw), source.out_chars, source.usage)
+            outcome.error = error or ("client disconnected mid-stream" if cut else "")
+            await self.billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut else {})})
 
     async def me(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
         caller = await self.auth.caller(header(scope, b"authorization"))
@@ -235,3 +282,28 @@ class GatewayApp:
         return {"id": model.name, "object": "model", "created": 0, "owned_by": model.owned_by,
                 "endpoint": ENDPOINT_OF_KIND.get(model.kind, ""), "kind": model.kind,
                 "context_window": model.context_window, "max_output_tokens": model.max_output_tokens}
+
+
+async def relay_stream(call: StreamCall, send: Send) -> str | None:
+    """Send the stream's frames; a failure mid-stream ends it with an error event. Returns that error."""
+    error = None
+    try:
+        async for data in call.frames():
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+    except (StreamFailed, UpstreamFailure) as exc:
+        error = str(exc)
+        log.warning("stream from %s failed: %s", call.provider, error)
+        await send({"type": "http.response.body", "body": call.framer.error(error), "more_body": True})
+    except Exception:  # the headers are out: the only way left to tell the client is an error event
+        log.exception("stream from %s broke in the gateway", call.provider)
+        error = "the gateway could not translate the provider's stream"
+        await send({"type": "http.response.body", "body": call.framer.error(error), "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return error
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -89,7 +89,7 @@ class BillingGate:
         return Ticket(caller, request_id, decision.model.name, endpoint, reserve, a)
 
     async def settle(self, ticket: Ticket, outcome: Outcome, raw_len: int = 0, reply_len: int = 0,
-                     image_size: str = "*", image_quality: str = "*") -> int:
+                     image_size: str = "*", image_quality: str = "*", extra: dict[str, str | int] | None = None) -> int:
         """Charge a successful call its actual cost, a failed one nothing; record it either way."""
         if ticket.settled:
             return 0
@@ -113,5 +113,7 @@ class BillingGate:
             fields["estimated"] = 1
         if outcome.error:
             fields["error"] = outcome.error[:300]
+        if extra:
+            fields.update(extra)
         await self._ledger.settle(ticket.caller, ticket.request_id, cost, u.total_tokens, True, fields)
         return cost

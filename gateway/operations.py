@@ -126,6 +126,10 @@ def ledger_doc(entry: dict[str, Any], money: Money) -> dict[str, Any]:
     }
 
 
+def _flag(entry: dict[str, Any], name: str) -> bool:
+    return str(entry.get(name, "0")) == "1"
+
+
 def history_doc(entry: dict[str, Any], money: Money) -> dict[str, Any]:
     """One request from the history stream; a request refused at admission has a `rejected` reason."""
     doc: dict[str, Any] = {
@@ -135,8 +139,11 @@ def history_doc(entry: dict[str, Any], money: Money) -> dict[str, Any]:
         "tokens_in": entry.get("in", 0), "tokens_cached": entry.get("cached", 0),
         "tokens_out": entry.get("out", 0), "tokens_reasoning": entry.get("reasoning", 0),
         **money.pair("cost", entry.get("cost", 0)),
-        "latency_ms": entry.get("ms"), "estimated": entry.get("estimated") == "1",
+        "latency_ms": entry.get("ms"), "estimated": _flag(entry, "estimated"),
+        "stream": _flag(entry, "stream"),
     }
+    if _flag(entry, "cut"):
+        doc["cut"] = True  # a stream the client left early: billed for what was produced
     if entry.get("images"):
         doc["images"] = entry["images"]
     if "code" in entry:

@@ -18,6 +18,8 @@ from jinja2 import TemplateError
 from gateway.config.model import Config, Provider
 from gateway.errors import BadRequest, GatewayError, RateLimited, UpstreamUnavailable, error_for_status
 from gateway.routing import Plan, RouteDecision, Router
+from gateway.streaming import (ChatToResponses, ChatToText, Framer, MappedChat, PassthroughChat, PassthroughResponses,
+                               ResponsesToChat, Source, StreamCall, client_wants_usage, with_usage_requested)
 from gateway.translate.operation import Operation, Wire
 from gateway.upstream import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.usage import Usage
@@ -195,6 +197,78 @@ class Pipeline:
             return self.translate_back(plan, op, provider, reply, bodies, variables, outcome)
         assert last is not None
         raise last
+
+    async def open_stream(self, decision: RouteDecision, body: dict[str, Any], raw: bytes, request_id: str,
+                          endpoint: str, outcome: Outcome) -> StreamCall:
+        """Start the stream on the first candidate that answers 200; before that, fall back like forward()."""
+        variables = self.variables(decision, request_id)
+        last: GatewayError | None = None
+        for provider, plan in decision.candidates:
+            outcome.attempts.append(provider.name)
+            if not provider.configured:
+                last = UpstreamUnavailable(f"provider '{provider.name}' is not configured (no API key)")
+                continue
+            wire = self._wires[provider.wire]
+            op = wire.operations[plan.operation]
+            if op.stream is None and not op.passthrough:
+                raise BadRequest(f"streaming is not available for model '{decision.model.name}' on this endpoint")
+            bodies, _ = self.prepare(plan, op, body, raw, variables)
+            inner = bodies[-1]
+            if op.passthrough and plan.operation != "responses":
+                inner = with_usage_requested(inner)
+            upstream_request = self._build_op(op, inner, variables)
+            try:
+                upstream = await self._pool.open_stream(provider, upstream_request)
+            except UpstreamFailure as exc:
+                log.warning("upstream %s failed for %s: %s", provider.name, request_id, exc.reason)
+                last = UpstreamUnavailable(f"provider '{provider.name}' unavailable: {exc.reason}")
+                continue
+            if upstream.status != 200:
+                reply = UpstreamReply(upstream.status, upstream.headers, await upstream.read_all())
+                upstream.release()
+                if reply.status in _RETRYABLE:
+                    log.warning("upstream %s answered %s for %s", provider.name, reply.status, request_id)
+                    last = UpstreamUnavailable(f"provider '{provider.name}' answered HTTP {reply.status}")
+                    continue
+                outcome.provider = provider.name
+                raise self._client_error(provider, wire, reply)
+            outcome.provider = provider.name
+            return self._stream_chain(provider.name, upstream, plan, op, bodies, variables, endpoint)
+        assert last is not None
+        raise last
+
+    def _build_op(self, op: Operation, body: dict[str, Any], variables: dict[str, Any]) -> Any:
+        try:
+            return op.build_request(body, orjson.dumps(body), variables)
+        except GatewayError:
+            raise
+        except (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
+            raise BadRequest(f"request cannot be translated for this model: {exc}") from None
+
+    def _stream_chain(self, provider: str, upstream: Any, plan: Plan, op: Operation, bodies: list[dict[str, Any]],
+                      variables: dict[str, Any], endpoint: str) -> StreamCall:
+        client_body = bodies[0]
+        wants_usage = client_wants_usage(client_body)
+        raw_relay = not plan.adapters
+        source: Source
+        if op.stream is not None:
+            source = MappedChat(op.start_stream(bodies[-1], variables), variables)
+        elif plan.operation == "responses":
+            source = PassthroughResponses(op.stream_usage, raw=raw_relay)
+        else:
+            source = PassthroughChat(op.stream_usage, raw=raw_relay, forward_usage=wants_usage and raw_relay)
+        adapters: list[Any] = []
+        for level in range(len(plan.adapters) - 1, -1, -1):
+            name = plan.adapters[level]
+            if name == "responses_via_chat":
+                adapters.append(ChatToResponses(self._adapters[name], bodies[level], variables))
+            elif name == "chat_via_responses":
+                adapters.append(ResponsesToChat(variables))
+            elif name == "text_via_chat":
+                adapters.append(ChatToText(variables))
+        framer = Framer(endpoint, variables, wants_usage)
+        return StreamCall(provider, upstream, source, adapters, framer,
+                          usage_forwarded=isinstance(source, PassthroughChat) and wants_usage and raw_relay)
 
     def prepare(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
                variables: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:

@@ -128,3 +128,32 @@ def test_provider_without_key_is_503_not_configured(tmp_path: Path, gateway_env,
     assert r.json()["message"] == "provider 'anthropic' is not configured (no API key)"
     assert ok.status_code == 200
     assert not fakes["anthropic"].requests
+
+
+def test_stream_falls_back_before_the_first_byte(fb_client, fakes, backup) -> None:
+    fakes["openai"].fail(502)
+    chunks = list(fb_client.chat.completions.create(model="gpt-4o-mini", messages=MSG, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hi"
+    assert len(fakes["openai"].requests) == 1 and len(backup.requests) == 1
+
+
+def test_stream_timeout_before_first_byte_falls_back(fb_client, fakes, backup) -> None:
+    fakes["openai"].reply(delay_ms=2000)
+    chunks = list(fb_client.chat.completions.create(model="gpt-4o-mini", messages=MSG, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hi"
+    assert len(backup.requests) == 1
+
+
+def test_streaming_switched_off_answers_plain_json(tmp_path: Path, gateway_env, auth, fakes) -> None:
+    """The seed's behaviour (§15) when the operator sets server.streaming: false."""
+    root = copy_root(tmp_path)
+    settings = yaml.safe_load((root / "config" / "gateway.yaml").read_text())
+    settings["server"]["streaming"] = False
+    (root / "config" / "gateway.yaml").write_text(yaml.safe_dump(settings))
+    with GatewayServer(root, gateway_env) as gw:
+        r = httpx.post(f"{gw.base_url}/v1/chat/completions", headers=auth,
+                       json={"model": chat_model_for("anthropic"), "messages": MSG, "stream": True,
+                             "stream_options": {"include_usage": True}})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert r.json()["object"] == "chat.completion" and r.json()["choices"][0]["message"]["content"] == "echo: hi"
+    assert "stream" not in fakes["anthropic"].last.body

@@ -267,7 +267,8 @@ class Accounts:
         out = []
         for eid, fields in rows:
             item: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
-            for n in ("cost", "t", "status", "in", "cached", "out", "reasoning", "ms", "code", "images"):
+            for n in ("cost", "t", "status", "in", "cached", "out", "reasoning", "ms", "code", "images", "stream", "cut",
+                      "estimated"):
                 if n in item:
                     item[n] = int(item[n])
             item["id"] = eid.decode()

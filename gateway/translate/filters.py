@@ -141,19 +141,21 @@ def _get(item: Mapping[str, Any], dotted: str) -> Any:
 
 @pass_context
 def to_tool_calls(ctx: Context, items: Iterable[Mapping[str, Any]], id_key: str, name_key: str,
-                  args_key: str, signature_key: str | None = None) -> list[dict[str, Any]]:
+                  args_key: str, signature_key: str | None = None, start: int = 0,
+                  indexed: bool = False) -> list[dict[str, Any]]:
     """Provider tool invocations as OpenAI `tool_calls` (keys may be dotted paths). Ids the provider
     did not give are minted from the request id, so snapshots stay deterministic. A provider that needs
     an opaque signature echoed back with the call (Gemini 3's thoughtSignature) gets it carried inside
     the id: OpenAI clients return tool call ids verbatim, so no server-side state is needed."""
     calls = []
-    for i, item in enumerate(items):
+    for i, item in enumerate(items, start):
         call_id = _get(item, id_key) or f"call_{ctx.get('request_id', 'x')}_{i}"
         signature = _get(item, signature_key) if signature_key else None
         if isinstance(signature, str) and signature:
             call_id = f"{call_id}{SIGNATURE_SEP}{signature}"
         args = _get(item, args_key)
         calls.append({
+            **({"index": i} if indexed else {}),   # stream deltas carry their call's index
             "id": call_id,
             "type": "function",
             "function": {"name": _get(item, name_key),
@@ -172,6 +174,13 @@ def tool_call_signature(call_id: Any) -> str | None:
 def tool_call_base_id(call_id: Any) -> Any:
     """A tool call id without a carried signature (for providers that restrict id characters)."""
     return call_id.split(SIGNATURE_SEP, 1)[0] if isinstance(call_id, str) else call_id
+
+
+def with_key(mapping: Mapping[Any, Any] | None, key: Any, value: Any) -> dict[Any, Any]:
+    """A copy of `mapping` with one more entry (stream state is replaced, never mutated)."""
+    out = dict(mapping or {})
+    out[key] = value
+    return out
 
 
 def clamp(value: Any, low: float, high: float) -> Any:
@@ -279,6 +288,7 @@ FILTERS = {
     "tool_call_signature": tool_call_signature,
     "tool_call_base_id": tool_call_base_id,
     "clamp": clamp,
+    "with_key": with_key,
     "as_list": as_list,
     "pick": pick,
     "lookup": lookup,

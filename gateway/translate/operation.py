@@ -16,6 +16,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.errors import BadRequest
 from gateway.translate.environment import OMIT
+from gateway.translate.stream import MappedStream, StreamMapping
 from gateway.translate.tree import MACROS_VAR, Node, TreeError, compile_tree, new_context
 from gateway.usage import Usage, UsageMap, dig
 
@@ -56,6 +57,12 @@ class Operation:
         self._response = compile_tree(spec["response"], env, f"{where}.response") if "response" in spec else None
         self.finish_reasons: dict[str, str] = dict(spec.get("finish_reasons") or {})
         self.usage = UsageMap(spec.get("usage") or {})
+        stream = spec.get("stream") or {}
+        # a pass-through stream is relayed as is (usage read from its events); a mapped one is translated
+        self.stream_usage = UsageMap(stream.get("usage") or spec.get("usage") or {})
+        self.stream = StreamMapping(stream, env, macros, f"{where}.stream") if "events" in stream else None
+        self._stream_path = self.stream.path if self.stream is not None else (
+            compile_tree(stream["path"], env, f"{where}.stream.path") if "path" in stream else None)
 
     # -- request ---------------------------------------------------------------------------------------
 
@@ -108,10 +115,17 @@ class Operation:
             body = {k: v for k, v in body.items() if k not in drops}
             body["model"] = upstream_model
             raw = orjson.dumps(body)
-        path = self._path_const if self._path_const is not None else self._render_path(self._context(body, variables))
+        path = self._path_const if self._path_const is not None and self._stream_path is None else \
+            self._render_path(self._context(body, variables))
         return UpstreamRequest(self.method, path, raw)
 
+    def start_stream(self, body: dict[str, Any], variables: dict[str, Any]) -> MappedStream:
+        assert self.stream is not None
+        return self.stream.start(body, variables, self.finish_reasons)
+
     def _render_path(self, ctx: Any) -> str:
+        if self._stream_path is not None and ctx.get("body", {}).get("stream") is True:
+            return str(self._stream_path(ctx))
         return self._path_const if self._path_const is not None else str(self._path(ctx))
 
     def _context(self, body: dict[str, Any], variables: dict[str, Any]) -> Any:

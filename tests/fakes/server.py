@@ -145,6 +145,7 @@ class FakeUpstream:
         self.requests: list[Recorded] = []
         self.spec_errors: list[str] = []
         self.response_spec_errors: list[str] = []
+        self.streams_closed_by_client: list[int] = []  # per stream the client dropped: events sent before
         self.delay_ms: int = 0
         self.chunk_delay_ms: int = 0
 
@@ -285,6 +286,7 @@ class FakeUpstream:
         self.requests.clear()
         self.spec_errors.clear()
         self.response_spec_errors.clear()
+        self.streams_closed_by_client.clear()
         self.delay_ms = 0
         self.chunk_delay_ms = 0
 
@@ -507,7 +509,15 @@ class FakeUpstream:
                 return resp
             if gap and i:
                 await asyncio.sleep(gap / 1000)
-            await resp.write(frame)
+            if ctx.request.transport is None or ctx.request.transport.is_closing():
+                # the gateway closed the connection: record how far the stream got
+                self.streams_closed_by_client.append(i)
+                return resp
+            try:
+                await resp.write(frame)
+            except (ConnectionResetError, ConnectionError):
+                self.streams_closed_by_client.append(i)
+                return resp
         await resp.write_eof()
         return resp
 

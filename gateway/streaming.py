@@ -1,0 +1,423 @@
+"""Streaming: relay a provider's SSE stream to the client as OpenAI's, translating on the fly.
+
+    upstream bytes ─► SSEParser ─► source ─► stream adapters ─► framer ─► client bytes
+                                   │                                │
+           pass-through (OpenAI-compatible) or a wire's           chat/text: `data:` + usage chunk + [DONE]
+           stream mapping (provider events → chat deltas)          responses: named events, sequence numbers
+
+Chunk by chunk, never buffering the answer. Every source tracks the usage the provider reports and the
+text it produced, so a stream cut short is still billed (estimated at ~4 characters a token when the
+provider sent no usage yet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+
+from gateway.sse import DONE, SSEParser, frame
+from gateway.translate.operation import Operation
+from gateway.translate.stream import MappedStream, merge_usage
+from gateway.usage import Usage, UsageMap
+
+Item = dict[str, Any]
+
+
+class StreamFailed(Exception):
+    """The provider reported an error inside a stream that had already started."""
+
+
+def client_wants_usage(body: dict[str, Any]) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def with_usage_requested(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as sent upstream to an OpenAI-compatible provider: usage always asked for, so that
+    billing never has to guess (the extra chunk is stripped unless the client asked for it too)."""
+    opts = dict(body.get("stream_options") or {})
+    opts["include_usage"] = True
+    return {**body, "stream_options": opts}
+
+
+class Source:
+    """Turns upstream SSE events into items of the operation's own client shape."""
+
+    usage: Usage | None = None
+    out_chars: int = 0
+    done: bool = False
+
+    def on_event(self, name: str, data: bytes) -> list[Item | bytes]:
+        raise NotImplementedError
+
+
+class PassthroughChat(Source):
+    """OpenAI-compatible chat/completions stream. With `raw`, events go out as the provider framed them
+    (the hot path); otherwise as parsed chunks for an adapter to work on."""
+
+    def __init__(self, usage_map: UsageMap, raw: bool, forward_usage: bool) -> None:
+        self._usage_map = usage_map
+        self._raw = raw
+        self._forward_usage = forward_usage
+
+    def on_event(self, name: str, data: bytes) -> list[Item | bytes]:
+        if data == b"[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise StreamFailed("provider sent an unreadable stream event") from None
+        if "error" in chunk and "choices" not in chunk:
+            err = chunk["error"]
+            raise StreamFailed(err.get("message", "provider error") if isinstance(err, dict) else str(err))
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content") if "delta" in choice else choice.get("text")
+            if isinstance(content, str):
+                self.out_chars += len(content)
+            for call in delta.get("tool_calls") or ():
+                self.out_chars += len((call.get("function") or {}).get("arguments") or "")
+        if chunk.get("usage"):
+            found = self._usage_map.extract(chunk)
+            if found is not None:
+                self.usage = found
+            if not chunk.get("choices"):  # the usage-only chunk
+                if self._raw and self._forward_usage:
+                    return [frame(data)]
+                return []
+            if not self._forward_usage:
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                return [frame(chunk)] if self._raw else [chunk]
+        return [frame(data)] if self._raw else [chunk]
+
+
+class PassthroughResponses(Source):
+    """OpenAI-compatible Responses stream: named events relayed as they are."""
+
+    def __init__(self, usage_map: UsageMap, raw: bool) -> None:
+        self._usage_map = usage_map
+        self._raw = raw
+
+    def on_event(self, name: str, data: bytes) -> list[Item | bytes]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise StreamFailed("provider sent an unreadable stream event") from None
+        kind = event.get("type") or name
+        if kind == "response.output_text.delta" or kind == "response.function_call_arguments.delta":
+            self.out_chars += len(event.get("delta") or "")
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            found = self._usage_map.extract(event)
+            if found is not None:
+                self.usage = found
+            self.done = True
+        elif kind == "error":
+            raise StreamFailed(str(event.get("message") or "provider error"))
+        return [frame(data, kind)] if self._raw else [event]
+
+
+class MappedChat(Source):
+    """A provider's own stream format, translated by the wire's stream mapping into chat chunks."""
+
+    def __init__(self, run: MappedStream, variables: dict[str, Any]) -> None:
+        self._run = run
+        self._id = "chatcmpl-" + variables["request_id"][4:]
+        self._created = variables["created"]
+        self._model = variables["model"]
+
+    def on_event(self, name: str, data: bytes) -> list[Item | bytes]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise StreamFailed("provider sent an unreadable stream event") from None
+        deltas, error = self._run.on_event(name, event)
+        self.usage = self._run.usage
+        if error is not None:
+            raise StreamFailed(error)
+        out: list[Item | bytes] = []
+        for d in deltas:
+            delta = d.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                self.out_chars += len(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                self.out_chars += len((call.get("function") or {}).get("arguments") or "")
+            out.append({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                        "model": self._model, "choices": [{"index": d.get("index", 0), "delta": delta,
+                                                           "logprobs": None, "finish_reason": d.get("finish_reason")}]})
+        return out
+
+
+# -- stream adapters between OpenAI's own shapes ----------------------------------------------------
+
+
+class ChatToText:
+    """chat.completion.chunk → text_completion chunks (/v1/text/generations on a chat model)."""
+
+    def __init__(self, variables: dict[str, Any]) -> None:
+        self._id = "cmpl-" + variables["request_id"][4:]
+        self._created = variables["created"]
+        self._model = variables["model"]
+
+    def convert(self, chunk: Item) -> list[Item]:
+        out = []
+        for c in chunk.get("choices") or ():
+            delta = c.get("delta") or {}
+            text = delta.get("content") or ""
+            if text or c.get("finish_reason"):
+                out.append({"id": self._id, "object": "text_completion", "created": self._created, "model": self._model,
+                            "choices": [{"text": text, "index": c.get("index", 0), "logprobs": None,
+                                         "finish_reason": c.get("finish_reason")}]})
+        return out
+
+    def finish(self, usage: Usage | None) -> list[Item]:
+        return []
+
+
+class ChatToResponses:
+    """chat.completion.chunk → the Responses event stream (/v1/responses on a chat-only provider).
+    The final `response.completed` carries the same Response object the non-streaming adapter builds."""
+
+    def __init__(self, adapter: Operation, body: dict[str, Any], variables: dict[str, Any]) -> None:
+        self._adapter = adapter
+        self._body = body
+        self._vars = variables
+        self._rid = variables["request_id"][4:]
+        self._text: list[str] = []
+        self._message_index: int | None = None
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._next_output = 0
+        self._finish = "stop"
+        self._started = False
+
+    def _response(self, status: str, usage: Usage | None, content: str | None = None,
+                  calls: list[dict[str, Any]] | None = None) -> Item:
+        chat = {"choices": [{"index": 0, "finish_reason": self._finish,
+                             "message": {"role": "assistant", "content": content,
+                                         **({"tool_calls": calls} if calls else {})}}]}
+        doc, _ = self._adapter.translate_response(chat, self._body, self._vars, usage or Usage())
+        doc["status"] = status
+        if status == "in_progress":
+            doc["output"] = []
+            doc.pop("usage", None)
+        return doc
+
+    def convert(self, chunk: Item) -> list[Item]:
+        out: list[Item] = []
+        if not self._started:
+            self._started = True
+            base = self._response("in_progress", None)
+            out += [{"type": "response.created", "response": base}, {"type": "response.in_progress", "response": base}]
+        for c in chunk.get("choices") or ():
+            delta = c.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                if self._message_index is None:
+                    self._message_index = self._next_output
+                    self._next_output += 1
+                    out += [{"type": "response.output_item.added", "output_index": self._message_index,
+                             "item": {"type": "message", "id": f"msg_{self._rid}", "status": "in_progress",
+                                      "role": "assistant", "content": []}},
+                            {"type": "response.content_part.added", "item_id": f"msg_{self._rid}",
+                             "output_index": self._message_index, "content_index": 0,
+                             "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}]
+                self._text.append(text)
+                out.append({"type": "response.output_text.delta", "item_id": f"msg_{self._rid}",
+                            "output_index": self._message_index, "content_index": 0, "delta": text, "logprobs": []})
+            for call in delta.get("tool_calls") or ():
+                idx = call.get("index", 0)
+                fn = call.get("function") or {}
+                state = self._calls.get(idx)
+                if state is None:
+                    state = self._calls[idx] = {"id": call.get("id") or f"call_{self._rid}_{idx}", "name": fn.get("name", ""),
+                                                "args": [], "output_index": self._next_output}
+                    self._next_output += 1
+                    out.append({"type": "response.output_item.added", "output_index": state["output_index"],
+                                "item": self._call_item(state, "in_progress")})
+                if fn.get("arguments"):
+                    state["args"].append(fn["arguments"])
+                    out.append({"type": "response.function_call_arguments.delta", "item_id": self._item_id(state),
+                                "output_index": state["output_index"], "delta": fn["arguments"]})
+            if c.get("finish_reason"):
+                self._finish = c["finish_reason"]
+        return out
+
+    @staticmethod
+    def _item_id(state: dict[str, Any]) -> str:
+        return "fc_" + state["id"].split(":ts:", 1)[0]
+
+    def _call_item(self, state: dict[str, Any], status: str) -> Item:
+        return {"type": "function_call", "id": self._item_id(state), "call_id": state["id"], "name": state["name"],
+                "arguments": "".join(state["args"]), "status": status}
+
+    def finish(self, usage: Usage | None) -> list[Item]:
+        out: list[Item] = []
+        text = "".join(self._text)
+        if self._message_index is not None:
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            out += [{"type": "response.output_text.done", "item_id": f"msg_{self._rid}", "output_index": self._message_index,
+                     "content_index": 0, "text": text, "logprobs": []},
+                    {"type": "response.content_part.done", "item_id": f"msg_{self._rid}",
+                     "output_index": self._message_index, "content_index": 0, "part": part},
+                    {"type": "response.output_item.done", "output_index": self._message_index,
+                     "item": {"type": "message", "id": f"msg_{self._rid}", "status": "completed", "role": "assistant",
+                              "content": [part]}}]
+        calls = []
+        for state in self._calls.values():
+            out += [{"type": "response.function_call_arguments.done", "item_id": self._item_id(state),
+                     "output_index": state["output_index"], "arguments": "".join(state["args"]), "name": state["name"]},
+                    {"type": "response.output_item.done", "output_index": state["output_index"],
+                     "item": self._call_item(state, "completed")}]
+            calls.append({"id": state["id"], "type": "function",
+                          "function": {"name": state["name"], "arguments": "".join(state["args"])}})
+        incomplete = self._finish in ("length", "content_filter")
+        final = self._response("incomplete" if incomplete else "completed", usage, text or None, calls)
+        out.append({"type": "response.incomplete" if incomplete else "response.completed", "response": final})
+        return out
+
+
+class ResponsesToChat:
+    """Responses events → chat.completion.chunk (/v1/chat/completions on a Responses-only model)."""
+
+    def __init__(self, variables: dict[str, Any]) -> None:
+        self._id = "chatcmpl-" + variables["request_id"][4:]
+        self._created = variables["created"]
+        self._model = variables["model"]
+        self._calls: dict[str, int] = {}
+        self._started = False
+
+    def _chunk(self, delta: Item, finish: str | None = None) -> Item:
+        return {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    def convert(self, event: Item) -> list[Item]:
+        kind = event.get("type")
+        out: list[Item] = []
+        if not self._started and kind in ("response.created", "response.output_text.delta", "response.output_item.added"):
+            self._started = True
+            out.append(self._chunk({"role": "assistant", "content": ""}))
+        if kind == "response.output_text.delta":
+            out.append(self._chunk({"content": event.get("delta", "")}))
+        elif kind == "response.output_item.added" and (event.get("item") or {}).get("type") == "function_call":
+            item = event["item"]
+            index = self._calls[item.get("id", "")] = len(self._calls)
+            out.append(self._chunk({"tool_calls": [{"index": index, "id": item.get("call_id"), "type": "function",
+                                                    "function": {"name": item.get("name"), "arguments": ""}}]}))
+        elif kind == "response.function_call_arguments.delta":
+            index = self._calls.get(event.get("item_id", ""), 0)
+            out.append(self._chunk({"tool_calls": [{"index": index, "function": {"arguments": event.get("delta", "")}}]}))
+        elif kind in ("response.completed", "response.incomplete"):
+            reason = ((event.get("response") or {}).get("incomplete_details") or {}).get("reason")
+            finish = "tool_calls" if self._calls else "length" if reason == "max_output_tokens" else \
+                "content_filter" if reason == "content_filter" else "stop"
+            out.append(self._chunk({}, finish))
+        elif kind == "response.failed":
+            err = (event.get("response") or {}).get("error") or {}
+            raise StreamFailed(err.get("message") or "the provider failed the response")
+        return out
+
+    def finish(self, usage: Usage | None) -> list[Item]:
+        return []
+
+
+class Framer:
+    """The client's side of the stream for one endpoint."""
+
+    def __init__(self, endpoint: str, variables: dict[str, Any], include_usage: bool) -> None:
+        self._responses = endpoint == "responses"
+        self._include_usage = include_usage
+        self._seq = 0
+        self._vars = variables
+        self._object = "text_completion" if endpoint == "completion" else "chat.completion.chunk"
+        self._prefix = "cmpl-" if endpoint == "completion" else "chatcmpl-"
+
+    def frames(self, items: list[Item | bytes]) -> Iterator[bytes]:
+        for item in items:
+            if isinstance(item, bytes):
+                yield item
+            elif self._responses:
+                item["sequence_number"] = self._seq
+                self._seq += 1
+                yield frame(item, item.get("type"))
+            else:
+                yield frame(item)
+
+    def end(self, usage: Usage | None, usage_forwarded: bool) -> Iterator[bytes]:
+        if self._responses:
+            return
+        if self._include_usage and not usage_forwarded:
+            u = usage or Usage()
+            yield frame({"id": self._prefix + self._vars["request_id"][4:], "object": self._object,
+                         "created": self._vars["created"], "model": self._vars["model"], "choices": [],
+                         "usage": u.to_openai_chat()})
+        yield DONE
+
+    def error(self, message: str) -> bytes:
+        """OpenAI's in-stream error shape, which the official SDKs raise as an APIError."""
+        payload = {"error": {"message": message, "type": "upstream_error", "param": None, "code": "stream_failed"}}
+        if self._responses:
+            payload = {"type": "error", "code": "stream_failed", "message": message, "param": None,
+                       "sequence_number": self._seq}
+            return frame(payload, "error")
+        return frame(payload)
+
+
+def estimate(raw_len: int, out_chars: int, reported: Usage | None) -> Usage:
+    """Usage for a stream cut short: what the provider reported so far, topped up by an estimate of
+    ~4 characters a token for the output produced (and ~4 bytes a token for the prompt if nothing came)."""
+    out = -(-out_chars // 4)
+    if reported is None:
+        return Usage(input_tokens=-(-raw_len // 4), output_tokens=out, estimated=True)
+    return dataclasses.replace(reported, input_tokens=reported.input_tokens or -(-raw_len // 4),
+                               output_tokens=max(reported.output_tokens, out), estimated=True)
+
+
+class StreamCall:
+    """One started stream: the upstream answer and the chain that turns its events into client bytes."""
+
+    def __init__(self, provider: str, upstream: Any, source: Source, adapters: list[Any], framer: Framer,
+                 usage_forwarded: bool) -> None:
+        self.provider = provider
+        self.upstream = upstream
+        self.source = source
+        self._adapters = adapters
+        self.framer = framer
+        self._usage_forwarded = usage_forwarded
+
+    def _through_adapters(self, items: list[Item | bytes]) -> list[Item | bytes]:
+        for adapter in self._adapters:
+            converted: list[Item | bytes] = []
+            for item in items:
+                converted.extend(adapter.convert(item))  # type: ignore[arg-type]
+            items = converted
+        return items
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """Client bytes as upstream events arrive; raises StreamFailed / UpstreamFailure mid-stream."""
+        parser = SSEParser()
+        async for chunk in self.upstream.chunks():
+            for name, data in parser.feed(chunk):
+                out = self._through_adapters(self.source.on_event(name, data))
+                for b in self.framer.frames(out):
+                    yield b
+                if self.source.done:
+                    break
+            if self.source.done:
+                break
+        if not self.source.done:  # an upstream that just closes (Gemini) may leave its last event unterminated
+            for name, data in parser.close():
+                for b in self.framer.frames(self._through_adapters(self.source.on_event(name, data))):
+                    yield b
+        tail: list[Item | bytes] = []
+        for i, adapter in enumerate(self._adapters):
+            produced: list[Item | bytes] = list(adapter.finish(self.source.usage))
+            for later in self._adapters[i + 1:]:
+                produced = [x for item in produced for x in later.convert(item)]  # type: ignore[arg-type]
+            tail.extend(produced)
+        for b in self.framer.frames(tail):
+            yield b
+        for b in self.framer.end(self.source.usage, self._usage_forwarded):
+            yield b
