@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import uvicorn
 
 from gateway.app import GatewayApp
-from gateway.config import Config, ConfigError, load_config
-from gateway.store.connection import EmbeddedRedis
+from gateway.config import ConfigError, load_config
+from gateway.store.connection import embedded_redis_for
 
 log = logging.getLogger("gateway.server")
 
@@ -29,18 +28,6 @@ def create_app() -> GatewayApp:
     """uvicorn factory: every worker process loads and checks the config itself."""
     root = os.environ.get("GATEWAY_ROOT", ".")
     return GatewayApp(load_config(root))
-
-
-def data_dir(config: Config) -> Path:
-    d = Path(config.settings.data_dir)
-    return d if d.is_absolute() else Path(config.root) / d
-
-
-def embedded_redis_for(config: Config) -> EmbeddedRedis | None:
-    """Start (or reuse) the embedded Redis when no REDIS_URL is configured."""
-    if config.settings.redis_url:
-        return None
-    return EmbeddedRedis(data_dir(config)).start()
 
 
 def serve(root: str, host: str | None, port: int | None, workers: int | None) -> int:

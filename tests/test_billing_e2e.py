@@ -245,3 +245,16 @@ def test_secrets_never_reach_logs_or_history(gateway, fakes, caplog) -> None:
     for secret in (c.secret, c.secret[12:], fakes["openai"].api_key):
         assert secret not in caplog.text
         assert secret not in stored
+
+
+def test_free_model_is_admitted_and_settled_at_zero(gateway, fakes) -> None:
+    """A model priced `free: true` reserves 0 and costs 0 (a zero that Lua must not write as '-0')."""
+    free = next(m.name for m in gateway.config.enabled_models
+                if gateway.app.prices.rate(m.name).free and m.kind == "chat")
+    c = make_customer(gateway, usd="0")
+    resp = sdk(gateway, c.secret).chat.completions.create(model=free, messages=MSG, max_tokens=5)
+    assert resp.choices[0].message.content
+    [entry] = history(gateway, c.account_id)
+    assert entry["status"] == 200 and entry["cost"] == 0
+    a = account(gateway, c.account_id)
+    assert a.spent == 0 and a.reserved == 0 and a.requests == 1

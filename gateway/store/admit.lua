@@ -22,8 +22,8 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0,
   if v then
     local amount, okid, omonth, state = string.match(v, '^(%-?%d+)|([^|]*)|([^|]*)|(%a+)$')
     if state == 'open' then
-      redis.call('HINCRBY', acct, 'reserved', -tonumber(amount))
-      redis.call('HINCRBY', ARGV[10] .. okid, 'mr:' .. omonth, -tonumber(amount))
+      redis.call('HINCRBY', acct, 'reserved', 0 - tonumber(amount))  -- never '-0'
+      redis.call('HINCRBY', ARGV[10] .. okid, 'mr:' .. omonth, 0 - tonumber(amount))
       redis.call('HSET', resv, old, amount .. '|' .. okid .. '|' .. omonth .. '|expired')
       redis.call('ZADD', queue, now + 86400000, old)
     else

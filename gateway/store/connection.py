@@ -8,9 +8,15 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 log = logging.getLogger("gateway.redis")
 
@@ -24,11 +30,15 @@ class EmbeddedRedis:
         self.url = f"unix://{self.socket}"
         self._proc: subprocess.Popen[bytes] | None = None
 
+    def _client(self, timeout: float) -> redis.Redis:
+        # no retries: a socket that is gone (after SHUTDOWN, or stale) must answer "no" at once
+        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+
     def _alive(self) -> bool:
         if not self.socket.exists():
             return False
         try:
-            return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping())
+            return bool(self._client(1).ping())
         except redis.RedisError:
             return False
 
@@ -59,7 +69,7 @@ class EmbeddedRedis:
         if self._proc is None:
             return
         try:
-            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown(nosave=False)
+            self._client(5).shutdown(nosave=False)
         except redis.RedisError:
             pass
         try:
@@ -76,3 +86,15 @@ def async_client(url: str, max_connections: int = 64) -> aioredis.Redis:
 
 def sync_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=False)
+
+
+def data_dir(config: "Config") -> Path:
+    d = Path(config.settings.data_dir)
+    return d if d.is_absolute() else Path(config.root) / d
+
+
+def embedded_redis_for(config: "Config") -> EmbeddedRedis | None:
+    """Start (or reuse) the embedded Redis when no REDIS_URL is configured."""
+    if config.settings.redis_url:
+        return None
+    return EmbeddedRedis(data_dir(config)).start()

@@ -1,11 +1,15 @@
-"""The Lua scripts, loaded once per client (EVALSHA, re-loaded transparently on NOSCRIPT)."""
+"""The Lua scripts, sent by SHA through one batcher per client (loaded on first NOSCRIPT)."""
 
 from __future__ import annotations
 
 from importlib.resources import files
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+
+from gateway.store.batch import ScriptBatcher
+
+NAMES = ("admit", "settle", "credit")
 
 
 def _source(name: str) -> str:
@@ -14,6 +18,13 @@ def _source(name: str) -> str:
 
 class Scripts:
     def __init__(self, client: Redis) -> None:
-        self.admit: AsyncScript = client.register_script(_source("admit"))
-        self.settle: AsyncScript = client.register_script(_source("settle"))
-        self.credit: AsyncScript = client.register_script(_source("credit"))
+        self._batcher = ScriptBatcher(client, {name: _source(name) for name in NAMES})
+
+    async def admit(self, keys: list[str], args: list[Any]) -> Any:
+        return await self._batcher.call("admit", keys, args)
+
+    async def settle(self, keys: list[str], args: list[Any]) -> Any:
+        return await self._batcher.call("settle", keys, args)
+
+    async def credit(self, keys: list[str], args: list[Any]) -> Any:
+        return await self._batcher.call("credit", keys, args)

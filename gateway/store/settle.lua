@@ -21,14 +21,14 @@ if ARGV[8] == '1' then
 end
 
 redis.call('HINCRBY', acct, 'spent', cost)
-redis.call('HINCRBY', acct, 'reserved', -release)
+redis.call('HINCRBY', acct, 'reserved', 0 - release)  -- never '-0', which HINCRBY refuses
 redis.call('HINCRBY', acct, 'requests', 1)
 redis.call('HINCRBY', acct, 'm:' .. month, cost)
 redis.call('HINCRBY', acct, 'mreq:' .. month, 1)
 redis.call('HINCRBY', key, 'spent', cost)
 redis.call('HINCRBY', key, 'requests', 1)
 redis.call('HINCRBY', key, 'm:' .. month, cost)
-if release ~= 0 then redis.call('HINCRBY', key, 'mr:' .. rmonth, -release) end
+if release ~= 0 then redis.call('HINCRBY', key, 'mr:' .. rmonth, 0 - release) end
 redis.call('HINCRBY', daily, day .. ':r', 1)
 redis.call('HINCRBY', daily, day .. ':s', cost)
 local tokens = tonumber(ARGV[6])
