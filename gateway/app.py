@@ -247,7 +247,12 @@ class GatewayApp:
             outcome.status = 200
             outcome.usage = source.usage if complete else estimate(len(raw), source.out_chars, source.usage)
             outcome.error = error or ("client disconnected mid-stream" if cut else "")
-            await self.billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut else {})})
+            try:
+                await self.billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut else {})})
+            finally:
+                if not cut:
+                    tail = call.framer.error(error) if error is not None else call.end()
+                    await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def me(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
         caller = await self.auth.caller(header(scope, b"authorization"))
@@ -285,21 +290,18 @@ class GatewayApp:
 
 
 async def relay_stream(call: StreamCall, send: Send) -> str | None:
-    """Send the stream's frames; a failure mid-stream ends it with an error event. Returns that error."""
-    error = None
+    """Send the stream's frames as they come; returns the error that ended it early, if any (the
+    closing frames or the error event are sent by the caller once the call is settled)."""
     try:
         async for data in call.frames():
             await send({"type": "http.response.body", "body": data, "more_body": True})
     except (StreamFailed, UpstreamFailure) as exc:
-        error = str(exc)
-        log.warning("stream from %s failed: %s", call.provider, error)
-        await send({"type": "http.response.body", "body": call.framer.error(error), "more_body": True})
+        log.warning("stream from %s failed: %s", call.provider, exc)
+        return str(exc)
     except Exception:  # the headers are out: the only way left to tell the client is an error event
         log.exception("stream from %s broke in the gateway", call.provider)
-        error = "the gateway could not translate the provider's stream"
-        await send({"type": "http.response.body", "body": call.framer.error(error), "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-    return error
+        return "the gateway could not translate the provider's stream"
+    return None
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

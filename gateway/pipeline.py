@@ -225,7 +225,6 @@ class Pipeline:
                 continue
             if upstream.status != 200:
                 reply = UpstreamReply(upstream.status, upstream.headers, await upstream.read_all())
-                upstream.release()
                 if reply.status in _RETRYABLE:
                     log.warning("upstream %s answered %s for %s", provider.name, reply.status, request_id)
                     last = UpstreamUnavailable(f"provider '{provider.name}' answered HTTP {reply.status}")

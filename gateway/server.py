@@ -50,7 +50,8 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     try:
         uvicorn.run("gateway.server:create_app", factory=True, host=host or s.host, port=port or s.port,
                     workers=n if n > 1 else None, loop="uvloop", http="httptools", lifespan="on",
-                    access_log=False, log_level=s.log_level, timeout_keep_alive=30)
+                    access_log=False, log_level=s.log_level, timeout_keep_alive=30,
+                    proxy_headers=False, server_header=False)
     finally:
         if embedded is not None:
             embedded.stop()

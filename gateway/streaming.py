@@ -419,5 +419,8 @@ class StreamCall:
             tail.extend(produced)
         for b in self.framer.frames(tail):
             yield b
-        for b in self.framer.end(self.source.usage, self._usage_forwarded):
-            yield b
+
+    def end(self) -> bytes:
+        """The closing frames (usage chunk, [DONE]); sent after the call is settled, so a client that
+        sees the end of the stream also sees the charge."""
+        return b"".join(self.framer.end(self.source.usage, self._usage_forwarded))

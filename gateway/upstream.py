@@ -1,49 +1,13 @@
-"""One pooled HTTP client per provider, created at start-up.
-
-aiohttp, not httpx, on this path: measured on this machine (issue 6) httpx's own transport costs
-~2.6 ms more CPU per request at 64 concurrent calls. httpx stays for tests and tooling.
-"""
+"""One keep-alive connection pool per provider, created at start-up (gateway.http_client)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
-
 from gateway.config.model import Provider
+from gateway.http_client import HTTPError, Pool, Response
 from gateway.translate.operation import UpstreamRequest
-
-
-class UpstreamStream:
-    """An open streaming answer: status and headers are known, the body is read as it arrives."""
-
-    def __init__(self, provider: str, response: aiohttp.ClientResponse) -> None:
-        self.provider = provider
-        self.status = response.status
-        self.headers = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}
-        self._response = response
-
-    async def read_all(self) -> bytes:
-        return await self._response.read()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; a stalled or broken upstream raises UpstreamFailure."""
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except asyncio.TimeoutError:
-            raise UpstreamFailure(self.provider, "stream stalled: no data within the timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure(self.provider, f"stream broken: {type(exc).__name__}") from None
-
-    def close(self) -> None:
-        """Drop the upstream connection at once (the client went away)."""
-        self._response.close()
-
-    def release(self) -> None:
-        self._response.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,57 +29,78 @@ class UpstreamFailure(Exception):
 _KEPT_HEADERS = ("retry-after", "content-type", "x-request-id", "request-id")
 
 
+def _kept(headers: dict[str, str]) -> dict[str, str]:
+    return {h: headers[h] for h in _KEPT_HEADERS if h in headers}
+
+
+def _failure(provider: Provider, exc: HTTPError) -> UpstreamFailure:
+    if exc.timeout:
+        return UpstreamFailure(provider.name, f"timeout after {provider.timeout_ms} ms")
+    return UpstreamFailure(provider.name, f"connection error: {exc}")
+
+
+class UpstreamStream:
+    """An open streaming answer: status and headers are known, the body is read as it arrives."""
+
+    def __init__(self, provider: Provider, response: Response) -> None:
+        self._provider = provider
+        self.status = response.status
+        self.headers = _kept(response.headers)
+        self._response = response
+
+    async def read_all(self) -> bytes:
+        try:
+            return await self._response.read()
+        except HTTPError as exc:
+            raise _failure(self._provider, exc) from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a stalled or broken upstream raises UpstreamFailure."""
+        try:
+            async for chunk in self._response.iter_chunks():
+                yield chunk
+        except HTTPError as exc:
+            if exc.timeout:
+                raise UpstreamFailure(self._provider.name, "stream stalled: no data within the timeout") from None
+            raise UpstreamFailure(self._provider.name, f"stream broken: {exc}") from None
+
+    def close(self) -> None:
+        """Drop the upstream connection at once if the answer is still coming (the client went away)."""
+        self._response.close()
+
+
 class UpstreamPool:
     def __init__(self, providers: dict[str, Provider]) -> None:
         self._providers = providers
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._headers: dict[str, dict[str, str]] = {}
-        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
-        self._stream_timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._pools: dict[str, Pool] = {}
 
     async def start(self) -> None:
         for name, p in self._providers.items():
-            connector = aiohttp.TCPConnector(limit=p.pool_size, keepalive_timeout=30, ttl_dns_cache=300)
-            self._sessions[name] = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",))
             headers = {"Content-Type": "application/json", "User-Agent": "botech-gateway"}
             headers.update(dict(p.headers))
             if p.api_key:
                 headers[p.auth_header] = f"{p.auth_prefix}{p.api_key}"
-            self._headers[name] = headers
-            self._timeouts[name] = aiohttp.ClientTimeout(total=p.timeout_ms / 1000)
-            # a stream may run long; what must come within the timeout is each next piece of it
-            self._stream_timeouts[name] = aiohttp.ClientTimeout(total=None, connect=p.timeout_ms / 1000,
-                                                                sock_read=p.timeout_ms / 1000)
+            self._pools[name] = Pool(p.base_url, headers, max_idle=p.pool_size)
 
     async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
     async def send(self, provider: Provider, request: UpstreamRequest) -> UpstreamReply:
-        session = self._sessions[provider.name]
-        url = provider.base_url + request.path
         try:
-            async with session.request(request.method, url, data=request.body, headers=self._headers[provider.name],
-                                       timeout=self._timeouts[provider.name]) as resp:
-                body = await resp.read()
-                headers = {h: resp.headers[h] for h in _KEPT_HEADERS if h in resp.headers}
-                return UpstreamReply(resp.status, headers, body)
-        except asyncio.TimeoutError:
-            raise UpstreamFailure(provider.name, f"timeout after {provider.timeout_ms} ms") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure(provider.name, f"connection error: {type(exc).__name__}") from None
+            response = await self._pools[provider.name].request(request.method, request.path, request.body,
+                                                                provider.timeout_ms / 1000)
+            body = await response.read()
+        except HTTPError as exc:
+            raise _failure(provider, exc) from None
+        return UpstreamReply(response.status, _kept(response.headers), body)
 
     async def open_stream(self, provider: Provider, request: UpstreamRequest) -> UpstreamStream:
         """Send a streaming request and return once the status line and headers are in."""
-        session = self._sessions[provider.name]
         try:
-            response = await session.request(request.method, provider.base_url + request.path, data=request.body,
-                                             headers=self._headers[provider.name],
-                                             timeout=self._stream_timeouts[provider.name])
-        except asyncio.TimeoutError:
-            raise UpstreamFailure(provider.name, f"timeout after {provider.timeout_ms} ms") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure(provider.name, f"connection error: {type(exc).__name__}") from None
-        return UpstreamStream(provider.name, response)
+            response = await self._pools[provider.name].request(request.method, request.path, request.body,
+                                                                provider.timeout_ms / 1000, stream=True)
+        except HTTPError as exc:
+            raise _failure(provider, exc) from None
+        return UpstreamStream(provider, response)

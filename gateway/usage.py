@@ -50,7 +50,7 @@ _FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_
 
 def dig(doc: Any, path: Sequence[str]) -> Any:
     for part in path:
-        if isinstance(doc, Mapping):
+        if doc.__class__ is dict:  # parsed JSON: a plain dict (an ABC isinstance check costs more)
             doc = doc.get(part)
         elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
             doc = doc[int(part)]

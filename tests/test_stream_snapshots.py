@@ -66,6 +66,7 @@ async def _run(provider: str, endpoint: str, path: Path, found, include_usage: b
     try:
         async for data in call.frames():
             out += data
+        out += call.end()
     except StreamFailed as exc:
         out += call.framer.error(str(exc))
         failed = True

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from gateway.money import nano_to_float, nano_to_rub
@@ -266,11 +267,11 @@ class Accounts:
         rows = await self.r.xrevrange(self.k.history(aid), max=end, min="-", count=limit)
         out = []
         for eid, fields in rows:
-            item: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
-            for n in ("cost", "t", "status", "in", "cached", "out", "reasoning", "ms", "code", "images", "stream", "cut",
-                      "estimated"):
-                if n in item:
-                    item[n] = int(item[n])
+            raw = {k.decode(): v for k, v in fields.items()}
+            item: dict[str, Any] = orjson.loads(raw.pop("d")) if "d" in raw else {}
+            item.update({k: v.decode() for k, v in raw.items()})
+            for n in ("cost", "t"):
+                item[n] = int(item[n])
             item["id"] = eid.decode()
             out.append(item)
         return out

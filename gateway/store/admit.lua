@@ -49,9 +49,9 @@ local req_used = math.floor((tonumber(rl_vals[2]) or 0) * (1 - frac)) + (tonumbe
 local tok_used = math.floor((tonumber(rl_vals[4]) or 0) * (1 - frac)) + (tonumber(rl_vals[3]) or 0)
 
 local function reject(code)
-  redis.call('XADD', hist, 'MAXLEN', '~', ARGV[8], '*', 'rid', rid, 'key', kid, 'model', model,
-             'endpoint', ARGV[9], 'status', (code == 5 or code == 6) and 429 or 403, 'cost', 0, 'code', code,
-             't', now)
+  local entry = cjson.encode({key = kid, model = model, endpoint = ARGV[9],
+                              status = (code == 5 or code == 6) and 429 or 403, code = code})
+  redis.call('XADD', hist, 'MAXLEN', '~', ARGV[8], '*', 'rid', rid, 'cost', 0, 't', now, 'd', entry)
   return {code, rpm, math.max(rpm - req_used, 0), tpm, math.max(tpm - tok_used, 0), reset_ms}
 end
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import orjson
 from redis.asyncio import Redis
 
 from gateway.store.keys import KeySpace
@@ -43,9 +44,18 @@ class Admission:
     reset_ms: int
 
 
+_DAY_MS = 86_400_000
+_day_cache: tuple[int, tuple[str, str]] = (-1, ("", ""))
+
+
 def month_and_day(now_ms: int) -> tuple[str, str]:
-    d = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
-    return d.strftime("%Y-%m"), d.strftime("%Y-%m-%d")
+    """("YYYY-MM", "YYYY-MM-DD") in UTC; formatted once a day, not once a request."""
+    global _day_cache
+    day = now_ms // _DAY_MS
+    if _day_cache[0] != day:
+        d = datetime.fromtimestamp(day * 86_400, tz=timezone.utc)
+        _day_cache = (day, (d.strftime("%Y-%m"), d.strftime("%Y-%m-%d")))
+    return _day_cache[1]
 
 
 class Ledger:
@@ -76,8 +86,6 @@ class Ledger:
         """Charge `cost` nano-USD and record the request; False if it was already settled."""
         now_ms = now_ms or int(time.time() * 1000)
         month, day = month_and_day(now_ms)
-        args: list[str | int] = [now_ms, request_id, cost, month, day, tokens, self._history_max, "1" if reserved else "0"]
-        for name, value in fields.items():
-            args.append(name)
-            args.append(value)
+        args: list[str | int | bytes] = [now_ms, request_id, cost, month, day, tokens, self._history_max,
+                                         "1" if reserved else "0", orjson.dumps(fields)]
         return bool(await self._scripts.settle(keys=self._keys(caller), args=args))

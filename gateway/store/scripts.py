@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway.store.batch import ScriptBatcher
+from gateway.store.resp import RespClient
 
 NAMES = ("admit", "settle", "credit")
 
@@ -18,7 +19,7 @@ def _source(name: str) -> str:
 
 class Scripts:
     def __init__(self, client: Redis) -> None:
-        self._batcher = ScriptBatcher(client, {name: _source(name) for name in NAMES})
+        self._batcher = ScriptBatcher(RespClient.like(client), {name: _source(name) for name in NAMES})
 
     async def admit(self, keys: list[str], args: list[Any]) -> Any:
         return await self._batcher.call("admit", keys, args)

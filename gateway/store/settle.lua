@@ -4,7 +4,7 @@
 -- KEYS[1] account hash   KEYS[2] key hash   KEYS[3] reservations hash   KEYS[4] reservation queue
 -- KEYS[5] rate-limit hash of the key   KEYS[6] history stream   KEYS[7] daily counters hash
 -- ARGV: 1 now_ms, 2 request id, 3 cost (nano-USD), 4 month, 5 day, 6 tokens (for TPM),
---       7 history max len, 8 had a reservation ('1'/'0'), 9.. history field/value pairs
+--       7 history max len, 8 had a reservation ('1'/'0'), 9 the rest of the history entry (JSON object)
 -- Returns 1 when charged, 0 when this request was already settled.
 local acct, key, resv, queue, rl, hist, daily = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local now, rid, cost, month, day = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -36,7 +36,5 @@ if tokens > 0 then
   redis.call('HINCRBY', rl, 't:' .. math.floor(now / 60000), tokens)
   redis.call('PEXPIRE', rl, 180000)
 end
-local entry = {'rid', rid, 'cost', cost, 't', now}
-for i = 9, #ARGV do entry[#entry + 1] = ARGV[i] end
-redis.call('XADD', hist, 'MAXLEN', '~', ARGV[7], '*', unpack(entry))
+redis.call('XADD', hist, 'MAXLEN', '~', ARGV[7], '*', 'rid', rid, 'cost', cost, 't', now, 'd', ARGV[9])
 return 1

@@ -128,11 +128,13 @@ class Operation:
             return str(self._stream_path(ctx))
         return self._path_const if self._path_const is not None else str(self._path(ctx))
 
-    def _context(self, body: dict[str, Any], variables: dict[str, Any]) -> Any:
+    def _context(self, body: dict[str, Any], variables: dict[str, Any], lets: bool = True) -> Any:
+        """A render context; `let:` values are computed for the request side only."""
         ctx = new_context(self._env, {**variables, "body": body, MACROS_VAR: self._macros,
                                        "finish_reasons": self.finish_reasons})
-        for name, node in self._lets:
-            ctx.vars[name] = node(ctx)
+        if lets:
+            for name, node in self._lets:
+                ctx.vars[name] = node(ctx)
         return ctx
 
     # -- response --------------------------------------------------------------------------------------
@@ -145,7 +147,7 @@ class Operation:
             usage = self.usage.extract(upstream)
         if self._response is None:
             return None, usage
-        ctx = self._context(body, variables)
+        ctx = self._context(body, variables, lets=False)
         ctx.vars["resp"] = upstream
         u = usage or Usage()
         ctx.vars["usage"] = u.to_openai_chat()
