@@ -1,0 +1,1312 @@
+#!/usr/bin/env python3
+"""Load benchmark of the gateway against a fast fake upstream on loopback (issue 6).
+
+    python3 bench/run.py [--duration 10] [--scenarios a,b,c,d] [--out bench/RESULTS.md]
+    python3 bench/run.py soak [--requests 1000000] [--rate 200] [--out bench/RESULTS.md]
+
+Starts bench/fake_upstream.py (core 0), the gateway with one worker (core 1) on real Redis
+($BENCH_REDIS_URL, default redis://127.0.0.1:6379/0) under a random key prefix, creates an account and a
+key, drives load with wrk (core 0), and appends a dated section to bench/RESULTS.md. Every gateway number
+is set beside the same figure for the fake upstream called directly in the same run.
+
+Scenarios: a = OpenAI pass-through (gpt-4o-mini), 64 connections, upstream delay 0 and 50 ms;
+b = the same at 1 connection; c = Anthropic translation (claude-sonnet-4-5), 64 connections, delay 0;
+d = streaming chat, 200 chunks, sequential requests: added TTFB and chunks/s.
+Everything the runner starts is stopped by PID when it ends; its Redis keys are deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Self
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+HEADER_MARK = "# Benchmark results"
+
+USER_TEXT = "Hello! Please answer with a short greeting."
+OPENAI_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": USER_TEXT}], "max_tokens": 64}
+ANTHROPIC_CLIENT_BODY = {**OPENAI_BODY, "model": "claude-sonnet-4-5"}
+ANTHROPIC_DIRECT_BODY = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": USER_TEXT}],
+}
+STREAM_BODY = {**OPENAI_BODY, "stream": True}
+
+# (id, group, title, wire, connections, upstream delay ms)
+SCENARIOS = [
+    ("a0", "a", "a · pass-through gpt-4o-mini · 64 conn · delay 0", "openai", 64, 0),
+    ("b0", "b", "b · pass-through gpt-4o-mini · 1 conn · delay 0", "openai", 1, 0),
+    ("c", "c", "c · Anthropic translation claude-sonnet-4-5 · 64 conn · delay 0", "anthropic", 64, 0),
+    ("a50", "a", "a · pass-through gpt-4o-mini · 64 conn · delay 50 ms", "openai", 64, 50),
+    ("b50", "b", "b · pass-through gpt-4o-mini · 1 conn · delay 50 ms", "openai", 1, 50),
+]
+
+HEADER = f"""{HEADER_MARK}
+
+Produced by `python3 bench/run.py` (load scenarios) and `python3 bench/run.py soak` (memory soak); each
+run appends a dated section below. Set-up: a fast fake upstream (`bench/fake_upstream.py`) and `wrk` share
+core 0, the gateway runs one uvicorn worker pinned to core 1 (`taskset`), with real Redis on loopback
+(unpinned) and a key with no rate limit, so the whole paid path runs: auth, admission (Lua), routing,
+translation, upstream call, settlement (Lua). **direct** = the same load sent straight to the fake upstream
+(same body; for Anthropic the native Messages body), measured in the same run; **gateway ÷ direct** gives
+every gateway figure as a ratio (latency also as the added milliseconds).
+
+Columns: **req/s** wrk's Requests/sec; **p50/p90/p99** wrk's latency distribution (ms); **non-2xx** wrk's
+"Non-2xx or 3xx responses"; **sock err** wrk's socket errors (connect+read+write+timeout); **CPU ms/req**
+Δ(utime+stime) of the measured process from /proc/PID/stat ÷ completed requests (gateway process on
+gateway rows, fake upstream on direct rows; resolution one clock tick, 1/{CLK_TCK} s, so 1-connection rows
+are coarse); **RSS MB** VmRSS of that process after the scenario; **Redis CPU ms/req** the Redis server's
+CPU time (when it runs on this machine) ÷ completed requests; **other CPU %** busy CPU time of everything
+else on the machine during the measurement (/proc/stat minus gateway, fake, wrk and Redis), in % of one
+core — a high value (⚠, > 25%) means something else was running (another test suite...) and the row is
+disturbed.
+
+Streaming (d): sequential requests on one keep-alive connection (raw asyncio client,
+`bench/stream_client.py`); **TTFB** = request written → first SSE `data:` byte received; **stream** =
+request written → last byte; **events/stream** = SSE events before `[DONE]` (role + 200 content + finish =
+202); **chunks/s** = events ÷ streaming wall time. A gateway that answers `stream: true` with plain JSON or
+an error is reported as "not supported yet".
+
+Targets (printed beside the numbers, not asserted):
+
+| target | where |
+|---|---|
+| gateway CPU ≤ 0.5 ms per request, full paid path, pass-through | a, delay 0, 64 conn |
+| gateway CPU ≤ 0.8 ms per request, Anthropic translation | c |
+| added p50 ≤ 1 ms (gateway p50 − direct p50) | b, delay 50 ms, 1 conn |
+| req/s ≥ 95% of direct and p99 ≤ 60 ms | every 64-connection row ¹ |
+| streaming added TTFB p50 ≤ 2 ms | d |
+| gateway RSS ≤ 150 MB; flat ±10% across the soak | every row; soak sections |
+
+¹ At delay 0 the direct side is bounded only by the fake's and wrk's own CPU (tens of thousands of req/s),
+so the req/s ratio there measures the gateway's cost rather than a realistic ceiling; at delay 50 ms the
+direct side is 64 / 50 ms ≈ 1,280 req/s.
+"""
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- processes ------------------------------------------------------------------------------------------
+
+
+def pin(core: int) -> list[str]:
+    """`taskset -c CORE` when taskset exists and the machine has a core to spare."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+class Managed:
+    """A child process started by the bench, output to a log file, stopped by its PID."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        logdir: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.logpath = logdir / f"{name}.log"
+        self._log = open(self.logpath, "wb")  # noqa: SIM115 - lives as long as the process, closed in stop()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(cwd) if cwd else None,
+        )
+        # taskset exec()s the command, so this PID is the server / wrk itself
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, limit: int = 4000) -> str:
+        self._log.flush()
+        try:
+            data = self.logpath.read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode("utf-8", "replace")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def wait_http(proc: Managed, url: str, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if not proc.alive():
+            raise BenchError(
+                f"{what} exited (code {proc.proc.returncode}) before answering {url}; its output:\n"
+                f"{proc.tail()}"
+            )
+        try:
+            if http("GET", url, timeout=1)[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"{what} did not answer GET {url} with 200 within {timeout:.0f} s; its output:\n{proc.tail()}"
+            )
+        time.sleep(0.1)
+
+
+# -- wrk ------------------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk not found: installing it with apt-get (Debian package 'wrk') ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+            if r.returncode != 0:
+                raise BenchError(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        path = shutil.which("wrk")
+        if path:
+            return path
+    raise BenchError(
+        "wrk is not installed. Install it (Debian/Ubuntu: `sudo apt-get install -y wrk`; macOS: "
+        "`brew install wrk`; or build https://github.com/wg/wrk) and run again."
+    )
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "requests": 0,
+        "seconds": float("nan"),
+        "rps": 0.0,
+        "non2xx": 0,
+        "sock_errors": 0,
+        "p50": float("nan"),
+        "p90": float("nan"),
+        "p99": float("nan"),
+    }
+    m = re.search(r"(\d+) requests in ([\d.]+\w+),", out)
+    if m:
+        res["requests"] = int(m.group(1))
+        res["seconds"] = _ms(m.group(2)) / 1000
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.MULTILINE)
+        if m:
+            res["p" + pct] = _ms(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        res["non2xx"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res["sock_errors"] = sum(int(g) for g in m.groups())
+    return res
+
+
+def run_wrk(
+    url: str,
+    *,
+    conns: int,
+    duration: float,
+    env: dict[str, str],
+    script: str = "post.lua",
+    extra_timeout: float = 30.0,
+) -> dict[str, Any]:
+    argv = pin(0) + [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(BENCH / script),
+        url,
+    ]
+    try:
+        r = subprocess.run(
+            argv,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=duration + extra_timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:  # subprocess.run kills wrk itself
+        raise BenchError(
+            f"wrk did not finish within {duration + extra_timeout:.0f} s: {' '.join(argv)}"
+        ) from None
+    if r.returncode != 0 or "requests in" not in r.stdout:
+        raise BenchError(f"wrk failed (exit {r.returncode}): {' '.join(argv)}\n{r.stdout}{r.stderr}")
+    res = parse_wrk(r.stdout)
+    res["raw"] = r.stdout
+    return res
+
+
+# -- Redis: account, key, cleanup -------------------------------------------------------------------------
+
+
+def check_redis(url: str) -> str:
+    import redis
+
+    try:
+        info = redis.Redis.from_url(url, socket_timeout=3).info("server")
+    except redis.RedisError as exc:
+        raise BenchError(
+            f"Redis at {url} is not reachable ({exc}); start one or set BENCH_REDIS_URL"
+        ) from None
+    return str(info.get("redis_version", "?"))
+
+
+def local_redis_pid(url: str) -> int | None:
+    """The Redis server's PID when it runs on this machine (its CPU time is then measured too)."""
+    import redis
+
+    try:
+        pid = int(redis.Redis.from_url(url, socket_timeout=3).info("server").get("process_id", 0))
+    except (redis.RedisError, ValueError):
+        return None
+    host = (url.split("://", 1)[-1].split("@")[-1].split("/")[0].rsplit(":", 1)[0]) if "://" in url else ""
+    local = url.startswith("unix://") or host in ("127.0.0.1", "localhost", "::1", "[::1]")
+    return pid if local and pid and Path(f"/proc/{pid}/stat").exists() else None
+
+
+def create_key(redis_url: str, prefix: str) -> str:
+    sys.path.insert(0, str(REPO))
+    from decimal import Decimal
+
+    from gateway.store.accounts import Accounts
+    from gateway.store.connection import async_client
+    from gateway.store.keys import KeySpace
+
+    async def make() -> str:
+        r = async_client(redis_url)
+        try:
+            acc = Accounts(r, KeySpace(prefix), Decimal(95))
+            a = await acc.create_account(f"bench-{prefix}@example.com")
+            await acc.credit(a.id, 10**9 * 10**6, reason="bench")  # $1,000,000 in nano-USD
+            k = await acc.create_key(a.id, name="bench")
+            return k.secret
+        finally:
+            await r.aclose()
+
+    return asyncio.run(make())
+
+
+def cleanup_redis(redis_url: str, prefix: str) -> int:
+    import redis
+
+    r = redis.Redis.from_url(redis_url, socket_timeout=10)
+    n, batch = 0, []
+    for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            n += r.unlink(*batch)
+            batch.clear()
+    if batch:
+        n += r.unlink(*batch)
+    return n
+
+
+# -- the environment: fake upstream + gateway ---------------------------------------------------------------
+
+
+class Rig:
+    """Fake upstream + gateway + account; `with Rig(...) as rig:` stops everything by PID at the end."""
+
+    def __init__(self, redis_url: str, chunks: int = 200, delay_ms: float = 0) -> None:
+        self.redis_url = redis_url
+        self.chunks = chunks
+        self.delay_ms = delay_ms
+        self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+        self.prefix = "bench" + secrets.token_hex(4)
+        self.procs: list[Managed] = []
+        self.fake: Managed | None = None
+        self.gateway: Managed | None = None
+        self.key = ""
+        self.redis_pid = local_redis_pid(redis_url)
+        self.fake_port = free_port()
+        self.gw_port = free_port()
+        self.bodies: dict[str, str] = {}
+        for name, body in (
+            ("openai", OPENAI_BODY),
+            ("anthropic", ANTHROPIC_CLIENT_BODY),
+            ("anthropic_direct", ANTHROPIC_DIRECT_BODY),
+            ("stream", STREAM_BODY),
+        ):
+            p = self.tmp / f"{name}.json"
+            p.write_text(json.dumps(body))
+            self.bodies[name] = str(p)
+
+    @property
+    def fake_base(self) -> str:
+        return f"http://127.0.0.1:{self.fake_port}"
+
+    @property
+    def gw_base(self) -> str:
+        return f"http://127.0.0.1:{self.gw_port}"
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        self.fake = self._spawn(
+            "fake_upstream",
+            pin(0)
+            + [
+                sys.executable,
+                str(BENCH / "fake_upstream.py"),
+                "--port",
+                str(self.fake_port),
+                "--delay-ms",
+                str(self.delay_ms),
+                "--chunks",
+                str(self.chunks),
+            ],
+        )
+        wait_http(self.fake, self.fake_base + "/_bench/stats", "the fake upstream", 20)
+        self.key = create_key(self.redis_url, self.prefix)
+        env = {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "GATEWAY_REDIS_PREFIX": self.prefix,
+            "GATEWAY_ROOT": str(REPO),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_LOG_LEVEL": "warning",
+            "OPENAI_BASE_URL": self.fake_base + "/v1",
+            "OPENAI_API_KEY": "x",
+            "ANTHROPIC_BASE_URL": self.fake_base,
+            "ANTHROPIC_API_KEY": "x",
+        }
+        self.gateway = self._spawn(
+            "gateway",
+            pin(1)
+            + [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.gw_port), "--workers", "1"],
+            env=env,
+        )
+        wait_http(self.gateway, self.gw_base + "/v1", "the gateway", 60)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Managed:
+        p = Managed(name, argv, self.tmp, env=env, cwd=REPO)
+        self.procs.append(p)
+        return p
+
+    def server_pids(self) -> list[int]:
+        return [p.pid for p in (self.fake, self.gateway) if p is not None and p.alive()]
+
+    def set_delay(self, ms: float) -> None:
+        status, _, body = http("POST", self.fake_base + "/_bench/delay", str(ms).encode())
+        if status != 200:
+            raise BenchError(f"could not set the fake upstream's delay: {status} {body[:200]!r}")
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            try:
+                p.stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                print(f"warning: stopping {p.name} (pid {p.pid}): {exc}", file=sys.stderr)
+        self.procs.clear()
+        try:
+            n = cleanup_redis(self.redis_url, self.prefix)
+            print(f"deleted {n} Redis keys under {self.prefix}:*", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - report, never mask the run's own error
+            print(f"warning: could not delete Redis keys {self.prefix}:*: {exc}", file=sys.stderr)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def gw_env(self, body: str) -> dict[str, str]:
+        return {"BENCH_BODY_FILE": self.bodies[body], "BENCH_KEY": self.key}
+
+    def direct_env(self, body: str) -> dict[str, str]:
+        return {"BENCH_BODY_FILE": self.bodies[body], "BENCH_KEY": ""}
+
+
+# -- measurements ----------------------------------------------------------------------------------------
+
+
+class CpuWatch:
+    """Over one measurement window: CPU time of the measured process, of the Redis server (when it runs on
+    this machine), and of everything else that is not the bench's own processes (e.g. other test runs)."""
+
+    def __init__(self, pid: int, own: list[int], redis_pid: int | None) -> None:
+        self.pid, self.own, self.redis_pid = pid, own, redis_pid
+        self.start = self._snap()
+
+    def _snap(self) -> tuple[float, float, float, float, float]:
+        own = sum(cpu_seconds(p) for p in self.own)
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk / the stream client, once waited for
+        try:
+            redis_cpu = cpu_seconds(self.redis_pid) if self.redis_pid else 0.0
+        except OSError:
+            redis_cpu = 0.0
+        return (
+            time.monotonic(),
+            machine_busy_seconds(),
+            own + ch.ru_utime + ch.ru_stime,
+            cpu_seconds(self.pid),
+            redis_cpu,
+        )
+
+    def stop(self, res: dict[str, Any], completed: int) -> dict[str, Any]:
+        w0, b0, o0, p0, r0 = self.start
+        w1, b1, o1, p1, r1 = self._snap()
+        res["cpu_ms"] = (p1 - p0) * 1000 / completed if completed else float("nan")
+        res["redis_cpu_ms"] = (r1 - r0) * 1000 / completed if completed and self.redis_pid else float("nan")
+        other = (b1 - b0) - (o1 - o0) - (r1 - r0)
+        res["other_cpu"] = max(0.0, other) / (w1 - w0) * 100 if w1 > w0 else float("nan")
+        res["rss"] = rss_mb(self.pid)
+        return res
+
+
+def machine_busy_seconds() -> float:
+    """Busy (non-idle, non-iowait) CPU time of the whole machine, all cores, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+DISTURBED = 25.0  # other processes' CPU, % of one core, above which a measurement counts as disturbed
+QUIET_WAIT = 0.0  # --quiet-wait: seconds to wait for a quiet machine before each measurement
+
+
+def wait_quiet(rig: Rig, max_wait: float, threshold: float = 10.0) -> None:
+    """Wait (up to max_wait s) until everything else on the machine uses < threshold % of a core for 1 s."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        watch = CpuWatch(os.getpid(), rig.server_pids(), rig.redis_pid)
+        time.sleep(1)
+        busy = watch.stop({}, 1)["other_cpu"]
+        if busy < threshold:
+            return
+        print(f"    (waiting for a quiet machine: other processes use {busy:.0f}% of a core)", flush=True)
+
+
+def measure(
+    rig: Rig, pid: int, url: str, env: dict[str, str], conns: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    """wrk warm-up, then the measured wrk run. With --quiet-wait, a run disturbed by other processes
+    (> DISTURBED % of a core) is measured once more after waiting for quiet."""
+    for attempt in range(2 if QUIET_WAIT > 0 else 1):
+        if QUIET_WAIT > 0:
+            wait_quiet(rig, QUIET_WAIT)
+        if warmup > 0:
+            run_wrk(url, conns=conns, duration=warmup, env=env)
+        watch = CpuWatch(pid, rig.server_pids(), rig.redis_pid)
+        res = run_wrk(url, conns=conns, duration=duration, env=env)
+        watch.stop(res, res["requests"])
+        if not res["other_cpu"] > DISTURBED:
+            break
+        if attempt == 0 and QUIET_WAIT > 0:
+            print(
+                f"    (disturbed: other processes used {res['other_cpu']:.0f}% of a core; measuring again)",
+                flush=True,
+            )
+    return res
+
+
+def preflight(url: str, body_file: str, key: str, expect: str) -> str | None:
+    """One request; None when it answers 200 with the expected JSON, else what went wrong."""
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        status, _, data = http("POST", url, Path(body_file).read_bytes(), headers, timeout=15)
+    except OSError as exc:
+        return f"no answer: {exc}"
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    if status == 200 and isinstance(doc, dict) and expect in doc:
+        return None
+    return f"HTTP {status}: {data[:300].decode('utf-8', 'replace')}"
+
+
+def run_scenario(
+    rig: Rig, sid: str, wire: str, conns: int, delay: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    assert rig.gateway is not None and rig.fake is not None
+    rig.set_delay(delay)
+    if wire == "openai":
+        direct_url, direct_body, expect = rig.fake_base + "/v1/chat/completions", "openai", "choices"
+    else:
+        direct_url, direct_body, expect = rig.fake_base + "/v1/messages", "anthropic_direct", "content"
+    gw_url = rig.gw_base + "/v1/chat/completions"
+    out: dict[str, Any] = {"id": sid}
+    problem = preflight(gw_url, rig.bodies[wire], rig.key, "choices")
+    if problem:
+        out["error"] = f"gateway preflight failed, no load sent: {problem}"
+    print(f"[{sid}] direct: {conns} conn, delay {delay} ms, {duration:g} s ...", flush=True)
+    if preflight(direct_url, rig.bodies[direct_body], "", expect) is None:
+        out["direct"] = measure(
+            rig, rig.fake.pid, direct_url, rig.direct_env(direct_body), conns, duration, warmup
+        )
+    if not problem:
+        print(f"[{sid}] gateway: {conns} conn, delay {delay} ms, {duration:g} s ...", flush=True)
+        out["gateway"] = measure(rig, rig.gateway.pid, gw_url, rig.gw_env(wire), conns, duration, warmup)
+    print("   ", summary_line(out), flush=True)
+    return out
+
+
+def stream_client(url: str, body_file: str, key: str, n: int, warmup: int) -> dict[str, Any]:
+    argv = pin(0) + [
+        sys.executable,
+        str(BENCH / "stream_client.py"),
+        url,
+        body_file,
+        "--requests",
+        str(n),
+        "--warmup",
+        str(warmup),
+        "--key",
+        key,
+    ]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60 + n * 2, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"the streaming client did not finish in time: {' '.join(argv)}") from None
+    if r.returncode != 0:
+        raise BenchError(f"the streaming client failed: {r.stderr[-3000:]}")
+    return json.loads(r.stdout)
+
+
+def run_streaming(rig: Rig, n: int) -> dict[str, Any]:
+    assert rig.gateway is not None and rig.fake is not None
+    rig.set_delay(0)
+    body = rig.bodies["stream"]
+    print(
+        f"[d] streaming: {n} sequential requests of {rig.chunks} chunks, direct then gateway ...", flush=True
+    )
+    out: dict[str, Any] = {"id": "d"}
+    if QUIET_WAIT > 0:
+        wait_quiet(rig, QUIET_WAIT)
+    watch = CpuWatch(rig.fake.pid, rig.server_pids(), rig.redis_pid)
+    d = stream_client(rig.fake_base + "/v1/chat/completions", body, "", n, 10)
+    out["direct"] = watch.stop(d, n + 11)
+    if QUIET_WAIT > 0:
+        wait_quiet(rig, QUIET_WAIT)
+    watch = CpuWatch(rig.gateway.pid, rig.server_pids(), rig.redis_pid)
+    gw = stream_client(rig.gw_base + "/v1/chat/completions", body, rig.key, n, 10)
+    out["gateway"] = watch.stop(gw, (n + 11) if gw.get("streaming") else 1)
+    g = gw
+    if g.get("streaming"):
+        print(
+            f"    TTFB p50 direct {d['ttfb_p50_ms']:.2f} ms, gateway {g['ttfb_p50_ms']:.2f} ms "
+            f"(+{g['ttfb_p50_ms'] - d['ttfb_p50_ms']:.2f}); chunks/s {d['chunks_per_s']:.0f} vs "
+            f"{g['chunks_per_s']:.0f}",
+            flush=True,
+        )
+    else:
+        print(
+            f"    gateway streaming not supported yet: HTTP {g['status']} {g['content_type']}: "
+            f"{g['body_head'][:120]}",
+            flush=True,
+        )
+    return out
+
+
+# -- formatting ------------------------------------------------------------------------------------------
+
+
+def f_num(v: float, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(g: float, d: float) -> str:
+    if not d or math.isnan(g) or math.isnan(d):
+        return "–"
+    return f"{g / d:.2f}×"
+
+
+def lat_ratio(g: float, d: float) -> str:
+    if math.isnan(g) or math.isnan(d):
+        return "–"
+    return f"{g - d:+.2f} ({ratio(g, d)})"
+
+
+def summary_line(res: dict[str, Any]) -> str:
+    parts = []
+    for side in ("direct", "gateway"):
+        r = res.get(side)
+        if r:
+            parts.append(
+                f"{side}: {r['rps']:,.0f} req/s p50 {r['p50']:.2f} p99 {r['p99']:.2f} ms, "
+                f"non-2xx {r['non2xx']}, CPU {r['cpu_ms']:.3f} ms/req, RSS {r['rss']:.0f} MB"
+            )
+    if res.get("error"):
+        parts.append(res["error"])
+    return " | ".join(parts)
+
+
+def other_cell(v: float) -> str:
+    return f_num(v, 0) + (" ⚠" if v > DISTURBED else "")
+
+
+def md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def machine_info(redis_version: str) -> dict[str, str]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " + uncommitted changes"
+    try:
+        wrk_v = subprocess.run(
+            ["wrk", "-v"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.split("\n")[0]
+        wrk_v = wrk_v.split(" [")[0].replace("wrk ", "")
+    except (OSError, subprocess.TimeoutExpired):
+        wrk_v = "?"
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "commit": commit,
+        "wrk": wrk_v,
+        "redis": redis_version,
+        "pinned": "yes" if pin(0) else "no (taskset missing or 1 core)",
+    }
+
+
+def machine_line(m: dict[str, str]) -> str:
+    return (
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, wrk {m['wrk']}, Redis {m['redis']} "
+        f"on loopback; commit `{m['commit']}`; pinning (gateway core 1, fake + wrk core 0): {m['pinned']}."
+    )
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("✓ met" if ok else "✗ missed")
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
+    rows: list[list[str]] = []
+
+    def g(sid: str) -> dict[str, Any] | None:
+        return (results.get(sid) or {}).get("gateway")
+
+    def d(sid: str) -> dict[str, Any] | None:
+        return (results.get(sid) or {}).get("direct")
+
+    if sid_ok := g("a0"):
+        rows.append(
+            [
+                "gateway CPU ≤ 0.5 ms/req, pass-through, delay 0",
+                "a · 64 conn · delay 0",
+                f"{sid_ok['cpu_ms']:.3f} ms",
+                verdict(sid_ok["cpu_ms"] <= 0.5),
+            ]
+        )
+    if r := g("c"):
+        rows.append(
+            [
+                "gateway CPU ≤ 0.8 ms/req, Anthropic translation",
+                "c · 64 conn · delay 0",
+                f"{r['cpu_ms']:.3f} ms",
+                verdict(r["cpu_ms"] <= 0.8),
+            ]
+        )
+    for sid, label in (("b50", "b · 1 conn · delay 50 ms"), ("b0", "b · 1 conn · delay 0")):
+        if (r := g(sid)) and (dr := d(sid)):
+            added = r["p50"] - dr["p50"]
+            rows.append(
+                [
+                    "added p50 ≤ 1 ms" + ("" if sid == "b50" else " (for reference; target is at 50 ms)"),
+                    label,
+                    f"{added:+.2f} ms",
+                    verdict(added <= 1.0) if sid == "b50" else "–",
+                ]
+            )
+    for sid, label in (
+        ("a0", "a · 64 conn · delay 0"),
+        ("a50", "a · 64 conn · delay 50 ms"),
+        ("c", "c · 64 conn · delay 0"),
+    ):
+        if (r := g(sid)) and (dr := d(sid)):
+            share = r["rps"] / dr["rps"] if dr["rps"] else float("nan")
+            rows.append(["req/s ≥ 95% of direct", label, f"{share:.0%}", verdict(share >= 0.95)])
+            rows.append(["p99 ≤ 60 ms", label, f"{r['p99']:.2f} ms", verdict(r["p99"] <= 60)])
+    if "d" in results:
+        gd, dd = results["d"]["gateway"], results["d"]["direct"]
+        if gd.get("streaming"):
+            added = gd["ttfb_p50_ms"] - dd["ttfb_p50_ms"]
+            rows.append(
+                [
+                    "streaming added TTFB p50 ≤ 2 ms",
+                    "d · 1 conn · 200 chunks",
+                    f"{added:+.2f} ms",
+                    verdict(added <= 2.0),
+                ]
+            )
+        else:
+            rows.append(
+                ["streaming added TTFB p50 ≤ 2 ms", "d · 1 conn · 200 chunks", "not supported yet", "n/a"]
+            )
+    rss = [r["gateway"]["rss"] for r in results.values() if r.get("gateway") and "rss" in r["gateway"]]
+    if rss:
+        rows.append(
+            ["gateway RSS ≤ 150 MB", "max over this run", f"{max(rss):.1f} MB", verdict(max(rss) <= 150)]
+        )
+    return rows
+
+
+def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argparse.Namespace) -> str:
+    lines = [
+        f"## Run {m['date']} — {args.duration:g} s per scenario (+{args.warmup:g} s warm-up)",
+        "",
+        machine_line(m),
+        f"Command: `python3 bench/run.py {' '.join(args.argv)}`".rstrip(),
+        "",
+    ]
+    order = ["a0", "a50", "b0", "b50", "c"]
+    load = [results[sid] for sid in order if sid in results]
+    if load:
+        lines += [
+            row(
+                [
+                    "scenario",
+                    "side",
+                    "req/s",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "non-2xx",
+                    "sock err",
+                    "CPU ms/req",
+                    "RSS MB",
+                    "Redis CPU ms/req",
+                    "other CPU %",
+                ]
+            ),
+            row(["---", "---"] + ["---:"] * 10),
+        ]
+        titles = {s[0]: s[2] for s in SCENARIOS}
+        for r in load:
+            title = titles[r["id"]]
+            d, g = r.get("direct"), r.get("gateway")
+            first = True
+            for side, x in (("direct (fake)", d), ("gateway", g)):
+                if x:
+                    lines.append(
+                        row(
+                            [
+                                title if first else "",
+                                side,
+                                f_num(x["rps"], 0),
+                                f_num(x["p50"]),
+                                f_num(x["p90"]),
+                                f_num(x["p99"]),
+                                str(x["non2xx"]),
+                                str(x["sock_errors"]),
+                                f_num(x["cpu_ms"], 3),
+                                f_num(x["rss"], 1),
+                                f_num(x["redis_cpu_ms"], 3),
+                                other_cell(x["other_cpu"]),
+                            ]
+                        )
+                    )
+                    first = False
+            if d and g:
+                lines.append(
+                    row(
+                        [
+                            "",
+                            "gateway ÷ direct",
+                            ratio(g["rps"], d["rps"]),
+                            lat_ratio(g["p50"], d["p50"]),
+                            lat_ratio(g["p90"], d["p90"]),
+                            lat_ratio(g["p99"], d["p99"]),
+                            "",
+                            "",
+                            ratio(g["cpu_ms"], d["cpu_ms"]),
+                            ratio(g["rss"], d["rss"]),
+                            "",
+                            "",
+                        ]
+                    )
+                )
+            if r.get("error"):
+                lines.append(row([title if first else "", "gateway", md_escape(r["error"])[:400]] + [""] * 9))
+        lines.append("")
+    if "d" in results:
+        d, g = results["d"]["direct"], results["d"]["gateway"]
+        lines += [
+            (
+                f"Streaming (d): {d.get('requests', '?')} sequential `stream: true` requests on one "
+                "connection; the fake answers 200 content chunks + `[DONE]`, delay 0."
+            ),
+            "",
+            row(
+                [
+                    "side",
+                    "TTFB p50 ms",
+                    "TTFB p90 ms",
+                    "TTFB p99 ms",
+                    "stream p50 ms",
+                    "events/stream",
+                    "chunks/s",
+                    "CPU ms/req",
+                    "RSS MB",
+                    "other CPU %",
+                ]
+            ),
+            row(["---"] + ["---:"] * 9),
+        ]
+        lines.append(
+            row(
+                [
+                    "direct (fake)",
+                    f_num(d["ttfb_p50_ms"]),
+                    f_num(d["ttfb_p90_ms"]),
+                    f_num(d["ttfb_p99_ms"]),
+                    f_num(d["stream_p50_ms"]),
+                    f_num(d["chunks_per_stream"], 0),
+                    f_num(d["chunks_per_s"], 0),
+                    f_num(d["cpu_ms"], 3),
+                    f_num(d["rss"], 1),
+                    other_cell(d["other_cpu"]),
+                ]
+            )
+        )
+        if g.get("streaming"):
+            lines.append(
+                row(
+                    [
+                        "gateway",
+                        f_num(g["ttfb_p50_ms"]),
+                        f_num(g["ttfb_p90_ms"]),
+                        f_num(g["ttfb_p99_ms"]),
+                        f_num(g["stream_p50_ms"]),
+                        f_num(g["chunks_per_stream"], 0),
+                        f_num(g["chunks_per_s"], 0),
+                        f_num(g["cpu_ms"], 3),
+                        f_num(g["rss"], 1),
+                        other_cell(g["other_cpu"]),
+                    ]
+                )
+            )
+            lines.append(
+                row(
+                    [
+                        "gateway ÷ direct",
+                        lat_ratio(g["ttfb_p50_ms"], d["ttfb_p50_ms"]),
+                        lat_ratio(g["ttfb_p90_ms"], d["ttfb_p90_ms"]),
+                        lat_ratio(g["ttfb_p99_ms"], d["ttfb_p99_ms"]),
+                        lat_ratio(g["stream_p50_ms"], d["stream_p50_ms"]),
+                        "",
+                        ratio(g["chunks_per_s"], d["chunks_per_s"]),
+                        ratio(g["cpu_ms"], d["cpu_ms"]),
+                        ratio(g["rss"], d["rss"]),
+                        "",
+                    ]
+                )
+            )
+        else:
+            what = md_escape(f"HTTP {g['status']} {g['content_type']}: {g['body_head'][:160]}")
+            lines.append(row(["gateway", "**not supported yet**", f"answered {what}"] + [""] * 7))
+        lines.append("")
+    others = [
+        x["other_cpu"]
+        for r in results.values()
+        for x in (r.get("direct"), r.get("gateway"))
+        if x and not math.isnan(x.get("other_cpu", float("nan")))
+    ]
+    if others and max(others) > DISTURBED:
+        lines += [
+            (
+                f"⚠ Other processes (not Redis) used up to {max(others):.0f}% of a core during a "
+                "measurement: numbers from rows with a high *other CPU %* are disturbed; compare runs on a "
+                "quiet machine."
+            ),
+            "",
+        ]
+    lines += ["Targets:", "", row(["target", "scenario", "measured", "verdict"]), row(["---"] * 4)]
+    lines += [row(t) for t in targets(results)]
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def append_results(out: Path, section: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    existing = out.read_text() if out.exists() else ""
+    with open(out, "a") as f:
+        if not existing.strip():
+            f.write(HEADER + "\n")
+        elif not existing.endswith("\n\n"):
+            f.write("\n" if existing.endswith("\n") else "\n\n")
+        f.write(section)
+    print(f"results appended to {out}")
+
+
+# -- commands --------------------------------------------------------------------------------------------
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
+    unknown = wanted - {"a", "b", "c", "d"}
+    if unknown:
+        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d")
+    ensure_wrk()
+    redis_version = check_redis(args.redis_url)
+    m = machine_info(redis_version)
+    results: dict[str, dict[str, Any]] = {}
+    t0 = time.monotonic()
+    with Rig(args.redis_url, chunks=args.chunks) as rig:
+        print(
+            f"fake upstream pid {rig.fake.pid} at {rig.fake_base}, gateway pid {rig.gateway.pid} at "  # type: ignore[union-attr]
+            f"{rig.gw_base}, Redis prefix {rig.prefix}",
+            flush=True,
+        )
+        for sid, group, _title, wire, conns, delay in SCENARIOS:
+            if group in wanted:
+                results[sid] = run_scenario(rig, sid, wire, conns, delay, args.duration, args.warmup)
+        if "d" in wanted:
+            results["d"] = run_streaming(rig, args.stream_requests)
+    section = render_run(results, m, args)
+    print()
+    print(section)
+    print(f"(run took {time.monotonic() - t0:.0f} s)")
+    append_results(Path(args.out), section)
+    return 0
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    ensure_wrk()
+    redis_version = check_redis(args.redis_url)
+    m = machine_info(redis_version)
+    mix = [w.strip() for w in args.mix.split(",") if w.strip()]
+    if not mix or set(mix) - {"openai", "anthropic"}:
+        raise BenchError("--mix takes openai and/or anthropic, comma-separated")
+    expected = args.requests / args.rate
+    limit = expected * 1.5 + 60
+    print(
+        f"soak: {args.requests:,} requests at {args.rate:g} req/s (~{expected / 60:.1f} min, hard limit "
+        f"{limit / 60:.1f} min), {args.connections} conn, mix {','.join(mix)}, delay {args.delay_ms:g} ms",
+        flush=True,
+    )
+    with Rig(args.redis_url, delay_ms=args.delay_ms) as rig:
+        assert rig.gateway is not None
+        for wire in mix:
+            problem = preflight(rig.gw_base + "/v1/chat/completions", rig.bodies[wire], rig.key, "choices")
+            if problem:
+                raise BenchError(f"gateway preflight for {wire} failed: {problem}")
+        url = rig.gw_base + "/v1/chat/completions"
+        env = {
+            "BENCH_BODY_FILES": ",".join(rig.bodies[w] for w in mix),
+            "BENCH_KEY": rig.key,
+            "BENCH_RATE": str(args.rate),
+        }
+        rss_cold = rss_mb(rig.gateway.pid)
+        if args.warmup > 0:
+            print(f"warm-up {args.warmup:g} s ...", flush=True)
+            run_wrk(
+                url,
+                conns=args.connections,
+                duration=args.warmup,
+                env={**env, "BENCH_QUOTA": "0"},
+                script="soak.lua",
+            )
+        flag = rig.tmp / "soak.done"
+        env.update({"BENCH_QUOTA": str(args.requests), "BENCH_FLAG": str(flag)})
+        argv = pin(0) + [
+            "wrk",
+            "-t1",
+            f"-c{args.connections}",
+            f"-d{math.ceil(limit)}s",
+            "--latency",
+            "--timeout",
+            "5s",
+            "-s",
+            str(BENCH / "soak.lua"),
+            url,
+        ]
+        watch = CpuWatch(rig.gateway.pid, rig.server_pids(), rig.redis_pid)
+        t0 = time.monotonic()
+        samples: list[tuple[float, float]] = [(0.0, rss_mb(rig.gateway.pid))]
+        wrk_proc = rig._spawn("wrk_soak", argv, env={**os.environ, **env})
+        next_sample = args.sample_every
+        interrupted = False
+        while wrk_proc.alive():
+            time.sleep(0.2)
+            now = time.monotonic() - t0
+            if not rig.gateway.alive():
+                raise BenchError(f"the gateway died during the soak:\n{rig.gateway.tail()}")
+            if now >= next_sample:
+                samples.append((now, rss_mb(rig.gateway.pid)))
+                next_sample += args.sample_every
+                if len(samples) % max(1, int(60 / args.sample_every)) == 0:
+                    print(f"  {now:6.0f} s  RSS {samples[-1][1]:.1f} MB", flush=True)
+            if not interrupted and (flag.exists() or now > limit + 10):
+                interrupted = True
+                wrk_proc.proc.send_signal(signal.SIGINT)  # wrk prints its summary and exits
+            if interrupted and now > limit + 40:
+                wrk_proc.proc.kill()
+        elapsed = time.monotonic() - t0
+        samples.append((elapsed, rss_mb(rig.gateway.pid)))
+        out = wrk_proc.tail(20000)
+        if "requests in" not in out:
+            raise BenchError(f"wrk (soak) gave no summary:\n{out}")
+        res = parse_wrk(out)
+        watch.stop(res, res["requests"])
+    start, end = samples[0][1], samples[-1][1]
+    peak = max(s[1] for s in samples)
+    growth = (end - start) / start * 100
+    peak_growth = (peak - start) / start * 100
+    flat = abs(growth) <= 10 and peak_growth <= 10
+    step = max(1, len(samples) // 24)
+    series = " ".join(f"{s[1]:.1f}" for s in samples[::step])
+    lines = [
+        (
+            f"## Soak {m['date']} — {res['requests']:,} requests, target {args.rate:g} req/s, "
+            f"{args.connections} conn, mix {','.join(mix)}, upstream delay {args.delay_ms:g} ms"
+        ),
+        "",
+        machine_line(m),
+        f"Command: `python3 bench/run.py {' '.join(args.argv)}`",
+        "",
+        row(
+            [
+                "requests",
+                "elapsed s",
+                "req/s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "non-2xx",
+                "sock err",
+                "CPU ms/req",
+                "Redis CPU ms/req",
+                "other CPU %",
+                "RSS cold MB",
+                "RSS start MB",
+                "RSS end MB",
+                "RSS max MB",
+                "growth %",
+                "flat ±10% · ≤ 150 MB",
+            ]
+        ),
+        row(["---:"] * 16 + ["---"]),
+        row(
+            [
+                f"{res['requests']:,}",
+                f_num(res["seconds"], 0),
+                f_num(res["rps"], 0),
+                f_num(res["p50"]),
+                f_num(res["p90"]),
+                f_num(res["p99"]),
+                str(res["non2xx"]),
+                str(res["sock_errors"]),
+                f_num(res["cpu_ms"], 3),
+                f_num(res["redis_cpu_ms"], 3),
+                other_cell(res["other_cpu"]),
+                f_num(rss_cold, 1),
+                f_num(start, 1),
+                f_num(end, 1),
+                f_num(peak, 1),
+                f"{growth:+.1f} (max {peak_growth:+.1f})",
+                f"{verdict(flat)} · {verdict(peak <= 150)}",
+            ]
+        ),
+        "",
+        (
+            f"RSS samples (MB, every ~{args.sample_every * step:g} s; start = after the {args.warmup:g} s "
+            f"warm-up): {series}"
+        ),
+        "",
+    ]
+    section = "\n".join(lines) + "\n"
+    print()
+    print(section)
+    append_results(Path(args.out), section)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="bench/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--duration", type=float, default=10, help="seconds of load per scenario and side (default 10)"
+    )
+    ap.add_argument(
+        "--warmup", type=float, default=2, help="unmeasured seconds before each measurement (default 2)"
+    )
+    ap.add_argument("--scenarios", default="a,b,c,d", help="subset of a,b,c,d (default all)")
+    ap.add_argument("--stream-requests", type=int, default=200, help="sequential streaming requests in (d)")
+    ap.add_argument("--chunks", type=int, default=200, help="content chunks per streamed answer in (d)")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0,
+        help="before each measurement wait up to this many seconds for other processes to use < 10%% "
+        "of a core (default 0: measure at once; the *other CPU %%* column shows disturbance)",
+    )
+    ap.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    sub = ap.add_subparsers(dest="command")
+    soak = sub.add_parser("soak", help="memory soak: N paced requests, RSS sampled every few seconds")
+    soak.add_argument("--requests", "--soak-requests", dest="requests", type=int, default=1_000_000)
+    soak.add_argument(
+        "--rate",
+        type=float,
+        default=200,
+        help="target req/s (default 200; one gateway worker saturates at roughly 500-750 req/s at delay 0, "
+        "and costs more CPU per request at low concurrency)",
+    )
+    soak.add_argument("--connections", type=int, default=32)
+    soak.add_argument(
+        "--mix",
+        default="openai,anthropic",
+        help="models sent in turn: openai (gpt-4o-mini) and/or anthropic (claude-sonnet-4-5)",
+    )
+    soak.add_argument("--delay-ms", type=float, default=0, help="fake upstream delay")
+    soak.add_argument("--sample-every", type=float, default=5, help="RSS sampling period, seconds")
+    soak.add_argument("--warmup", type=float, default=5, help="seconds of paced load before RSS start")
+    soak.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    soak.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    global QUIET_WAIT
+    QUIET_WAIT = getattr(args, "quiet_wait", 0.0)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop our processes
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return cmd_soak(args) if args.command == "soak" else cmd_load(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
