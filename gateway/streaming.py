@@ -56,17 +56,23 @@ class Source:
 
 class PassthroughChat(Source):
     """OpenAI-compatible chat/completions stream. With `raw`, events go out as the provider framed them
-    (the hot path); otherwise as parsed chunks for an adapter to work on."""
+    and only the few that matter are parsed (usage, errors, the first ones to learn the framing size):
+    the hot path. Otherwise every chunk is parsed for an adapter to work on."""
 
     def __init__(self, usage_map: UsageMap, raw: bool, forward_usage: bool) -> None:
         self._usage_map = usage_map
         self._raw = raw
         self._forward_usage = forward_usage
+        self._overhead = -1      # bytes of a chunk that are not its text (learnt from a parsed chunk)
 
     def on_event(self, name: str, data: bytes) -> list[Item | bytes]:
         if data == b"[DONE]":
             self.done = True
             return []
+        special = b'"usage":{' in data or b'"usage": {' in data or data.startswith(b'{"error"')
+        if self._raw and not special and self._overhead >= 0:
+            self.out_chars += max(len(data) - self._overhead, 0)  # text estimate for a stream cut short
+            return [frame(data)]
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -74,13 +80,17 @@ class PassthroughChat(Source):
         if "error" in chunk and "choices" not in chunk:
             err = chunk["error"]
             raise StreamFailed(err.get("message", "provider error") if isinstance(err, dict) else str(err))
+        text = 0
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             content = delta.get("content") if "delta" in choice else choice.get("text")
             if isinstance(content, str):
-                self.out_chars += len(content)
+                text += len(content)
             for call in delta.get("tool_calls") or ():
-                self.out_chars += len((call.get("function") or {}).get("arguments") or "")
+                text += len((call.get("function") or {}).get("arguments") or "")
+        self.out_chars += text
+        if text and self._overhead < 0:
+            self._overhead = len(data) - len(orjson.dumps(chunk["choices"][0].get("delta", {}).get("content", "")))
         if chunk.get("usage"):
             found = self._usage_map.extract(chunk)
             if found is not None:
@@ -396,15 +406,23 @@ class StreamCall:
         return items
 
     async def frames(self) -> AsyncIterator[bytes]:
-        """Client bytes as upstream events arrive; raises StreamFailed / UpstreamFailure mid-stream."""
+        """Client bytes as upstream events arrive, one piece per upstream read (every event that read
+        completed, framed and joined: one write to the client, not one per event); raises StreamFailed /
+        UpstreamFailure mid-stream."""
         parser = SSEParser()
         async for chunk in self.upstream.chunks():
-            for name, data in parser.feed(chunk):
-                out = self._through_adapters(self.source.on_event(name, data))
-                for b in self.framer.frames(out):
-                    yield b
-                if self.source.done:
-                    break
+            pieces: list[bytes] = []
+            try:
+                for name, data in parser.feed(chunk):
+                    pieces.extend(self.framer.frames(self._through_adapters(self.source.on_event(name, data))))
+                    if self.source.done:
+                        break
+            except StreamFailed:
+                if pieces:  # what came before the error still reaches the client, then the error
+                    yield b"".join(pieces)
+                raise
+            if pieces:
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
             if self.source.done:
                 break
         if not self.source.done:  # an upstream that just closes (Gemini) may leave its last event unterminated
