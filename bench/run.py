@@ -843,9 +843,13 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         ("c", "c · 64 conn · delay 0"),
     ):
         if (r := g(sid)) and (dr := d(sid)):
+            # the issue sets these two at upstream delay 50 ms; at delay 0 the direct side is the fake's
+            # own CPU limit, so the rows are shown for reference only
+            judged = sid == "a50"
+            note = "" if judged else " (for reference; target is at 50 ms)"
             share = r["rps"] / dr["rps"] if dr["rps"] else float("nan")
-            rows.append(["req/s ≥ 95% of direct", label, f"{share:.0%}", verdict(share >= 0.95)])
-            rows.append(["p99 ≤ 60 ms", label, f"{r['p99']:.2f} ms", verdict(r["p99"] <= 60)])
+            rows.append(["req/s ≥ 95% of direct" + note, label, f"{share:.0%}", verdict(share >= 0.95) if judged else "–"])
+            rows.append(["p99 ≤ 60 ms" + note, label, f"{r['p99']:.2f} ms", verdict(r["p99"] <= 60) if judged else "–"])
     if "d" in results:
         gd, dd = results["d"]["gateway"], results["d"]["direct"]
         if gd.get("streaming"):

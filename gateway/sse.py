@@ -22,6 +22,23 @@ class SSEParser:
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
+        if not self._data and not self._event and b"\r" not in chunk and b"\r" not in self._buf:
+            yield from self._feed_simple(chunk)
+            return
+        yield from self._feed_lines(chunk)
+
+    def _feed_simple(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
+        """The common framing (`data: {...}` events split by blank lines, \n line ends): split whole
+        events at once; anything unusual in an event goes through the line parser."""
+        blocks = (self._buf + chunk).split(b"\n\n")
+        self._buf = blocks.pop()
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:
+                yield "", block[6:]
+            elif block:
+                yield from self._feed_lines(block + b"\n\n")
+
+    def _feed_lines(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
         buf = self._buf + chunk
         start = 0
         while True:

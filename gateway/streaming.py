@@ -410,11 +410,16 @@ class StreamCall:
         completed, framed and joined: one write to the client, not one per event); raises StreamFailed /
         UpstreamFailure mid-stream."""
         parser = SSEParser()
+        first = True
         async for chunk in self.upstream.chunks():
             pieces: list[bytes] = []
             try:
                 for name, data in parser.feed(chunk):
                     pieces.extend(self.framer.frames(self._through_adapters(self.source.on_event(name, data))))
+                    if first and pieces:  # the first bytes go out at once, whatever else this read holds
+                        first = False
+                        yield b"".join(pieces)
+                        pieces = []
                     if self.source.done:
                         break
             except StreamFailed:

@@ -14,7 +14,16 @@ from typing import Any
 
 import yaml
 
-from gateway.config.model import CatalogueModel, Config, Price, Provider, Route, Settings, pattern_matches
+from gateway.config.model import (
+    CatalogueModel,
+    Config,
+    PaymentProvider,
+    Price,
+    Provider,
+    Route,
+    Settings,
+    pattern_matches,
+)
 from gateway.config.schemas import schema_errors
 from gateway.envsubst import substitute_tree
 from gateway.plans import ENDPOINTS, NATIVE_ENDPOINT, plan_for
@@ -82,6 +91,8 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
     settings_doc = ld.read(base / "config" / "gateway.yaml", "gateway") if (base / "config" / "gateway.yaml").exists() else {}
     routing_doc = ld.read(base / "config" / "routing.yaml", "routing")
     models_doc = ld.read(base / "config" / "models.yaml", "models")
+    payments_path = base / "config" / "payments.yaml"
+    payments_doc = ld.read(payments_path, "payments") if payments_path.exists() else {}
 
     settings = _settings(settings_doc or {}, env)
     models = {name: CatalogueModel(name=name, **spec) for name, spec in ((models_doc or {}).get("models") or {}).items()}
@@ -148,11 +159,12 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except (TreeError, OSError, yaml.YAMLError, KeyError) as exc:
         ld.errors.append(f"gateway/adapters: {exc}")
         adapters = {}
+    payments = {name: _payment(name, spec) for name, spec in ((payments_doc or {}).get("providers") or {}).items()}
     _cross_check(ld, models, routes, providers, wires, prices)
     if ld.errors:
         raise ConfigError(ld.errors)
     return Config(root=str(base), settings=settings, models=models, routes=routes, providers=providers,
-                  wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files))
+                  wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files), payments=payments)
 
 
 def _compile_wire(ld: _Loader, wires: dict[str, Wire], name: str, doc: dict[str, Any], jinja: Any, file: str) -> None:
@@ -226,7 +238,7 @@ def _as_bool(v: Any) -> bool:
 
 def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     server, upstream, redis = doc.get("server", {}), doc.get("upstream", {}), doc.get("redis", {})
-    auth, billing = doc.get("auth", {}), doc.get("billing", {})
+    auth, billing, web = doc.get("auth", {}), doc.get("billing", {}), doc.get("web", {})
     d = Settings()
     return Settings(
         host=server.get("host", d.host), port=int(server.get("port", d.port)),
@@ -241,6 +253,20 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         usd_rub_default=Decimal(billing.get("usd_rub_default", d.usd_rub_default)),
         default_max_output_tokens=int(billing.get("default_max_output_tokens", d.default_max_output_tokens)),
         history_max=int(billing.get("history_max", d.history_max)),
+        web_session_ttl_s=int(web.get("session_ttl_s", d.web_session_ttl_s)),
+        web_cookie_secure=_as_bool(web.get("cookie_secure", d.web_cookie_secure)),
+        web_login_max_failures=int(web.get("login_max_failures", d.web_login_max_failures)),
+        web_login_window_s=int(web.get("login_window_s", d.web_login_window_s)),
+        web_public_url=str(web.get("public_url", d.web_public_url)).rstrip("/"),
+    )
+
+
+def _payment(name: str, spec: Mapping[str, Any]) -> PaymentProvider:
+    return PaymentProvider(
+        name=name, kind=spec["kind"], title=spec.get("title", name), api_url=spec["api_url"].rstrip("/"),
+        shop_id=spec.get("shop_id", ""), secret_key=spec.get("secret_key", ""),
+        webhook_secret=spec.get("webhook_secret", ""), currency=spec.get("currency", "RUB"),
+        min_amount=Decimal(spec.get("min_amount", "1")), max_amount=Decimal(spec.get("max_amount", "1000000")),
     )
 
 

@@ -25,6 +25,11 @@ class Settings:
     usd_rub_default: Decimal = Decimal("95")
     default_max_output_tokens: int = 4096
     history_max: int = 100000
+    web_session_ttl_s: int = 8 * 3600       # the cabinet's session cookie (idle time out)
+    web_cookie_secure: bool = True          # off only for plain-http testing on loopback
+    web_login_max_failures: int = 5         # per login (and 4x per client address) in the window
+    web_login_window_s: int = 900
+    web_public_url: str = ""                # base of the payment return URL; empty: from the request
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,26 @@ class Price:
     effective: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentProvider:
+    """One top-up provider from config/payments.yaml; configured once it has its keys."""
+
+    name: str
+    kind: str
+    title: str
+    api_url: str
+    shop_id: str
+    secret_key: str
+    webhook_secret: str
+    currency: str
+    min_amount: Decimal
+    max_amount: Decimal
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.shop_id and self.secret_key and self.webhook_secret)
+
+
 @dataclass(frozen=True)
 class Config:
     root: str
@@ -105,6 +130,7 @@ class Config:
     wires: dict[str, dict[str, Any]]          # raw wire documents; compiled by gateway.translate
     prices: dict[str, Price]
     adapters: dict[str, Any] = field(default_factory=dict)   # compiled gateway/adapters/*.yaml
+    payments: dict[str, PaymentProvider] = field(default_factory=dict)   # config/payments.yaml
     files: tuple[str, ...] = field(default=())
 
     @property

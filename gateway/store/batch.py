@@ -46,4 +46,4 @@ class ScriptBatcher:
         packed, futures = self._packed, self._futures
         self._packed, self._futures = [], []
         self._scheduled = False
-        asyncio.ensure_future(self._client.send_packed(b"".join(packed), futures))
+        self._client.send_packed(b"".join(packed) if len(packed) > 1 else packed[0], futures)

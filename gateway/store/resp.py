@@ -142,9 +142,20 @@ class RespClient:
         proto.transport.write(b"".join(pack(c) for c in commands))  # type: ignore[union-attr]
         return [await f for f in futures]
 
-    async def send_packed(self, data: bytes, futures: list[asyncio.Future[Any]]) -> None:
+    def send_packed(self, data: bytes, futures: list[asyncio.Future[Any]]) -> None:
         """Write already packed commands; each future gets its reply (error replies as RespError values)
-        or, if Redis cannot be reached, the connection error."""
+        or, if Redis cannot be reached, the connection error. Synchronous while a connection is open (no
+        task per batch); only (re)connecting needs one."""
+        i = self._next
+        self._next = (i + 1) % len(self._conns)
+        proto = self._conns[i]
+        if proto is not None and not proto.lost:
+            proto.waiting.extend(futures)
+            proto.transport.write(data)  # type: ignore[union-attr]
+            return
+        asyncio.ensure_future(self._send_after_connect(data, futures))
+
+    async def _send_after_connect(self, data: bytes, futures: list[asyncio.Future[Any]]) -> None:
         try:
             proto = await self._conn()
         except ConnectionError as exc:
