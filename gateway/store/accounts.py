@@ -106,6 +106,9 @@ class Accounts:
         self._scripts = Scripts(client)
         self._default_rate = default_rate
 
+    async def close(self) -> None:
+        await self._scripts.close()
+
     # -- accounts --------------------------------------------------------------------------------------
 
     async def create_account(self, login: str, role: str = "customer") -> AccountView:

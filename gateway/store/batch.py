@@ -47,3 +47,6 @@ class ScriptBatcher:
         self._packed, self._futures = [], []
         self._scheduled = False
         self._client.send_packed(b"".join(packed) if len(packed) > 1 else packed[0], futures)
+
+    async def close(self) -> None:
+        await self._client.close()

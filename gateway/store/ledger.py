@@ -66,6 +66,9 @@ class Ledger:
         self._ttl = reservation_ttl_ms
         self._history_max = history_max
 
+    async def close(self) -> None:
+        await self._scripts.close()
+
     def _keys(self, c: Caller) -> list[str]:
         k, a = self._k, c.account_id
         return [k.account(a), k.key(a, c.key_id), k.reservations(a), k.reservation_queue(a), k.rate(a, c.key_id),

@@ -29,3 +29,6 @@ class Scripts:
 
     async def credit(self, keys: list[str], args: list[Any]) -> Any:
         return await self._batcher.call("credit", keys, args)
+
+    async def close(self) -> None:
+        await self._batcher.close()
