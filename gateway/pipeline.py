@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from jinja2 import TemplateError
@@ -25,6 +27,7 @@ from gateway.upstream import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.pipeline")
+T = TypeVar("T")
 
 _ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
 # provider statuses after which the fallback candidate is tried (our key/config at fault, or the provider)
@@ -151,6 +154,17 @@ BODY_CHECKS = {"chat": check_chat_body, "responses": check_responses_body, "comp
                "image": check_image_body}
 
 
+@contextmanager
+def translation_errors() -> Iterator[None]:
+    """A request the templates cannot translate is the client's 400, not a crash."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
+        raise BadRequest(f"request cannot be translated for this model: {exc}") from None
+
+
 class Pipeline:
     def __init__(self, config: Config, router: Router, pool: UpstreamPool) -> None:
         self._config = config
@@ -172,42 +186,23 @@ class Pipeline:
                       outcome: Outcome) -> Reply:
         """Try the candidates in order; raise a GatewayError the client may see, or return the reply."""
         variables = self.variables(decision, request_id)
-        last: GatewayError | None = None
-        for provider, plan in decision.candidates:
-            outcome.attempts.append(provider.name)
-            if not provider.configured:
-                last = UpstreamUnavailable(f"provider '{provider.name}' is not configured (no API key)")
-                continue
+
+        async def attempt(provider: Provider, plan: Plan) -> Reply:
             wire = self._wires[provider.wire]
             op = wire.operations[plan.operation]
             bodies, upstream_request = self.prepare(plan, op, body, raw, variables)
-            try:
-                reply = await self._pool.send(provider, upstream_request)
-            except UpstreamFailure as exc:
-                log.warning("upstream %s failed for %s: %s", provider.name, request_id, exc.reason)
-                last = UpstreamUnavailable(f"provider '{provider.name}' unavailable: {exc.reason}")
-                continue
-            if reply.status in _RETRYABLE:
-                log.warning("upstream %s answered %s for %s", provider.name, reply.status, request_id)
-                last = UpstreamUnavailable(f"provider '{provider.name}' answered HTTP {reply.status}")
-                continue
-            outcome.provider = provider.name
-            if reply.status >= 400:
-                raise self._client_error(provider, wire, reply)
+            reply = await self._pool.send(provider, upstream_request)
+            self._check_status(provider, wire, reply, outcome)
             return self.translate_back(plan, op, provider, reply, bodies, variables, outcome)
-        assert last is not None
-        raise last
+
+        return await self._first_that_answers(decision, request_id, outcome, attempt)
 
     async def open_stream(self, decision: RouteDecision, body: dict[str, Any], raw: bytes, request_id: str,
                           endpoint: str, outcome: Outcome) -> StreamCall:
         """Start the stream on the first candidate that answers 200; before that, fall back like forward()."""
         variables = self.variables(decision, request_id)
-        last: GatewayError | None = None
-        for provider, plan in decision.candidates:
-            outcome.attempts.append(provider.name)
-            if not provider.configured:
-                last = UpstreamUnavailable(f"provider '{provider.name}' is not configured (no API key)")
-                continue
+
+        async def attempt(provider: Provider, plan: Plan) -> StreamCall:
             wire = self._wires[provider.wire]
             op = wire.operations[plan.operation]
             if op.stream is None and not op.passthrough:
@@ -216,33 +211,42 @@ class Pipeline:
             inner = bodies[-1]
             if op.passthrough and plan.operation != "responses":
                 inner = with_usage_requested(inner)
-            upstream_request = self._build_op(op, inner, variables)
+            with translation_errors():
+                upstream_request = op.build_request(inner, orjson.dumps(inner), variables)
+            upstream = await self._pool.open_stream(provider, upstream_request)
+            if upstream.status != 200:
+                reply = UpstreamReply(upstream.status, upstream.headers, await upstream.read_all())
+                self._check_status(provider, wire, reply, outcome)
+            outcome.provider = provider.name
+            return self._stream_chain(provider.name, upstream, plan, op, bodies, variables, endpoint)
+
+        return await self._first_that_answers(decision, request_id, outcome, attempt)
+
+    async def _first_that_answers(self, decision: RouteDecision, request_id: str, outcome: Outcome,
+                                  attempt: Callable[[Provider, Plan], Awaitable[T]]) -> T:
+        """The primary, then the fallback on timeout, connection error or a retryable status (seed §14)."""
+        last: GatewayError | None = None
+        for provider, plan in decision.candidates:
+            outcome.attempts.append(provider.name)
+            if not provider.configured:
+                last = UpstreamUnavailable(f"provider '{provider.name}' is not configured (no API key)")
+                continue
             try:
-                upstream = await self._pool.open_stream(provider, upstream_request)
+                return await attempt(provider, plan)
             except UpstreamFailure as exc:
                 log.warning("upstream %s failed for %s: %s", provider.name, request_id, exc.reason)
                 last = UpstreamUnavailable(f"provider '{provider.name}' unavailable: {exc.reason}")
-                continue
-            if upstream.status != 200:
-                reply = UpstreamReply(upstream.status, upstream.headers, await upstream.read_all())
-                if reply.status in _RETRYABLE:
-                    log.warning("upstream %s answered %s for %s", provider.name, reply.status, request_id)
-                    last = UpstreamUnavailable(f"provider '{provider.name}' answered HTTP {reply.status}")
-                    continue
-                outcome.provider = provider.name
-                raise self._client_error(provider, wire, reply)
-            outcome.provider = provider.name
-            return self._stream_chain(provider.name, upstream, plan, op, bodies, variables, endpoint)
         assert last is not None
         raise last
 
-    def _build_op(self, op: Operation, body: dict[str, Any], variables: dict[str, Any]) -> Any:
-        try:
-            return op.build_request(body, orjson.dumps(body), variables)
-        except GatewayError:
-            raise
-        except (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
-            raise BadRequest(f"request cannot be translated for this model: {exc}") from None
+    def _check_status(self, provider: Provider, wire: Wire, reply: UpstreamReply, outcome: Outcome) -> None:
+        """A retryable status moves on to the fallback; any other error status is the client's answer."""
+        if reply.status in _RETRYABLE:
+            raise UpstreamFailure(provider.name, f"answered HTTP {reply.status}")
+        if reply.status >= 400:
+            outcome.provider = provider.name
+            raise self._client_error(provider, wire, reply)
+        outcome.provider = provider.name
 
     def _stream_chain(self, provider: str, upstream: Any, plan: Plan, op: Operation, bodies: list[dict[str, Any]],
                       variables: dict[str, Any], endpoint: str) -> StreamCall:
@@ -272,17 +276,13 @@ class Pipeline:
     def prepare(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
                variables: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
         """The upstream request, and the body as each layer saw it (client's first, the wire's last)."""
-        try:
+        with translation_errors():
             bodies = [body]
             for name in plan.adapters:
                 bodies.append(self._adapters[name].render_request(bodies[-1], variables))
             if len(bodies) > 1:
                 raw = orjson.dumps(bodies[-1])
             return bodies, op.build_request(bodies[-1], raw, variables)
-        except GatewayError:
-            raise
-        except (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
-            raise BadRequest(f"request cannot be translated for this model: {exc}") from None
 
     def translate_back(self, plan: Plan, op: Operation, provider: Provider, reply: UpstreamReply,
                         bodies: list[dict[str, Any]], variables: dict[str, Any], outcome: Outcome) -> Reply:
