@@ -96,6 +96,14 @@ class Response:
                 return
             await self._wait()
 
+    def finish(self) -> None:
+        """Done with the answer: a connection whose answer was read to its end goes back to the pool
+        (a stream's consumer stops at the provider's last event, before the reader sees the end)."""
+        if self._done and self._error is None and not self._chunks:
+            self._release()
+        else:
+            self.close()
+
     def close(self) -> None:
         """Abandon the answer if it is still being read: its connection is dropped, never reused. (A
         connection whose answer was read to the end may already serve another request: leave it.)"""

@@ -68,6 +68,10 @@ class UpstreamStream:
         """Drop the upstream connection at once if the answer is still coming (the client went away)."""
         self._response.close()
 
+    def finish(self) -> None:
+        """Done reading: keep the connection for the next call when the answer ended cleanly."""
+        self._response.finish()
+
 
 class UpstreamPool:
     def __init__(self, providers: dict[str, Provider]) -> None:

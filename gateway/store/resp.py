@@ -118,9 +118,11 @@ class RespClient:
                 raise RespConnectionError(f"Redis refused the connection set-up: {reply}")
         return proto
 
-    async def _conn(self) -> _Protocol:
-        i = self._next
-        self._next = (i + 1) % len(self._conns)
+    async def _conn(self, i: int | None = None) -> _Protocol:
+        """Connection `i` (or the next in turn), opened if it is not open."""
+        if i is None:
+            i = self._next
+            self._next = (i + 1) % len(self._conns)
         proto = self._conns[i]
         if proto is None or proto.lost:
             async with self._lock:
@@ -153,11 +155,11 @@ class RespClient:
             proto.waiting.extend(futures)
             proto.transport.write(data)  # type: ignore[union-attr]
             return
-        asyncio.ensure_future(self._send_after_connect(data, futures))
+        asyncio.ensure_future(self._send_after_connect(i, data, futures))
 
-    async def _send_after_connect(self, data: bytes, futures: list[asyncio.Future[Any]]) -> None:
+    async def _send_after_connect(self, i: int, data: bytes, futures: list[asyncio.Future[Any]]) -> None:
         try:
-            proto = await self._conn()
+            proto = await self._conn(i)
         except ConnectionError as exc:
             for f in futures:
                 if not f.done():
