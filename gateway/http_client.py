@@ -269,7 +269,7 @@ class Pool:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: _Connection(self, loop), self.host, self.port, ssl=self._ssl,
                                        server_hostname=self.host if self._ssl else None), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HTTPError("connect deadline passed", timeout=True) from None
         except (OSError, ssl.SSLError) as exc:
             raise HTTPError(f"cannot connect: {type(exc).__name__}") from None

@@ -20,7 +20,7 @@ import orjson
 
 from gateway.sse import DONE, SSEParser, frame
 from gateway.translate.operation import Operation
-from gateway.translate.stream import MappedStream, merge_usage
+from gateway.translate.stream import MappedStream
 from gateway.usage import Usage, UsageMap
 
 Item = dict[str, Any]

@@ -9,7 +9,7 @@ import secrets
 import string
 import time
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, UTC
 from decimal import Decimal
 from typing import Any
 
@@ -315,7 +315,7 @@ class Accounts:
     async def usage(self, aid: str, start: date | None = None, end: date | None = None) -> dict[str, Any]:
         """GET /v1/usage: all-time and this month, plus per-day requests and spend for [start, end]."""
         acct, rate = await self.account(aid), await self.usd_rub()
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         end = end or today
         start = start or end.replace(day=1)
         if start > end:
@@ -344,7 +344,7 @@ class Accounts:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def view_dict(view: AccountView | KeyView) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import orjson
 from redis.asyncio import Redis
@@ -53,7 +53,7 @@ def month_and_day(now_ms: int) -> tuple[str, str]:
     global _day_cache
     day = now_ms // _DAY_MS
     if _day_cache[0] != day:
-        d = datetime.fromtimestamp(day * 86_400, tz=timezone.utc)
+        d = datetime.fromtimestamp(day * 86_400, tz=UTC)
         _day_cache = (day, (d.strftime("%Y-%m"), d.strftime("%Y-%m-%d")))
     return _day_cache[1]
 
