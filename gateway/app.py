@@ -28,6 +28,7 @@ from gateway.store.ledger import Ledger
 from gateway.streaming import StreamFailed, StreamCall, estimate
 from gateway.upstream import UpstreamFailure
 from gateway.upstream import UpstreamPool
+from gateway.web import build_web_app
 
 log = logging.getLogger("gateway.app")
 
@@ -50,6 +51,7 @@ class GatewayApp:
         self.ledger = Ledger(self.redis, self.keyspace, history_max=s.history_max)
         self.accounts = Accounts(self.redis, self.keyspace, s.usd_rub_default)
         self.admin = build_admin_app(self.accounts, s.admin_token)
+        self.web = build_web_app(self.accounts, config, self.redis, self.keyspace)  # cabinet + console pages
         self.auth = Authenticator(self.redis, self.keyspace)
         self.billing = BillingGate(self.ledger, self.prices, s)
         self._limit = config.settings.max_body_bytes
@@ -94,11 +96,17 @@ class GatewayApp:
 
     async def shutdown(self) -> None:
         await self.pool.close()
+        await self.ledger.close()
+        await self.accounts.close()
         await self.redis.aclose()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"].startswith("/admin/"):
+        path = scope["path"]
+        if path.startswith("/admin/"):
             await self.admin(scope, receive, send)
+            return
+        if path != "/v1" and not path.startswith("/v1/"):
+            await self.web(scope, receive, send)
             return
         request_id = new_request_id()
         try:
@@ -241,7 +249,10 @@ class GatewayApp:
                 await asyncio.gather(relay, return_exceptions=True)
         finally:
             watcher.cancel()
-            call.upstream.close()
+            if cut or error is not None:
+                call.upstream.close()
+            else:
+                call.upstream.finish()
             source = call.source
             complete = not cut and error is None and source.usage is not None
             outcome.status = 200

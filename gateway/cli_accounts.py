@@ -229,6 +229,33 @@ def _account_status(status: str) -> Body:
     return body
 
 
+def _read_password() -> str:
+    """The new password from a prompt (typed twice) or, when stdin is not a terminal, its first line;
+    never from argv, where other users and the shell history would see it."""
+    import getpass
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise CommandError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CommandError("no password given (type it at the prompt or pipe it on stdin)")
+    return password
+
+
+async def _account_set_password(acc: Accounts, args: argparse.Namespace) -> Output:
+    from gateway.web.passwords import Passwords
+    from gateway.web.sessions import Sessions
+
+    view = await acc.account(args.account_id)
+    await Passwords(acc.r, acc.k).set(view.id, _read_password())
+    ended = await Sessions(acc.r, acc.k, 0).destroy_all(view.id)  # a new password logs out everywhere
+    doc = {"id": view.id, "login": view.login, "role": view.role, "password_set": True, "sessions_ended": ended}
+    return doc, f"password set for {view.id} ({view.login}, {view.role}); {ended} cabinet session(s) ended"
+
+
 async def _account_ledger(acc: Accounts, args: argparse.Namespace) -> Output:
     from gateway.operations import ledger_doc
 
@@ -369,7 +396,7 @@ def register(sub: Any) -> None:
         return p
 
     accounts = sub.add_parser("accounts", help="customer accounts: create, list, show, topup, correct, "
-                                               "block, ledger")
+                                               "block, set-password, ledger")
     asub = accounts.add_subparsers(dest="accounts_command", required=True)
     p = command(asub, "create", _account_create, "create an account; prints its id")
     p.add_argument("--login", required=True, help="the customer's email")
@@ -395,6 +422,9 @@ def register(sub: Any) -> None:
     p = command(asub, "block", _account_status("BLOCKED"), "block an account: its keys get 403")
     p.add_argument("account_id")
     p = command(asub, "unblock", _account_status("ACTIVE"), "unblock an account")
+    p.add_argument("account_id")
+    p = command(asub, "set-password", _account_set_password,
+                "set the cabinet password (read from a prompt or stdin, never from the command line)")
     p.add_argument("account_id")
     p = command(asub, "ledger", _account_ledger, "top-ups and corrections of one account, newest first")
     p.add_argument("account_id")

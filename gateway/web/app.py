@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -203,9 +204,13 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?=&+-]{0,500}")
+
+
 def safe_next(target: str | None) -> str:
-    """Only a path on this site (no scheme, no //host) may be a post-login destination."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a plain path on this site (no scheme, no //host, no whitespace or backslash a browser would
+    fold into one) may be a post-login destination."""
+    if not target or not _LOCAL_PATH.fullmatch(target):
         return "/"
     return target
 

@@ -44,16 +44,23 @@ def catalogue(config: Config, book: PriceBook) -> list[ModelPrice]:
         if price is None or book.rate(m.name) is None:
             continue
         flat = book.cost(m.name, Usage())
-
-        def per_1m(**usage: int) -> int:
-            return book.cost(m.name, Usage(**usage)) - flat
-
+        per_1m = _per_1m(book, m.name, flat)
         tokens = bool(price.input or price.output or price.cached_input)
-        images = tuple((f"{s}/{q}".replace("*/*", "any size"),
-                        book.cost(m.name, Usage(images=1), s, q) - flat) for s, q, _ in price.per_image)
+        images = tuple((_image_label(s, q, len(price.per_image)), book.cost(m.name, Usage(images=1), s, q) - flat)
+                       for s, q, _ in price.per_image)
         out.append(ModelPrice(
             m.name, m.kind, ENDPOINT_OF_KIND.get(m.kind, ""), route.primary if route else "", price.free,
             per_1m(input_tokens=M) if tokens else None,
             per_1m(input_tokens=M, cached_input_tokens=M) if price.cached_input is not None else None,
             per_1m(output_tokens=M) if tokens else None, flat, images))
     return out
+
+
+def _per_1m(book: PriceBook, model: str, flat: int) -> Any:
+    """Cost of a usage without the flat per-request part: the price per 1M tokens as billed."""
+    return lambda **usage: book.cost(model, Usage(**usage)) - flat
+
+
+def _image_label(size: str, quality: str, n: int) -> str:
+    parts = [p for p in (size, quality) if p != "*"]
+    return " ".join(parts) if parts else ("other sizes" if n > 1 else "per image")

@@ -60,4 +60,9 @@ def plain(value: Any) -> str:
     return "" if d is None else format(d, "f")
 
 
-FILTERS = {"usd": usd, "rub": rub, "num": num, "when": when, "plain": plain}
+def count(value: Any, word: str) -> str:
+    """`1 request`, `56 requests`."""
+    return f"{num(value)} {word}{'' if str(value) == '1' else 's'}"
+
+
+FILTERS = {"usd": usd, "rub": rub, "num": num, "when": when, "plain": plain, "count": count}

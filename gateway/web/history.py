@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 from gateway.operations import Money, history_doc
 from gateway.store.accounts import Accounts
 
+STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 CHUNK = 200
 SCAN_CAP = 5000
 CSV_MAX_ROWS = 100_000
@@ -106,10 +108,10 @@ async def csv_lines(accounts: Accounts, aid: str, f: Filter, money: Money,
             continue
         d = history_doc(entry, money)
         prefix, name = keys.get(d["key"], ("", ""))
-        writer.writerow((d["time"], d["request_id"], d["key"], prefix, name, d["model"], d["provider"],
-                         d["endpoint"], d["status"], d["tokens_in"], d["tokens_cached"], d["tokens_out"],
-                         d["tokens_reasoning"], d["cost_usd"], d["cost_rub"], d["latency_ms"] or "",
-                         d.get("rejected") or d.get("error") or ""))
+        writer.writerow((d["time"], d["request_id"], d["key"], prefix, _cell(name), _cell(d["model"]),
+                         _cell(d["provider"]), _cell(d["endpoint"]), d["status"], d["tokens_in"], d["tokens_cached"],
+                         d["tokens_out"], d["tokens_reasoning"], d["cost_usd"], d["cost_rub"], d["latency_ms"] or "",
+                         _cell(d.get("rejected") or d.get("error") or "")))
         rows += 1
         if buf.tell() > 32 * 1024:
             yield buf.getvalue()
@@ -118,3 +120,8 @@ async def csv_lines(accounts: Accounts, aid: str, f: Filter, money: Money,
         if rows >= CSV_MAX_ROWS:
             break
     yield buf.getvalue()
+
+
+def _cell(text: str) -> str:
+    """Text a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading apostrophe."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -240,7 +240,7 @@ class Payments:
         if amount < provider.min_amount or amount > provider.max_amount:
             raise InvalidInput(f"the amount must be between {provider.min_amount} and {provider.max_amount} "
                                f"{provider.currency}")
-        return amount
+        return amount.quantize(Decimal("0.01"))
 
     async def start(self, aid: str, provider_name: str, amount_text: str, return_url: str) -> tuple[TopUp, str]:
         """Create the payment at the provider; returns our record and the URL to send the customer to."""
