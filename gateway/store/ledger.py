@@ -65,14 +65,22 @@ class Ledger:
         self._k = keys
         self._ttl = reservation_ttl_ms
         self._history_max = history_max
+        self._key_cache: dict[Caller, list[str]] = {}
 
     async def close(self) -> None:
         await self._scripts.close()
 
     def _keys(self, c: Caller) -> list[str]:
-        k, a = self._k, c.account_id
-        return [k.account(a), k.key(a, c.key_id), k.reservations(a), k.reservation_queue(a), k.rate(a, c.key_id),
-                k.history(a), k.daily(a)]
+        """The seven Redis keys a call touches, built once per (account, key) and kept (bounded)."""
+        keys = self._key_cache.get(c)
+        if keys is None:
+            k, a = self._k, c.account_id
+            keys = [k.account(a), k.key(a, c.key_id), k.reservations(a), k.reservation_queue(a),
+                    k.rate(a, c.key_id), k.history(a), k.daily(a)]
+            if len(self._key_cache) >= 100_000:
+                self._key_cache.clear()
+            self._key_cache[c] = keys
+        return keys
 
     async def admit(self, caller: Caller, request_id: str, model: str, endpoint: str, reserve: int,
                     now_ms: int | None = None) -> Admission:
