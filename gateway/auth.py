@@ -8,7 +8,9 @@ import time
 
 from redis.asyncio import Redis
 
-from gateway.errors import Unauthorized
+from redis.exceptions import RedisError
+
+from gateway.errors import Unauthorized, UpstreamUnavailable
 from gateway.store.accounts import TOKEN_RE, token_hash
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller
@@ -34,7 +36,10 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        value = await self._r.get(self._k.token(digest))
+        try:
+            value = await self._r.get(self._k.token(digest))
+        except (RedisError, OSError):
+            raise UpstreamUnavailable("the gateway cannot check tokens right now; try again") from None
         if value is None:
             raise Unauthorized("invalid token")
         aid, _, kid = value.decode().partition(":")

@@ -10,17 +10,23 @@ reserved; the balance may then go below zero by that difference and further requ
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.model import Settings
-from gateway.errors import Forbidden, RateLimited, Unauthorized
+from gateway.errors import Forbidden, RateLimited, Unauthorized, UpstreamUnavailable
 from gateway.pipeline import Outcome
 from gateway.pricing import PriceBook
 from gateway.routing import RouteDecision
 from gateway.store.ledger import ADMIT_OK, REJECTIONS, Admission, Caller, Ledger
+from gateway.store.resp import RespError
 from gateway.usage import Usage
+
+
+log = logging.getLogger("gateway.billing")
+STORE_ERRORS = (ConnectionError, OSError, RespError)
 
 
 @dataclass(slots=True)
@@ -74,7 +80,11 @@ class BillingGate:
     async def admit(self, caller: Caller, decision: RouteDecision, body: dict[str, Any], raw: bytes,
                     request_id: str, endpoint: str) -> Ticket:
         reserve = self.reservation(decision, body, raw)
-        a = await self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)
+        try:
+            a = await self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)
+        except STORE_ERRORS:
+            log.exception("admission of %s failed: the store is unreachable", request_id)
+            raise UpstreamUnavailable("billing is temporarily unavailable; nothing was charged, try again") from None
         if a.code != ADMIT_OK:
             status, message = REJECTIONS[a.code]
             if status == 401:
@@ -115,5 +125,11 @@ class BillingGate:
             fields["error"] = outcome.error[:300]
         if extra:
             fields.update(extra)
-        await self._ledger.settle(ticket.caller, ticket.request_id, cost, u.total_tokens, True, fields)
+        try:
+            await self._ledger.settle(ticket.caller, ticket.request_id, cost, u.total_tokens, True, fields)
+        except STORE_ERRORS:
+            # the answer exists and the provider will bill us for it: the client still gets it; the open
+            # reservation is released by the sweep in admit.lua, so the call ends up uncharged (logged)
+            log.error("settlement of %s failed (%d nano-USD uncharged): the store is unreachable",
+                      ticket.request_id, cost)
         return cost

@@ -128,3 +128,28 @@ def test_gateway_serve_without_redis_url_starts_embedded_redis(tmp_path: Path, f
     finally:
         _stop(proc)
     assert after == before and after["spend_total_usd"] > 0
+
+
+def test_store_down_is_503_in_the_seed_shape_not_a_crash(tmp_path: Path, fakes) -> None:
+    """Redis goes away under a running gateway: calls get 503 (nothing charged), never a 500."""
+    embedded = EmbeddedRedis(tmp_path / "data").start()
+    env = fake_env(fakes) | {"REDIS_URL": embedded.url, "GATEWAY_REDIS_PREFIX": "gw"}
+    try:
+        with GatewayServer(REPO, env) as gw:
+            c = make_customer(gw, usd="1")
+            h = {"Authorization": f"Bearer {c.secret}"}
+            ok = httpx.post(f"{gw.base_url}/v1/chat/completions", headers=h,
+                            json={"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 5})
+            assert ok.status_code == 200
+            embedded.stop()
+            down = httpx.post(f"{gw.base_url}/v1/chat/completions", headers=h,
+                              json={"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 5})
+            unknown = httpx.post(f"{gw.base_url}/v1/chat/completions",
+                                 headers={"Authorization": "Bearer bt_abcdefgh_" + "b" * 32},
+                                 json={"model": "gpt-4o-mini", "messages": MSG})
+    finally:
+        embedded.stop()
+    assert down.status_code == 503 and down.json()["statusCode"] == 503
+    assert "nothing was charged" in down.json()["message"]
+    assert unknown.status_code == 503 and unknown.json()["error"] == "Service Unavailable"
+    assert len(fakes["openai"].requests) == 1, "no provider call without an admission"
