@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 from redis.asyncio import Redis
-
 from redis.exceptions import RedisError
 
 from gateway.errors import Unauthorized, UpstreamUnavailable

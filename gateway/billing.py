@@ -24,7 +24,6 @@ from gateway.store.ledger import ADMIT_OK, REJECTIONS, Admission, Caller, Ledger
 from gateway.store.resp import RespError
 from gateway.usage import Usage
 
-
 log = logging.getLogger("gateway.billing")
 STORE_ERRORS = (ConnectionError, OSError, RespError)
 
