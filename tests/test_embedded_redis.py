@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import openai
 import orjson
-import pytest
 
 from gateway.money import NANO
 from gateway.store.accounts import Accounts
