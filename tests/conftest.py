@@ -3,20 +3,16 @@ and the gateway in front of them, all on loopback."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 
 import openai
 import pytest
-import redis
 
 from tests.fakes.server import FakeUpstream, start_fake
 from tests.gateway_server import Customer, GatewayServer, make_customer
-from tests.support import REPO
+from tests.support import REDIS_URL, REPO, private_redis_prefix
 
 FAKE_KEY = "test-key"
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
@@ -38,12 +34,8 @@ def fake_env(fakes: dict[str, FakeUpstream]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def redis_env() -> Iterator[dict[str, str]]:
     """The shared test Redis with a key prefix of this session's own; its keys are deleted afterwards."""
-    prefix = "t" + secrets.token_hex(4)
-    yield {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix}
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        client.delete(key)
-    client.close()
+    with private_redis_prefix() as prefix:
+        yield {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix}
 
 
 @pytest.fixture(scope="session")

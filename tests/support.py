@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from gateway.config import Config, load_config
 
@@ -31,6 +37,23 @@ REQUEST_SCHEMA = {("openai", "chat"): ("openai", "CreateChatCompletionRequest"),
                   ("anthropic", "chat"): ("anthropic", "CreateMessageParams"),
                   ("gemini", "chat"): ("gemini", "GenerateContentRequest"),
                   ("gemini", "image"): ("gemini", "GenerateContentRequest")}
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@contextmanager
+def private_redis_prefix() -> Iterator[str]:
+    """A key prefix of the caller's own on the test Redis (the fx rate, accounts... are per prefix);
+    every key under it is deleted afterwards."""
+    prefix = "t" + secrets.token_hex(4)
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(key)
+        client.close()
 
 
 def config_env(**overrides: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ private key prefix, with a fake OpenAI upstream for the requests whose history a
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -12,14 +11,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import redis
 
 from gateway.store.accounts import TOKEN_RE
 from tests.conftest import fake_env
 from tests.gateway_server import GatewayServer
-from tests.support import REPO, config_env
+from tests.support import REDIS_URL, REPO, config_env, private_redis_prefix
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TOKEN = "adm_" + secrets.token_hex(16)
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -27,12 +24,8 @@ MSG = [{"role": "user", "content": "hello"}]
 @pytest.fixture(scope="module")
 def redis_vars() -> Iterator[dict[str, str]]:
     """A key prefix of this module's own (the rate is global per prefix); deleted afterwards."""
-    prefix = "t" + secrets.token_hex(4)
-    yield {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix}
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        client.delete(key)
-    client.close()
+    with private_redis_prefix() as prefix:
+        yield {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix}
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 import gateway.cli_accounts
 from gateway.cli import main
@@ -25,21 +24,16 @@ from gateway.store.accounts import TOKEN_RE
 from gateway.store.connection import EmbeddedRedis, async_client
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
-from tests.support import REPO
+from tests.support import REDIS_URL, REPO, private_redis_prefix
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 _configs: dict[tuple[str, ...], Any] = {}
 
 
 @pytest.fixture(scope="module")
 def prefix() -> Iterator[str]:
     """A key prefix of this module's own (the rate is global per prefix); deleted afterwards."""
-    p = "t" + secrets.token_hex(4)
-    yield p
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{p}:*", count=1000):
-        client.delete(key)
-    client.close()
+    with private_redis_prefix() as p:
+        yield p
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -19,9 +18,8 @@ from gateway.web.passwords import Passwords
 from tests.conftest import fake_env
 from tests.fake_payments import FakePayments
 from tests.gateway_server import GatewayServer, accounts_call
-from tests.support import REPO
+from tests.support import REDIS_URL, REPO, private_redis_prefix
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "correct horse battery"
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 PAGES = ("/", "/keys", "/history", "/history.csv", "/usage", "/billing", "/models", "/console",
@@ -46,20 +44,16 @@ class Stack:
 @contextmanager
 def web_stack(fakes: Mapping[str, Any], **env: str) -> Iterator[Stack]:
     """The gateway (plain-http cookies) on a private key prefix, wired to a fake payment provider."""
-    prefix = "t" + secrets.token_hex(4)
     payments = FakePayments()
-    full = fake_env(fakes) | payments.env() | {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix,
-                                              "GATEWAY_COOKIE_SECURE": "false"} | env
     try:
-        with GatewayServer(REPO, full) as server:
-            payments.webhook_url = server.base_url + "/payments/webhook/yookassa"
-            yield Stack(server, payments, prefix, full)
+        with private_redis_prefix() as prefix:
+            full = fake_env(fakes) | payments.env() | {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix,
+                                                      "GATEWAY_COOKIE_SECURE": "false"} | env
+            with GatewayServer(REPO, full) as server:
+                payments.webhook_url = server.base_url + "/payments/webhook/yookassa"
+                yield Stack(server, payments, prefix, full)
     finally:
         payments.close()
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
-        client.close()
 
 
 def new_email() -> str:
