@@ -704,6 +704,13 @@ def run_streaming(rig: Rig, n: int) -> dict[str, Any]:
 # -- formatting ------------------------------------------------------------------------------------------
 
 
+def stream_row(side: str, r: dict[str, Any]) -> str:
+    """One side's line of the streaming table."""
+    return row([side, f_num(r["ttfb_p50_ms"]), f_num(r["ttfb_p90_ms"]), f_num(r["ttfb_p99_ms"]),
+                f_num(r["stream_p50_ms"]), f_num(r["chunks_per_stream"], 0), f_num(r["chunks_per_s"], 0),
+                f_num(r["cpu_ms"], 3), f_num(r["rss"], 1), other_cell(r["other_cpu"])])
+
+
 def f_num(v: float, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -976,39 +983,9 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
             ),
             row(["---"] + ["---:"] * 9),
         ]
-        lines.append(
-            row(
-                [
-                    "direct (fake)",
-                    f_num(d["ttfb_p50_ms"]),
-                    f_num(d["ttfb_p90_ms"]),
-                    f_num(d["ttfb_p99_ms"]),
-                    f_num(d["stream_p50_ms"]),
-                    f_num(d["chunks_per_stream"], 0),
-                    f_num(d["chunks_per_s"], 0),
-                    f_num(d["cpu_ms"], 3),
-                    f_num(d["rss"], 1),
-                    other_cell(d["other_cpu"]),
-                ]
-            )
-        )
+        lines.append(stream_row("direct (fake)", d))
         if g.get("streaming"):
-            lines.append(
-                row(
-                    [
-                        "gateway",
-                        f_num(g["ttfb_p50_ms"]),
-                        f_num(g["ttfb_p90_ms"]),
-                        f_num(g["ttfb_p99_ms"]),
-                        f_num(g["stream_p50_ms"]),
-                        f_num(g["chunks_per_stream"], 0),
-                        f_num(g["chunks_per_s"], 0),
-                        f_num(g["cpu_ms"], 3),
-                        f_num(g["rss"], 1),
-                        other_cell(g["other_cpu"]),
-                    ]
-                )
-            )
+            lines.append(stream_row("gateway", g))
             lines.append(
                 row(
                     [
