@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -42,7 +42,6 @@ class Outcome:
     provider: str = ""
     usage: Usage | None = None
     error: str = ""
-    attempts: list[str] = field(default_factory=list)
     document: Any = None           # the client's answer as a document (for endpoints that read it back)
 
 
@@ -79,19 +78,8 @@ def check_chat_body(body: dict[str, Any]) -> None:
         content = m.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise BadRequest(f"messages[{i}].content must be a string or an array of content parts")
-    for key in ("max_tokens", "max_completion_tokens", "n"):
-        v = body.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise BadRequest(f"'{key}' must be a positive integer")
-    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-        v = body.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
-            raise BadRequest(f"'{key}' must be a number")
-    tools = body.get("tools")
-    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
-        raise BadRequest("'tools' must be an array of objects")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise BadRequest("'stream' must be a boolean")
+    _check_common(body, ("max_tokens", "max_completion_tokens", "n"),
+                  ("temperature", "top_p", "presence_penalty", "frequency_penalty"))
 
 
 def check_responses_body(body: dict[str, Any]) -> None:
@@ -123,12 +111,14 @@ def check_image_body(body: dict[str, Any]) -> None:
             raise BadRequest(f"'{key}' must be a string")
 
 
-def _check_common(body: dict[str, Any], positive_ints: tuple[str, ...]) -> None:
+def _check_common(body: dict[str, Any], positive_ints: tuple[str, ...],
+                  numbers: tuple[str, ...] = ("temperature", "top_p")) -> None:
+    """Types of the fields every endpoint shares: counts, sampling numbers, stream, tools."""
     for key in positive_ints:
         v = body.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise BadRequest(f"'{key}' must be a positive integer")
-    for key in ("temperature", "top_p"):
+    for key in numbers:
         v = body.get(key)
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
             raise BadRequest(f"'{key}' must be a number")
@@ -227,7 +217,6 @@ class Pipeline:
         """The primary, then the fallback on timeout, connection error or a retryable status (seed §14)."""
         last: GatewayError | None = None
         for provider, plan in decision.candidates:
-            outcome.attempts.append(provider.name)
             if not provider.configured:
                 last = UpstreamUnavailable(f"provider '{provider.name}' is not configured (no API key)")
                 continue
