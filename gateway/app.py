@@ -208,9 +208,7 @@ class GatewayApp:
             if endpoint == "image":
                 count_images(outcome)
         except GatewayError as err:
-            outcome.status, outcome.error = err.status, err.message
-            await self.billing.settle(ticket, outcome)
-            err.headers.update({k.decode(): v.decode() for k, v in rate_headers(ticket.admission)})
+            await self._settle_failure(ticket, outcome, err)
             raise
         except BaseException:
             outcome.status, outcome.error = 500, "internal error"
@@ -228,9 +226,7 @@ class GatewayApp:
         try:
             call = await self.pipeline.open_stream(decision, body, raw, ticket.request_id, endpoint, outcome)
         except GatewayError as err:  # nothing sent yet: the seed's error JSON, fallback already tried
-            outcome.status, outcome.error = err.status, err.message
-            await self.billing.settle(ticket, outcome)
-            err.headers.update({k.decode(): v.decode() for k, v in rate_headers(ticket.admission)})
+            await self._settle_failure(ticket, outcome, err)
             raise
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                    (b"x-request-id", ticket.request_id.encode()), (b"x-gateway-provider", call.provider.encode()),
@@ -264,6 +260,13 @@ class GatewayApp:
                 if not cut:
                     tail = call.framer.error(error) if error is not None else call.end()
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _settle_failure(self, ticket: Any, outcome: Outcome, err: GatewayError) -> None:
+        """A call that ends in an error the client sees: recorded at no cost; the error carries the
+        key's rate-limit headers like a success would."""
+        outcome.status, outcome.error = err.status, err.message
+        await self.billing.settle(ticket, outcome)
+        err.headers.update({k.decode(): v.decode() for k, v in rate_headers(ticket.admission)})
 
     async def me(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
         caller = await self.auth.caller(header(scope, b"authorization"))
