@@ -1,4 +1,4 @@
-"""Run the app under uvicorn (uvloop + httptools); the factory loads config from GATEWAY_ROOT.
+"""Run the app under uvicorn (uvloop, our own httptools protocol); the factory loads config from GATEWAY_ROOT.
 
 With REDIS_URL unset, `gateway serve` starts the embedded redis-server first and hands its socket to
 the workers through REDIS_URL, so every worker (and every host) shares state only through Redis.
@@ -49,7 +49,8 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     n = workers or s.workers
     try:
         uvicorn.run("gateway.server:create_app", factory=True, host=host or s.host, port=port or s.port,
-                    workers=n if n > 1 else None, loop="uvloop", http="httptools", lifespan="on",
+                    workers=n if n > 1 else None, loop="uvloop", lifespan="on",
+                    http="gateway.http_protocol:HttpProtocol",  # ours: cheaper per request than uvicorn's
                     access_log=False, log_level=s.log_level, timeout_keep_alive=30,
                     proxy_headers=False, server_header=False)
     finally:

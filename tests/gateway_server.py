@@ -1,4 +1,4 @@
-"""Run the real gateway app under uvicorn on a loopback port, in a background thread."""
+"""Run the real gateway app on a loopback port in a background thread: uvicorn with our HTTP protocol, as `gateway serve` runs it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import uvicorn
 
 from gateway.app import GatewayApp
 from gateway.config import load_config
+from gateway.http_protocol import HttpProtocol
 from gateway.money import usd_to_nano
 from gateway.store.accounts import Accounts
 from gateway.store.connection import async_client
@@ -39,7 +40,7 @@ class GatewayServer:
         self.app = GatewayApp(self.config)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
+        cfg = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="asyncio", http=HttpProtocol,
                              lifespan="on", log_level="warning", access_log=False)
         self._server = uvicorn.Server(cfg)
         self._thread = threading.Thread(target=self._server.run, name=f"gateway-{self.port}", daemon=True)
@@ -54,7 +55,7 @@ class GatewayServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> "GatewayServer":
+    def __enter__(self) -> GatewayServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -75,7 +76,7 @@ class Customer:
     secret: str
 
 
-def accounts_call(server: "GatewayServer", fn: Callable[[Accounts], Awaitable[T]]) -> T:
+def accounts_call(server: GatewayServer, fn: Callable[[Accounts], Awaitable[T]]) -> T:
     """Run one service call against the server's Redis from the test thread (own client, own loop)."""
     s = server.config.settings
 
@@ -89,7 +90,7 @@ def accounts_call(server: "GatewayServer", fn: Callable[[Accounts], Awaitable[T]
     return asyncio.run(go())
 
 
-def make_customer(server: "GatewayServer", usd: str = "10", **key_options: Any) -> Customer:
+def make_customer(server: GatewayServer, usd: str = "10", **key_options: Any) -> Customer:
     async def create(acc: Accounts) -> Customer:
         account = await acc.create_account(f"{secrets.token_hex(5)}@example.com")
         if Decimal(usd) > 0:

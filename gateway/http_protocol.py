@@ -1,0 +1,491 @@
+"""The gateway's own HTTP/1.1 server protocol (httptools), run by uvicorn in place of its own.
+
+uvicorn keeps what it does well — sockets, workers, signals, lifespan, graceful shutdown, the Date header
+ticker — and hands each connection to this protocol (`http="gateway.http_protocol:HttpProtocol"`). On the
+hot path uvicorn's protocol was the largest single item of the profile (issue 6); this one does the same
+job with less per request: one write per response (head and body together), no asyncio.Event and no timer
+handle per request (idle keep-alive connections are closed by one sweep per second), a plain dict scope.
+
+ASGI 3 HTTP: request bodies streamed with back-pressure, `http.disconnect` on a lost client, chunked
+responses when no Content-Length is given, HEAD, `Expect: 100-continue`, pipelined requests answered in
+order, HTTP/1.0 close semantics. No WebSocket (the gateway serves none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import weakref
+from collections import deque
+from http import HTTPStatus
+from typing import Any, ClassVar
+from urllib.parse import unquote
+
+import httptools
+
+from gateway.errors import InternalError, error_body
+
+log = logging.getLogger("gateway.http")
+
+MAX_HEAD_BYTES = 64 * 1024        # request line + headers; more → 431 and close
+BODY_HIGH_WATER = 256 * 1024      # buffered, unread request body before we stop reading the socket
+SWEEP_SECONDS = 1.0
+
+ASGI = {"version": "3.0", "spec_version": "2.3"}
+_BAD_VALUE = re.compile(b"[\x00\r\n]")   # a header value that would split the response
+
+
+def _status_line(code: int) -> bytes:
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {code} {phrase}\r\n".encode()
+
+
+STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
+
+
+class _DefaultHeaders:
+    """uvicorn refreshes `server_state.default_headers` (the Date header) once a second; encode it once
+    per refresh for every connection."""
+
+    source: object = None
+    encoded: bytes = b""
+
+    @classmethod
+    def get(cls, headers: list[tuple[bytes, bytes]]) -> bytes:
+        if headers is not cls.source:
+            cls.encoded = b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+            cls.source = headers
+        return cls.encoded
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection. Construction signature is uvicorn's (config, server_state, app_state)."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not config.loaded:
+            config.load()
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.server_state = server_state
+        self.app_state = app_state
+        self.keep_alive_timeout = float(config.timeout_keep_alive)
+        self.root_path: str = config.root_path
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.current: Exchange | None = None     # the request the app is answering
+        self.parsing: Exchange | None = None     # the request whose body is being parsed
+        self.waiting: deque[Exchange] = deque()  # pipelined requests, parsed, not started
+        self.idle_since: float | None = None
+        self.write_paused = False
+        self.drain: asyncio.Future[None] | None = None
+        self.reading_paused = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._continue = False
+
+    # -- connection --------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
+        self.server_state.connections.add(self)
+        self.server = _addr(transport.get_extra_info("sockname"))
+        self.client = _addr(transport.get_extra_info("peername"))
+        self.idle_since = self.loop.time()
+        _Sweeper.watch(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        self.waiting.clear()
+        for ex in (self.current, self.parsing):
+            if ex is not None:
+                ex.lost()
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_result(None)
+        self.parser = None  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.idle_since = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # no protocol switching here: the request is answered as plain HTTP, then the connection closes
+        except httptools.HttpParserError as exc:
+            status = 431 if isinstance(exc, _HeadTooLarge) or self._head_bytes > MAX_HEAD_BYTES else 400
+            self._refuse(status, "request header too large" if status == 431 else "invalid HTTP request")
+
+    def eof_received(self) -> bool | None:
+        return None  # half-close closes the connection; an answer in flight is dropped with it
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_result(None)
+        self.drain = None
+
+    def shutdown(self) -> None:
+        """Graceful shutdown (uvicorn): close now if idle, else after the answer in flight."""
+        if self.current is None or self.current.complete:
+            self.transport.close()  # type: ignore[union-attr]
+        else:
+            self.current.keep_alive = False
+            self.waiting.clear()
+
+    def _refuse(self, status: int, message: str) -> None:
+        if self.current is not None and not self.current.complete:
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        body = error_body(status, message)
+        self.transport.write(STATUS_LINES[status] + b"content-type: application/json\r\ncontent-length: "  # type: ignore[union-attr]
+                             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+        self.transport.close()  # type: ignore[union-attr]
+
+    # -- httptools callbacks -----------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge()
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._continue = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        url = self._url
+        raw_path, _, query = url.partition(b"?")
+        if b"#" in query:
+            query = query.partition(b"#")[0]
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        version = parser.get_http_version()
+        scope: dict[str, Any] = {
+            "type": "http", "asgi": ASGI, "http_version": version, "method": parser.get_method().decode("ascii"),
+            "scheme": "http", "path": self.root_path + path if self.root_path else path,
+            "raw_path": raw_path, "query_string": query, "root_path": self.root_path,
+            "headers": self._headers, "server": self.server, "client": self.client,
+        }
+        if self.app_state:
+            scope["state"] = self.app_state.copy()
+        keep_alive = version != "1.0" and parser.should_keep_alive() and not parser.should_upgrade()
+        ex = Exchange(self, scope, keep_alive, self._continue)
+        self.parsing = ex
+        if self.current is None:
+            self._start(ex)
+        else:  # pipelined: answered after the one in flight; stop reading until then
+            self.waiting.append(ex)
+            self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is None or ex.complete or ex.disconnected:
+            return
+        ex.body.append(body)
+        ex.buffered += len(body)
+        if ex.buffered > BODY_HIGH_WATER:
+            self._pause_reading()
+        ex.wake()
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        self.parsing = None
+        if ex is not None:
+            ex.more_body = False
+            ex.wake()
+
+    # -- request lifecycle ---------------------------------------------------------------------------------
+
+    def _start(self, ex: Exchange) -> None:
+        self.current = ex
+        task = self.loop.create_task(ex.run(self.app))
+        tasks = self.server_state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _finished(self, ex: Exchange) -> None:
+        """The answer to `ex` is fully written."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not ex.keep_alive or ex.more_body:  # an answer before the whole body came: don't read the rest
+            transport.close()
+            return
+        self.server_state.total_requests += 1
+        self.current = None
+        if self.waiting:
+            self._start(self.waiting.popleft())
+        else:
+            self.idle_since = self.loop.time()
+        self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.waiting:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    async def _drained(self) -> None:
+        if self.drain is None:
+            self.drain = self.loop.create_future()
+        await self.drain
+
+
+class _HeadTooLarge(httptools.HttpParserError):
+    pass
+
+
+class Exchange:
+    """One request and its answer: the ASGI receive/send pair."""
+
+    __slots__ = (
+        "body",
+        "buffered",
+        "chunked",
+        "complete",
+        "disconnected",
+        "expect_continue",
+        "handed_all",
+        "head",
+        "head_only",
+        "keep_alive",
+        "more_body",
+        "proto",
+        "remaining",
+        "scope",
+        "started",
+        "waiter",
+    )
+
+    def __init__(self, proto: HttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
+        self.proto = proto
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.more_body = True
+        self.waiter: asyncio.Future[None] | None = None
+        self.handed_all = False             # the last body message went to the app
+        self.disconnected = False
+        self.started = False
+        self.complete = False
+        self.head: bytes | None = None      # status line + headers, written with the first body bytes
+        self.chunked = False
+        self.head_only = scope["method"] == "HEAD"
+        self.remaining = -1                 # Content-Length still owed, -1 when none was declared
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def lost(self) -> None:
+        self.disconnected = True
+        self.wake()
+
+    async def run(self, app: Any) -> None:
+        transport = self.proto.transport
+        try:
+            await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            if not self.complete and transport is not None:
+                transport.close()
+            raise
+        except Exception as exc:
+            log.error("unhandled error in the application", exc_info=exc)
+            if self.started or self.disconnected:
+                if not self.complete and transport is not None:
+                    transport.close()
+                return
+            self.keep_alive = False
+            body = InternalError("internal error").body()
+            await self.send({"type": "http.response.start", "status": 500,
+                             "headers": [(b"content-type", b"application/json"),
+                                         (b"content-length", str(len(body)).encode())]})
+            await self.send({"type": "http.response.body", "body": body})
+        else:
+            if not self.complete and not self.disconnected and transport is not None:
+                log.error("the application returned without completing its answer")
+                transport.close()
+
+    # -- ASGI receive ------------------------------------------------------------------------------------
+
+    async def receive(self) -> dict[str, Any]:
+        proto = self.proto
+        if self.expect_continue and not self.started:
+            self.expect_continue = False
+            if proto.transport is not None and not proto.transport.is_closing():
+                proto.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while True:
+            if self.disconnected or self.complete:
+                return {"type": "http.disconnect"}
+            if self.body or (not self.more_body and not self.handed_all):
+                chunks = self.body
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.body = []
+                self.buffered = 0
+                more = self.more_body
+                if more:
+                    proto._resume_reading()
+                else:
+                    self.handed_all = True
+                return {"type": "http.request", "body": data, "more_body": more}
+            # nothing to hand over: wait for more body, or (body all read) for the end of the exchange
+            if self.more_body:
+                proto._resume_reading()
+            self.waiter = proto.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    # -- ASGI send -------------------------------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        proto = self.proto
+        if proto.write_paused and not self.disconnected:
+            await proto._drained()
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected 'http.response.start', got {kind!r}")
+            self._start_response(message["status"], message.get("headers") or ())
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"expected 'http.response.body', got {kind!r}")
+        if self.complete:
+            raise RuntimeError("the response is already complete")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        head, self.head = self.head, None
+        if self.head_only:
+            out = b""
+        elif self.chunked:
+            out = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            if not more:
+                out += b"0\r\n\r\n"
+        else:
+            out = body
+            if self.remaining >= 0:
+                self.remaining -= len(body)
+                if self.remaining < 0:
+                    raise RuntimeError("response body longer than its Content-Length")
+        if head is not None:
+            out = head + out
+        transport = proto.transport
+        if out and transport is not None:
+            transport.write(out)
+        if not more:
+            if self.remaining > 0 and not self.head_only:
+                raise RuntimeError("response body shorter than its Content-Length")
+            self.complete = True
+            self.wake()
+            proto._finished(self)
+
+    def _start_response(self, status: int, headers: Any) -> None:
+        parts = [STATUS_LINES.get(status) or _status_line(status),
+                 _DefaultHeaders.get(self.proto.server_state.default_headers)]
+        length = -1
+        for name, value in headers:
+            if _BAD_VALUE.search(name) or _BAD_VALUE.search(value):
+                raise RuntimeError("invalid character in a response header")
+            lname = name.lower()
+            if lname == b"content-length":
+                length = int(value)
+            elif lname == b"connection" and value.lower() == b"close":
+                self.keep_alive = False
+            elif lname == b"transfer-encoding":
+                continue  # framing is ours to choose
+            parts.append(name + b": " + value + b"\r\n")
+        if length >= 0:
+            self.remaining = length
+        elif status in (204, 304) or status < 200 or self.head_only:
+            self.remaining = 0 if not self.head_only else -1
+        elif self.scope["http_version"] == "1.1":
+            self.chunked = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+        else:  # an HTTP/1.0 client without a length: the end of the connection ends the body
+            self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        self.started = True
+        self.expect_continue = False
+        self.head = b"".join(parts)
+        # The head goes out with the first body bytes (one write); an app that waits before its first
+        # body message still has its head sent by the end of this loop iteration.
+        self.proto.loop.call_soon(self._flush_head)
+
+    def _flush_head(self) -> None:
+        head, self.head = self.head, None
+        transport = self.proto.transport
+        if head is not None and transport is not None and not self.disconnected:
+            transport.write(head)
+
+
+class _Sweeper:
+    """Closes keep-alive connections idle for longer than their timeout: one timer per event loop and
+    second, instead of one timer handle armed and cancelled per request."""
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.conns: weakref.WeakSet[HttpProtocol] = weakref.WeakSet()
+        self.handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def watch(cls, proto: HttpProtocol) -> None:
+        sweeper = cls._by_loop.get(proto.loop)
+        if sweeper is None:
+            sweeper = cls._by_loop[proto.loop] = cls(proto.loop)
+        sweeper.conns.add(proto)
+        if sweeper.handle is None:
+            sweeper.handle = proto.loop.call_later(SWEEP_SECONDS, sweeper.sweep)
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for proto in list(self.conns):
+            t = proto.transport
+            if t is None or t.is_closing():
+                self.conns.discard(proto)
+            elif proto.idle_since is not None and now - proto.idle_since >= proto.keep_alive_timeout:
+                t.close()
+                self.conns.discard(proto)
+        self.handle = self.loop.call_later(SWEEP_SECONDS, self.sweep) if self.conns else None
+
+
+def _addr(info: Any) -> tuple[str, int] | None:
+    if isinstance(info, tuple) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    return None

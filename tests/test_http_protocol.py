@@ -1,0 +1,331 @@
+"""The gateway's own HTTP/1.1 server protocol, under uvicorn, spoken to over raw sockets and httpx.
+
+What a client (or a misbehaving one) does on the wire: keep-alive, pipelining, chunked uploads, streamed
+answers, HEAD, Expect: 100-continue, HTTP/1.0, malformed and oversized heads, disconnects, a crashing app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.http_protocol import MAX_HEAD_BYTES, HttpProtocol
+from tests.gateway_server import free_port
+
+disconnects: list[str] = []
+disconnected = threading.Event()
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    path = scope["path"]
+    if path == "/echo":  # the whole body back, with what the app saw of the request
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        doc = {"method": scope["method"], "path": path, "query": scope["query_string"].decode(),
+               "len": len(body), "body": body.decode("latin-1")[:100],
+               "headers": {k.decode(): v.decode() for k, v in scope["headers"]}}
+        await _json(send, 200, doc)
+    elif path == "/stream":  # no Content-Length: chunked framing, pieces sent with pauses between them
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for i in range(5):
+            await send({"type": "http.response.body", "body": f"piece {i}\n".encode(), "more_body": True})
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/big":
+        size = int(scope["query_string"].decode() or "0")
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(size).encode())]})
+        chunk = b"x" * 65536
+        sent = 0
+        while sent < size:
+            part = chunk[: min(65536, size - sent)]
+            sent += len(part)
+            await send({"type": "http.response.body", "body": part, "more_body": sent < size})
+    elif path == "/wait-disconnect":
+        await receive()  # the (empty) body
+        m = await receive()
+        disconnects.append(m["type"])
+        disconnected.set()
+    elif path == "/crash":
+        raise ValueError("boom")
+    elif path == "/early":  # answers without reading the body
+        await _json(send, 413, {"error": "too big"})
+    elif path == "/bad-header":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-evil", b"a\r\nset-cookie: x=1")]})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/slow-head":  # head first, body later: the head must reach the client on its own
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+        await asyncio.sleep(0.3)
+        await send({"type": "http.response.body", "body": b"done"})
+    else:
+        await _json(send, 200, {"path": path})
+
+
+async def _json(send: Any, status: int, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[tuple[str, int]]:
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=HttpProtocol, loop="asyncio", lifespan="on",
+                            log_level="critical", timeout_keep_alive=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.01)
+    yield ("127.0.0.1", port)
+    server.should_exit = True
+    thread.join(10)
+
+
+def connect(base: tuple[str, int]) -> socket.socket:
+    s = socket.create_connection(base, timeout=5)
+    return s
+
+
+def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, dict[str, str], bytes]:
+    """One response off the socket (Content-Length, chunked or close-delimited); leftovers stay in buf."""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed before a full head")
+        buf += data
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    buf[:] = rest
+    if status == 100:
+        return status, headers, b""
+    if "content-length" in headers:
+        n = int(headers["content-length"])
+        while len(buf) < n:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed mid-body")
+            buf += data
+        body = bytes(buf[:n])
+        del buf[:n]
+        return status, headers, body
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in buf:
+                buf += sock.recv(65536)
+            size_line, _, _ = bytes(buf).partition(b"\r\n")
+            size = int(size_line, 16)
+            need = len(size_line) + 2 + size + 2
+            while len(buf) < need:
+                buf += sock.recv(65536)
+            body += bytes(buf[len(size_line) + 2: len(size_line) + 2 + size])
+            del buf[:need]
+            if size == 0:
+                return status, headers, body
+    body = bytes(buf)
+    while data := sock.recv(65536):
+        body += data
+    buf.clear()
+    return status, headers, body
+
+
+def closed_by_server(sock: socket.socket, timeout: float = 3.0) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(base: tuple[str, int]) -> None:
+    with httpx.Client(base_url=f"http://{base[0]}:{base[1]}") as client:
+        for i in range(20):
+            r = client.post(f"/echo?i={i}", content=f"body {i}")
+            assert r.status_code == 200
+            assert r.json()["query"] == f"i={i}" and r.json()["body"] == f"body {i}"
+            assert "date" in r.headers
+    # one connection served all of them
+    sock = connect(base)
+    buf = bytearray()
+    for _ in range(3):
+        sock.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock, buf)[0] == 200
+    sock.close()
+
+
+def test_pipelined_requests_are_answered_in_order(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    reqs = b"".join(f"POST /echo?n={i} HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n{i:03d}".encode()
+                    for i in range(5))
+    sock.sendall(reqs)
+    buf = bytearray()
+    answers = [json.loads(read_response(sock, buf)[2]) for _ in range(5)]
+    assert [a["query"] for a in answers] == [f"n={i}" for i in range(5)]
+    assert [a["body"] for a in answers] == [f"{i:03d}" for i in range(5)]
+    sock.close()
+
+
+def test_chunked_upload_is_reassembled(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    time.sleep(0.05)
+    sock.sendall(b"6\r\n world\r\n0\r\n\r\n")
+    status, _, body = read_response(sock, bytearray())
+    assert status == 200 and json.loads(body)["body"] == "hello world"
+    sock.close()
+
+
+def test_large_upload_arrives_whole(base: tuple[str, int]) -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB: more than the read buffer's high-water mark
+    r = httpx.post(f"http://{base[0]}:{base[1]}/echo", content=payload)
+    assert r.status_code == 200 and r.json()["len"] == len(payload)
+
+
+def test_streamed_answer_is_chunked_and_arrives_in_pieces(base: tuple[str, int]) -> None:
+    with httpx.stream("GET", f"http://{base[0]}:{base[1]}/stream") as r:
+        assert r.headers["transfer-encoding"] == "chunked"
+        pieces = list(r.iter_text())
+    assert "".join(pieces) == "".join(f"piece {i}\n" for i in range(5))
+
+
+def test_large_answer_arrives_whole(base: tuple[str, int]) -> None:
+    r = httpx.get(f"http://{base[0]}:{base[1]}/big?{8 * 1024 * 1024 + 3}")
+    assert r.status_code == 200 and len(r.content) == 8 * 1024 * 1024 + 3
+
+
+def test_head_has_no_body_and_keeps_the_connection(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\nGET /after-head HTTP/1.1\r\nHost: t\r\n\r\n")
+    buf = bytearray()
+    sock.settimeout(5)
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length: 14" in head.lower()
+    buf[:] = rest
+    status, _, body = read_response(sock, buf)   # the next answer follows the head directly
+    assert status == 200 and json.loads(body) == {"path": "/after-head"}
+    sock.close()
+
+
+def test_expect_100_continue(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+    buf = bytearray()
+    status, _, _ = read_response(sock, buf)
+    assert status == 100
+    sock.sendall(b"ping")
+    status, _, body = read_response(sock, buf)
+    assert status == 200 and json.loads(body)["body"] == "ping"
+    sock.close()
+
+
+def test_http_1_0_gets_its_answer_and_a_close(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"GET /x HTTP/1.0\r\n\r\n")
+    status, headers, body = read_response(sock, bytearray())
+    assert status == 200 and headers.get("connection") == "close" and json.loads(body) == {"path": "/x"}
+    assert closed_by_server(sock)
+
+
+@pytest.mark.parametrize("raw", [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nHost t\r\n\r\n",
+                                 b"POST / HTTP/1.1\r\nContent-Length: nope\r\n\r\n"])
+def test_malformed_request_gets_400_in_the_seed_shape_and_a_close(base: tuple[str, int], raw: bytes) -> None:
+    sock = connect(base)
+    sock.sendall(raw)
+    status, headers, body = read_response(sock, bytearray())
+    assert status == 400 and headers["connection"] == "close"
+    assert json.loads(body) == {"statusCode": 400, "error": "Bad Request", "message": "invalid HTTP request"}
+    assert closed_by_server(sock)
+
+
+def test_oversized_head_gets_431(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 10) + b"\r\n\r\n")
+    status, _, body = read_response(sock, bytearray())
+    assert status == 431 and json.loads(body)["statusCode"] == 431
+    assert closed_by_server(sock)
+
+
+def test_client_that_goes_away_is_seen_by_the_app(base: tuple[str, int]) -> None:
+    disconnected.clear()
+    disconnects.clear()
+    sock = connect(base)
+    sock.sendall(b"GET /wait-disconnect HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(0.1)
+    assert not disconnected.is_set()
+    sock.close()
+    assert disconnected.wait(5)
+    assert disconnects == ["http.disconnect"]
+
+
+def test_crashing_app_gives_500_in_the_seed_shape(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"GET /crash HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, headers, body = read_response(sock, bytearray())
+    assert status == 500 and headers["connection"] == "close"
+    assert json.loads(body) == {"statusCode": 500, "error": "Internal Server Error", "message": "internal error"}
+    assert "boom" not in body.decode()
+
+
+def test_answer_before_the_body_closes_the_connection_instead_of_reading_it(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\nsome")
+    status, _, _ = read_response(sock, bytearray())
+    assert status == 413
+    assert closed_by_server(sock)
+
+
+def test_header_injection_from_the_app_is_refused(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"GET /bad-header HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, headers, _ = read_response(sock, bytearray())
+    assert status == 500 and "set-cookie" not in headers
+
+
+def test_head_is_sent_before_a_slow_body(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.settimeout(5)
+    t0 = time.monotonic()
+    sock.sendall(b"GET /slow-head HTTP/1.1\r\nHost: t\r\n\r\n")
+    first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200") and time.monotonic() - t0 < 0.25
+    buf = bytearray(first)
+    status, _, body = read_response(sock, buf)
+    assert status == 200 and body == b"done"
+    sock.close()
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_timeout(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert read_response(sock, bytearray())[0] == 200
+    t0 = time.monotonic()
+    assert closed_by_server(sock, timeout=5)
+    assert 0.9 <= time.monotonic() - t0 <= 3.5   # timeout 1 s, swept once a second
