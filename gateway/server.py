@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import uvicorn
@@ -47,6 +48,10 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
         log.info("using Redis at %s", _redact(s.redis_url))
     os.environ["GATEWAY_ROOT"] = config.root
     n = workers or s.workers
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again so the process dies of it;
+    # with the default action that would skip the `finally` below and leave the embedded redis-server
+    # running. Turn that last SIGTERM into a normal exit instead.
+    signal.signal(signal.SIGTERM, _exit_normally)
     try:
         uvicorn.run("gateway.server:create_app", factory=True, host=host or s.host, port=port or s.port,
                     workers=n if n > 1 else None, loop="uvloop", lifespan="on",
@@ -57,6 +62,10 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _exit_normally(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _redact(url: str) -> str:

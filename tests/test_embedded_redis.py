@@ -78,8 +78,8 @@ def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise AssertionError("gateway serve did not come up")
 
 
-def _stop(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGINT)
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> str:
+    proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:
@@ -115,18 +115,38 @@ def test_gateway_serve_without_redis_url_starts_embedded_redis(tmp_path: Path, f
         sdk = openai.OpenAI(base_url=base + "/v1", api_key=secret, max_retries=0)
         sdk.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=5)
         before = httpx.get(f"{base}/v1/balance", headers={"Authorization": f"Bearer {secret}"}).json()
+        redis_pid = _redis_pid(data)
     finally:
         log = _stop(proc)
     assert "started embedded Redis" in log
     assert secret not in log
+    assert not _alive(redis_pid), "Ctrl-C left the embedded redis-server running"
 
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_up(base, proc)
         after = httpx.get(f"{base}/v1/balance", headers={"Authorization": f"Bearer {secret}"}).json()
+        redis_pid = _redis_pid(data)
     finally:
-        _stop(proc)
+        _stop(proc, signal.SIGTERM)  # what systemd and docker send
     assert after == before and after["spend_total_usd"] > 0
+    assert proc.returncode == 0
+    assert not _alive(redis_pid), "SIGTERM left the embedded redis-server running"
+
+
+def _redis_pid(data: Path) -> int:
+    return int((data / "redis.pid").read_text().strip())
+
+
+def _alive(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_store_down_is_503_in_the_seed_shape_not_a_crash(tmp_path: Path, fakes) -> None:
