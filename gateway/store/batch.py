@@ -25,7 +25,7 @@ class ScriptBatcher:
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA of script `name`; its reply, or the Redis error raised."""
-        loop = asyncio.get_running_loop()
+        loop = self._client.loop()
         future: asyncio.Future[Any] = loop.create_future()
         command = ["EVALSHA", self._shas[name], len(keys), *keys, *args]
         self._packed.append(pack(command))

@@ -48,6 +48,7 @@ class _Protocol(asyncio.Protocol):
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -167,6 +168,14 @@ class RespClient:
             return
         proto.waiting.extend(futures)
         proto.transport.write(data)  # type: ignore[union-attr]
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the open connections belong to (the running one when none is open). Looked up
+        without asyncio.get_running_loop(), which costs a getpid() system call per call on 3.11."""
+        for proto in self._conns:
+            if proto is not None and not proto.lost:
+                return proto.loop
+        return asyncio.get_running_loop()
 
     async def pipeline(self, commands: list[list[Any]]) -> list[Any]:
         """Send the commands in one write; their replies in order (error replies as RespError values)."""
