@@ -4,6 +4,11 @@ Measured (issue 6): redis-py EVALSHA costs ~80 µs of CPU per call one by one an
 pipelined. Under load, admissions and settlements of concurrent requests pile up in the same loop
 iteration, so batching them costs no latency and most of the CPU. The batch goes out through the
 small RESP client (gateway.store.resp), which packs and parses without redis-py's per-command overhead.
+
+When nothing is in flight the call is written at once (Redis would otherwise sit idle until the end of
+the iteration), and a batch goes out as soon as it holds MAX_BATCH calls: Redis answers a batch only
+when it has run all of it, so smaller pieces let it work while we parse the rest of a wave. Measured at
+64 connections: delay 0, 6,000 → 9,100 req/s; delay 50 ms, 94 % → 96 % of direct, p99 60.9 → 59 ms.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import hashlib
 from typing import Any
 
 from gateway.store.resp import RespClient, RespError, pack
+
+MAX_BATCH = 16  # a wave of admissions goes out in pieces, so Redis answers the first while we parse the rest
+
 
 class ScriptBatcher:
     def __init__(self, client: RespClient, sources: dict[str, str]) -> None:
@@ -28,11 +36,17 @@ class ScriptBatcher:
         loop = self._client.loop()
         future: asyncio.Future[Any] = loop.create_future()
         command = ["EVALSHA", self._shas[name], len(keys), *keys, *args]
-        self._packed.append(pack(command))
-        self._futures.append(future)
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        if not self._packed and self._client.idle():
+            # nothing in flight: Redis would wait for us, so send now rather than at the end of the iteration
+            self._client.send_packed(pack(command), [future])
+        else:
+            self._packed.append(pack(command))
+            self._futures.append(future)
+            if len(self._packed) >= MAX_BATCH:
+                self._flush()
+            elif not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._flush)
         result = await future
         if isinstance(result, RespError):
             if str(result).startswith("NOSCRIPT"):  # a restarted or flushed Redis forgot it: load, go again
@@ -43,9 +57,11 @@ class ScriptBatcher:
         return result
 
     def _flush(self) -> None:
+        self._scheduled = False
+        if not self._packed:
+            return
         packed, futures = self._packed, self._futures
         self._packed, self._futures = [], []
-        self._scheduled = False
         self._client.send_packed(b"".join(packed) if len(packed) > 1 else packed[0], futures)
 
     async def close(self) -> None:

@@ -169,6 +169,11 @@ class RespClient:
         proto.waiting.extend(futures)
         proto.transport.write(data)  # type: ignore[union-attr]
 
+    def idle(self) -> bool:
+        """No reply outstanding on the connection the next send goes to."""
+        proto = self._conns[self._next]
+        return proto is not None and not proto.lost and not proto.waiting
+
     def loop(self) -> asyncio.AbstractEventLoop:
         """The loop the open connections belong to (the running one when none is open). Looked up
         without asyncio.get_running_loop(), which costs a getpid() system call per call on 3.11."""
