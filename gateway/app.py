@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import Awaitable, Callable
@@ -14,9 +15,19 @@ import orjson
 
 from gateway import __version__
 from gateway.admin_api import build_admin_app
-from gateway.asgi import ClientGone, Receive, Scope, Send, header, new_request_id, read_body, send_bytes, send_error
+from gateway.asgi import (
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    header,
+    new_request_id,
+    read_body,
+    send_bytes,
+    send_error,
+)
 from gateway.auth import Authenticator
-from gateway.billing import BillingGate, rate_headers
+from gateway.billing import Admitting, BillingGate, rate_headers
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NotFound, Unauthorized
 from gateway.pipeline import BODY_CHECKS, Outcome, Pipeline, count_images, parse_json_body
@@ -26,9 +37,8 @@ from gateway.store.accounts import Accounts, InvalidInput
 from gateway.store.connection import async_client
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Ledger
-from gateway.streaming import StreamFailed, StreamCall, estimate
-from gateway.upstream import UpstreamFailure
-from gateway.upstream import UpstreamPool
+from gateway.streaming import StreamCall, StreamFailed, estimate
+from gateway.upstream import UpstreamFailure, UpstreamPool
 from gateway.web import build_web_app
 
 log = logging.getLogger("gateway.app")
@@ -190,7 +200,7 @@ class GatewayApp:
 
     async def _proxied(self, endpoint: str, scope: Scope, receive: Receive, send: Send, request_id: str,
                        params: dict[str, str]) -> None:
-        """One paid call: auth → body → route → admit → forward → settle → answer."""
+        """One paid call: auth → body → route → admit (sent) → prepare upstream request → (admitted) → forward → settle → answer."""
         caller = await self.auth.caller(header(scope, b"authorization"))
         raw = await read_body(scope, receive, self._limit)
         body = parse_json_body(raw)
@@ -204,36 +214,44 @@ class GatewayApp:
             body["stream"] = False
             body.pop("stream_options", None)
             raw, streaming = orjson.dumps(body), False
-        ticket = await self.billing.admit(caller, decision, body, raw, request_id, ENDPOINTS[endpoint])
+        admitting = self.billing.admit(caller, decision, body, raw, request_id, ENDPOINTS[endpoint])
         if streaming:
-            await self._stream(endpoint, decision, body, raw, ticket, receive, send)
+            await self._stream(endpoint, decision, body, raw, request_id, admitting, receive, send)
             return
         outcome = Outcome()
         try:
-            reply = await self.pipeline.forward(decision, body, raw, request_id, outcome)
+            reply = await self.pipeline.forward(decision, body, raw, request_id, outcome, admitting.ticket)
             if endpoint == "image":
                 count_images(outcome)
         except GatewayError as err:
-            await self._settle_failure(ticket, outcome, err)
+            await self._settle_failure(admitting, outcome, err)
             raise
         except BaseException:
             outcome.status, outcome.error = 500, "internal error"
-            await self.billing.settle(ticket, outcome)
+            with contextlib.suppress(GatewayError):  # a refusal here changes nothing: the crash is the answer
+                await self._settle_failure(admitting, outcome, None)
             raise
+        ticket = await admitting.ticket()
         await self.billing.settle(ticket, outcome, len(raw), len(reply.body), image_size=str(body.get("size") or "*"),
                                   image_quality=str(body.get("quality") or "*"))
         extra = ((b"x-gateway-provider", outcome.provider.encode()),) + rate_headers(ticket.admission)
         await send_bytes(send, reply.status, reply.body, request_id, extra)
 
-    async def _stream(self, endpoint: str, decision: Any, body: dict[str, Any], raw: bytes, ticket: Any,
-                      receive: Receive, send: Send) -> None:
+    async def _stream(self, endpoint: str, decision: Any, body: dict[str, Any], raw: bytes, request_id: str,
+                      admitting: Admitting, receive: Receive, send: Send) -> None:
         """Relay an SSE stream; bill what the provider reports (or, if cut short, what was produced)."""
         outcome = Outcome()
         try:
-            call = await self.pipeline.open_stream(decision, body, raw, ticket.request_id, endpoint, outcome)
+            call = await self.pipeline.open_stream(decision, body, raw, request_id, endpoint, outcome, admitting.ticket)
         except GatewayError as err:  # nothing sent yet: the seed's error JSON, fallback already tried
-            await self._settle_failure(ticket, outcome, err)
+            await self._settle_failure(admitting, outcome, err)
             raise
+        except BaseException:
+            outcome.status, outcome.error = 500, "internal error"
+            with contextlib.suppress(GatewayError):  # a refusal here changes nothing: the crash is the answer
+                await self._settle_failure(admitting, outcome, None)
+            raise
+        ticket = await admitting.ticket()
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                    (b"x-request-id", ticket.request_id.encode()), (b"x-gateway-provider", call.provider.encode()),
                    *rate_headers(ticket.admission)]
@@ -267,12 +285,16 @@ class GatewayApp:
                     tail = call.framer.error(error) if error is not None else call.end()
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
 
-    async def _settle_failure(self, ticket: Any, outcome: Outcome, err: GatewayError) -> None:
-        """A call that ends in an error the client sees: recorded at no cost; the error carries the
-        key's rate-limit headers like a success would."""
-        outcome.status, outcome.error = err.status, err.message
+    async def _settle_failure(self, admitting: Admitting, outcome: Outcome, err: GatewayError | None) -> None:
+        """A call that ends in an error: recorded at no cost; a client-visible error carries the key's
+        rate-limit headers like a success would. An admission that was refused raises its refusal here
+        instead (nothing was reserved, and the refusal is what the client must see)."""
+        ticket = await admitting.ticket()
+        if err is not None:
+            outcome.status, outcome.error = err.status, err.message
         await self.billing.settle(ticket, outcome)
-        err.headers.update({k.decode(): v.decode() for k, v in rate_headers(ticket.admission)})
+        if err is not None:
+            err.headers.update({k.decode(): v.decode() for k, v in rate_headers(ticket.admission)})
 
     async def me(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
         caller = await self.auth.caller(header(scope, b"authorization"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,32 @@ def rate_headers(a: Admission) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(out)
 
 
+class Admitting:
+    """An admission on its way through Redis. `ticket()` waits for it once and then answers the same
+    (the ticket, or the refusal raised again), so every path of a request can ask."""
+
+    __slots__ = ("_error", "_pending", "_ticket")
+
+    def __init__(self, pending: Awaitable[Ticket]) -> None:
+        self._pending: Awaitable[Ticket] | None = pending
+        self._ticket: Ticket | None = None
+        self._error: BaseException | None = None
+
+    async def ticket(self) -> Ticket:
+        if self._ticket is not None:
+            return self._ticket
+        if self._error is not None:
+            raise self._error
+        pending, self._pending = self._pending, None
+        assert pending is not None
+        try:
+            self._ticket = await pending
+        except BaseException as exc:
+            self._error = exc
+            raise
+        return self._ticket
+
+
 class BillingGate:
     def __init__(self, ledger: Ledger, prices: PriceBook, settings: Settings) -> None:
         self._ledger = ledger
@@ -76,11 +103,17 @@ class BillingGate:
         return self._prices.max_cost(decision.model.name, len(raw), self.output_cap(decision, body),
                                      images=images if isinstance(images, int) else 1)
 
-    async def admit(self, caller: Caller, decision: RouteDecision, body: dict[str, Any], raw: bytes,
-                    request_id: str, endpoint: str) -> Ticket:
+    def admit(self, caller: Caller, decision: RouteDecision, body: dict[str, Any], raw: bytes,
+              request_id: str, endpoint: str) -> Admitting:
+        """Send the admission to Redis now; the request can be prepared while Redis answers."""
         reserve = self.reservation(decision, body, raw)
+        pending = self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)
+        return Admitting(self._ticket(pending, caller, request_id, decision, endpoint, reserve))
+
+    async def _ticket(self, pending: Awaitable[Admission], caller: Caller, request_id: str, decision: RouteDecision,
+                      endpoint: str, reserve: int) -> Ticket:
         try:
-            a = await self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)
+            a = await pending
         except STORE_ERRORS:
             log.exception("admission of %s failed: the store is unreachable", request_id)
             raise UpstreamUnavailable("billing is temporarily unavailable; nothing was charged, try again") from None

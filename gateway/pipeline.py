@@ -1,4 +1,4 @@
-"""The request path of a proxied call: parse → route → (admit) → translate → upstream → back → (settle).
+"""The request path of a proxied call: parse → route → (admit, in flight) → translate → (admitted) → upstream → back → (settle).
 
 Data flows one way: this module calls routing, translation and upstream; none of them calls back.
 Admission and settlement (the ledger) wrap the upstream attempt and see only its outcome.
@@ -20,8 +20,19 @@ from jinja2 import TemplateError
 from gateway.config.model import Config, Provider
 from gateway.errors import BadRequest, GatewayError, RateLimited, UpstreamUnavailable, error_for_status
 from gateway.routing import Plan, RouteDecision, Router
-from gateway.streaming import (ChatToResponses, ChatToText, Framer, MappedChat, PassthroughChat, PassthroughResponses,
-                               ResponsesToChat, Source, StreamCall, client_wants_usage, with_usage_requested)
+from gateway.streaming import (
+    ChatToResponses,
+    ChatToText,
+    Framer,
+    MappedChat,
+    PassthroughChat,
+    PassthroughResponses,
+    ResponsesToChat,
+    Source,
+    StreamCall,
+    client_wants_usage,
+    with_usage_requested,
+)
 from gateway.translate.operation import Operation, Wire
 from gateway.upstream import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.usage import Usage
@@ -173,14 +184,17 @@ class Pipeline:
                 "max_output_tokens": m.max_output_tokens or self._config.settings.default_max_output_tokens}
 
     async def forward(self, decision: RouteDecision, body: dict[str, Any], raw: bytes, request_id: str,
-                      outcome: Outcome) -> Reply:
-        """Try the candidates in order; raise a GatewayError the client may see, or return the reply."""
+                      outcome: Outcome, admitted: Callable[[], Awaitable[Any]]) -> Reply:
+        """Try the candidates in order; raise a GatewayError the client may see, or return the reply.
+        Each upstream request is prepared first and sent only once `admitted()` returns (the admission
+        runs in Redis meanwhile)."""
         variables = self.variables(decision, request_id)
 
         async def attempt(provider: Provider, plan: Plan) -> Reply:
             wire = self._wires[provider.wire]
             op = wire.operations[plan.operation]
             bodies, upstream_request = self.prepare(plan, op, body, raw, variables)
+            await admitted()
             reply = await self._pool.send(provider, upstream_request)
             self._check_status(provider, wire, reply, outcome)
             return self.translate_back(plan, op, provider, reply, bodies, variables, outcome)
@@ -188,7 +202,7 @@ class Pipeline:
         return await self._first_that_answers(decision, request_id, outcome, attempt)
 
     async def open_stream(self, decision: RouteDecision, body: dict[str, Any], raw: bytes, request_id: str,
-                          endpoint: str, outcome: Outcome) -> StreamCall:
+                          endpoint: str, outcome: Outcome, admitted: Callable[[], Awaitable[Any]]) -> StreamCall:
         """Start the stream on the first candidate that answers 200; before that, fall back like forward()."""
         variables = self.variables(decision, request_id)
 
@@ -203,6 +217,7 @@ class Pipeline:
                 inner = with_usage_requested(inner)
             with translation_errors():
                 upstream_request = op.build_request(inner, orjson.dumps(inner), variables)
+            await admitted()
             upstream = await self._pool.open_stream(provider, upstream_request)
             if upstream.status != 200:
                 reply = UpstreamReply(upstream.status, upstream.headers, await upstream.read_all())

@@ -124,6 +124,34 @@ def test_insufficient_balance_is_403_and_charges_nothing(gateway, fakes) -> None
     assert entry["status"] == 403 and entry["cost"] == 0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_request_the_provider_cannot_take_releases_its_reservation(gateway, fakes, stream: bool) -> None:
+    """The upstream request is prepared while Redis runs the admission: a request that cannot be
+    translated (Anthropic takes no n > 1) is admitted, then recorded as a 400 at no cost, and what it
+    reserved is released at once."""
+    c = make_customer(gateway, usd="2")
+    with pytest.raises(openai.BadRequestError) as exc:
+        sdk(gateway, c.secret).chat.completions.create(model=chat_model_for("anthropic"), n=2, messages=MSG,
+                                                       max_tokens=5, stream=stream)
+    assert "n > 1" in exc.value.response.json()["message"]
+    assert not fakes["anthropic"].requests
+    [entry] = history(gateway, c.account_id)
+    assert entry["status"] == 400 and entry["cost"] == 0 and "n > 1" in entry["error"]
+    a = account(gateway, c.account_id)
+    assert a.spent == 0 and a.reserved == 0
+
+
+def test_refused_admission_wins_over_a_request_the_provider_cannot_take(gateway, fakes) -> None:
+    c = make_customer(gateway, usd="0")
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        sdk(gateway, c.secret).chat.completions.create(model=chat_model_for("anthropic"), n=2, messages=MSG,
+                                                       max_tokens=5)
+    assert exc.value.response.json()["message"] == "insufficient balance: top up your account"
+    [entry] = history(gateway, c.account_id)
+    assert entry["status"] == 403 and entry["cost"] == 0
+    assert account(gateway, c.account_id).reserved == 0
+
+
 def test_monthly_limit_crossing(gateway, fakes) -> None:
     body = {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 10}
     raw = orjson.dumps(body)

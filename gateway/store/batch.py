@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable
 from typing import Any
 
 from gateway.store.resp import RespClient, RespError, pack
@@ -33,6 +34,11 @@ class ScriptBatcher:
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA of script `name`; its reply, or the Redis error raised."""
+        return await self.submit(name, keys, args)
+
+    def submit(self, name: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """Queue (or send) the call now; the returned awaitable gives its reply. Lets the caller work
+        while Redis runs the script. The awaitable must be awaited."""
         loop = self._client.loop()
         future: asyncio.Future[Any] = loop.create_future()
         command = ["EVALSHA", self._shas[name], len(keys), *keys, *args]
@@ -47,6 +53,9 @@ class ScriptBatcher:
             elif not self._scheduled:
                 self._scheduled = True
                 loop.call_soon(self._flush)
+        return self._reply(name, command, future)
+
+    async def _reply(self, name: str, command: list[Any], future: asyncio.Future[Any]) -> Any:
         result = await future
         if isinstance(result, RespError):
             if str(result).startswith("NOSCRIPT"):  # a restarted or flushed Redis forgot it: load, go again

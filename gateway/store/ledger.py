@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import orjson
 from redis.asyncio import Redis
@@ -42,6 +43,10 @@ class Admission:
     tpm_limit: int
     tpm_remaining: int
     reset_ms: int
+
+
+async def _admission(pending: Awaitable[list[int]]) -> Admission:
+    return Admission(*(int(x) for x in await pending))
 
 
 _DAY_MS = 86_400_000
@@ -82,15 +87,16 @@ class Ledger:
             self._key_cache[c] = keys
         return keys
 
-    async def admit(self, caller: Caller, request_id: str, model: str, endpoint: str, reserve: int,
-                    now_ms: int | None = None) -> Admission:
+    def admit(self, caller: Caller, request_id: str, model: str, endpoint: str, reserve: int,
+              now_ms: int | None = None) -> Awaitable[Admission]:
+        """Send the admission now; the returned awaitable (which must be awaited) gives Redis's answer."""
         now_ms = now_ms or int(time.time() * 1000)
         month, _ = month_and_day(now_ms)
-        r = await self._scripts.admit(
+        pending = self._scripts.admit(
             keys=self._keys(caller)[:6],
             args=[now_ms, request_id, caller.key_id, model, reserve, month, self._ttl, self._history_max, endpoint,
                   self._k.key_prefix(caller.account_id)])
-        return Admission(*(int(x) for x in r))
+        return _admission(pending)
 
     async def settle(self, caller: Caller, request_id: str, cost: int, tokens: int, reserved: bool,
                      fields: dict[str, str | int], now_ms: int | None = None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from importlib.resources import files
 from typing import Any
 
@@ -21,8 +22,9 @@ class Scripts:
     def __init__(self, client: Redis) -> None:
         self._batcher = ScriptBatcher(RespClient.like(client), {name: _source(name) for name in NAMES})
 
-    async def admit(self, keys: list[str], args: list[Any]) -> Any:
-        return await self._batcher.call("admit", keys, args)
+    def admit(self, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """Sent now, answered when awaited."""
+        return self._batcher.submit("admit", keys, args)
 
     async def settle(self, keys: list[str], args: list[Any]) -> Any:
         return await self._batcher.call("settle", keys, args)
