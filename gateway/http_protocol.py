@@ -31,6 +31,7 @@ log = logging.getLogger("gateway.http")
 MAX_HEAD_BYTES = 64 * 1024        # request line + headers; more → 431 and close
 BODY_HIGH_WATER = 256 * 1024      # buffered, unread request body before we stop reading the socket
 SWEEP_SECONDS = 1.0
+LINGER_SECONDS = 2.0              # after a last answer: how long to read (and drop) what the client still sends
 
 ASGI = {"version": "3.0", "spec_version": "2.3"}
 _BAD_VALUE = re.compile(b"[\x00\r\n]")   # a header value that would split the response
@@ -86,6 +87,7 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         self.drain: asyncio.Future[None] | None = None
         self.reading_paused = False
+        self.lingering = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
@@ -112,6 +114,8 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         self.idle_since = None
         try:
             self.parser.feed_data(data)
@@ -148,7 +152,24 @@ class HttpProtocol(asyncio.Protocol):
         body = error_body(status, message)
         self.transport.write(STATUS_LINES[status] + b"content-type: application/json\r\ncontent-length: "  # type: ignore[union-attr]
                              + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
-        self.transport.close()  # type: ignore[union-attr]
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after the last answer without losing it: closing a socket that still holds unread
+        request bytes makes the kernel send a reset, which can destroy the answer before the client
+        reads it. So: finish writing, send FIN, drop whatever still arrives, close on the client's FIN
+        or after LINGER_SECONDS."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        self.lingering = True
+        self.waiting.clear()
+        if t.can_write_eof():
+            t.write_eof()
+        if self.reading_paused:
+            self.reading_paused = False
+            t.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, t.close)
 
     # -- httptools callbacks -----------------------------------------------------------------------------
 
@@ -231,8 +252,8 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not ex.keep_alive or ex.more_body:  # an answer before the whole body came: don't read the rest
-            transport.close()
+        if not ex.keep_alive:
+            self._linger()
             return
         self.server_state.total_requests += 1
         self.current = None
@@ -427,6 +448,8 @@ class Exchange:
             elif lname == b"transfer-encoding":
                 continue  # framing is ours to choose
             parts.append(name + b": " + value + b"\r\n")
+        if self.more_body:  # answered before the whole request body came: the rest is not read; close after
+            self.keep_alive = False
         if length >= 0:
             self.remaining = length
         elif status in (204, 304) or status < 200 or self.head_only:

@@ -297,9 +297,25 @@ def test_crashing_app_gives_500_in_the_seed_shape(base: tuple[str, int]) -> None
 def test_answer_before_the_body_closes_the_connection_instead_of_reading_it(base: tuple[str, int]) -> None:
     sock = connect(base)
     sock.sendall(b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\nsome")
-    status, _, _ = read_response(sock, bytearray())
-    assert status == 413
+    status, headers, _ = read_response(sock, bytearray())
+    assert status == 413 and headers["connection"] == "close"  # the client must not reuse it
     assert closed_by_server(sock)
+
+
+def test_early_answer_survives_the_client_still_sending(base: tuple[str, int]) -> None:
+    """A client that keeps writing its body after the answer must still read the whole answer (no
+    reset from the server's side), and learn that the connection ends."""
+    sock = connect(base)
+    sock.sendall(b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 3000000\r\n\r\n")
+    time.sleep(0.1)  # the answer is out before the body comes
+    sock.settimeout(5)
+    try:
+        for _ in range(30):
+            sock.sendall(b"x" * 100_000)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    status, headers, body = read_response(sock, bytearray())
+    assert status == 413 and headers["connection"] == "close" and json.loads(body) == {"error": "too big"}
 
 
 def test_header_injection_from_the_app_is_refused(base: tuple[str, int]) -> None:
