@@ -8,7 +8,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
@@ -27,10 +27,10 @@ from gateway.asgi import (
     send_error,
 )
 from gateway.auth import Authenticator
-from gateway.billing import Admitting, BillingGate, rate_headers
+from gateway.billing import Admitting, BillingGate, Ticket, rate_headers
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NotFound, Unauthorized
-from gateway.pipeline import BODY_CHECKS, Outcome, Pipeline, count_images, parse_json_body
+from gateway.pipeline import BODY_CHECKS, Outcome, Pipeline, Reply, count_images, parse_json_body
 from gateway.pricing import PriceBook
 from gateway.routing import ENDPOINT_OF_KIND, ENDPOINTS, Router
 from gateway.store.accounts import Accounts, InvalidInput
@@ -43,6 +43,7 @@ from gateway.web import build_web_app
 
 log = logging.getLogger("gateway.app")
 
+T = TypeVar("T")
 Handler = Callable[[Scope, Receive, Send, str, dict[str, str]], Awaitable[None]]
 
 
@@ -219,19 +220,9 @@ class GatewayApp:
             await self._stream(endpoint, decision, body, raw, request_id, admitting, receive, send)
             return
         outcome = Outcome()
-        try:
-            reply = await self.pipeline.forward(decision, body, raw, request_id, outcome, admitting.ticket)
-            if endpoint == "image":
-                count_images(outcome)
-        except GatewayError as err:
-            await self._settle_failure(admitting, outcome, err)
-            raise
-        except BaseException:
-            outcome.status, outcome.error = 500, "internal error"
-            with contextlib.suppress(GatewayError):  # a refusal here changes nothing: the crash is the answer
-                await self._settle_failure(admitting, outcome, None)
-            raise
-        ticket = await admitting.ticket()
+        call = self.pipeline.forward(decision, body, raw, request_id, outcome, admitting.ticket)
+        reply, ticket = await self._answered(admitting, outcome, with_image_count(call, outcome) if endpoint == "image"
+                                             else call)
         await self.billing.settle(ticket, outcome, len(raw), len(reply.body), image_size=str(body.get("size") or "*"),
                                   image_quality=str(body.get("quality") or "*"))
         extra = ((b"x-gateway-provider", outcome.provider.encode()),) + rate_headers(ticket.admission)
@@ -241,17 +232,9 @@ class GatewayApp:
                       admitting: Admitting, receive: Receive, send: Send) -> None:
         """Relay an SSE stream; bill what the provider reports (or, if cut short, what was produced)."""
         outcome = Outcome()
-        try:
-            call = await self.pipeline.open_stream(decision, body, raw, request_id, endpoint, outcome, admitting.ticket)
-        except GatewayError as err:  # nothing sent yet: the seed's error JSON, fallback already tried
-            await self._settle_failure(admitting, outcome, err)
-            raise
-        except BaseException:
-            outcome.status, outcome.error = 500, "internal error"
-            with contextlib.suppress(GatewayError):  # a refusal here changes nothing: the crash is the answer
-                await self._settle_failure(admitting, outcome, None)
-            raise
-        ticket = await admitting.ticket()
+        # a failure before the first byte is answered with the seed's error JSON (fallback already tried)
+        call, ticket = await self._answered(admitting, outcome, self.pipeline.open_stream(
+            decision, body, raw, request_id, endpoint, outcome, admitting.ticket))
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                    (b"x-request-id", ticket.request_id.encode()), (b"x-gateway-provider", call.provider.encode()),
                    *rate_headers(ticket.admission)]
@@ -284,6 +267,21 @@ class GatewayApp:
                 if not cut:
                     tail = call.framer.error(error) if error is not None else call.end()
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _answered(self, admitting: Admitting, outcome: Outcome, call: Awaitable[T]) -> tuple[T, Ticket]:
+        """Await the upstream part of a paid call and its admission. A failure is recorded at no cost
+        and raised again (a refused admission raises its refusal instead)."""
+        try:
+            result = await call
+        except GatewayError as err:
+            await self._settle_failure(admitting, outcome, err)
+            raise
+        except BaseException:
+            outcome.status, outcome.error = 500, "internal error"
+            with contextlib.suppress(GatewayError):  # a refusal here changes nothing: the crash is the answer
+                await self._settle_failure(admitting, outcome, None)
+            raise
+        return result, await admitting.ticket()
 
     async def _settle_failure(self, admitting: Admitting, outcome: Outcome, err: GatewayError | None) -> None:
         """A call that ends in an error: recorded at no cost; a client-visible error carries the key's
@@ -329,6 +327,12 @@ class GatewayApp:
         return {"id": model.name, "object": "model", "created": 0, "owned_by": model.owned_by,
                 "endpoint": ENDPOINT_OF_KIND.get(model.kind, ""), "kind": model.kind,
                 "context_window": model.context_window, "max_output_tokens": model.max_output_tokens}
+
+
+async def with_image_count(call: Awaitable[Reply], outcome: Outcome) -> Reply:
+    reply = await call
+    count_images(outcome)
+    return reply
 
 
 async def relay_stream(call: StreamCall, send: Send) -> str | None:
