@@ -116,7 +116,6 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return
-        self.idle_since = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -195,6 +194,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.idle_since = None  # a head trickling in for longer than the keep-alive timeout is swept too
         parser = self.parser
         url = self._url
         raw_path, _, query = url.partition(b"?")

@@ -345,3 +345,13 @@ def test_idle_keep_alive_connection_is_closed_after_the_timeout(base: tuple[str,
     t0 = time.monotonic()
     assert closed_by_server(sock, timeout=5)
     assert 0.9 <= time.monotonic() - t0 <= 3.5   # timeout 1 s, swept once a second
+
+
+def test_head_that_never_completes_is_closed_after_the_timeout(base: tuple[str, int]) -> None:
+    sock = connect(base)
+    sock.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n")  # and never the blank line
+    t0 = time.monotonic()
+    time.sleep(0.5)
+    sock.sendall(b"X-Slow: 1\r\n")                     # still trickling: no extension
+    assert closed_by_server(sock, timeout=5)
+    assert 0.9 <= time.monotonic() - t0 <= 3.5
