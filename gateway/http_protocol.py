@@ -252,10 +252,10 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        self.server_state.total_requests += 1  # uvicorn's --limit-max-requests counts these
         if not ex.keep_alive:
             self._linger()
             return
-        self.server_state.total_requests += 1
         self.current = None
         if self.waiting:
             self._start(self.waiting.popleft())
