@@ -5,7 +5,8 @@
     python3 bench/run.py soak [--requests 1000000] [--rate 200] [--out bench/RESULTS.md]
 
 Starts bench/fake_upstream.py (core 0), the gateway with one worker (core 1) on real Redis
-($BENCH_REDIS_URL, default redis://127.0.0.1:6379/0) under a random key prefix, creates an account and a
+($BENCH_REDIS_URL, default redis://127.0.0.1:6379/0; `--redis-url embedded` for the embedded redis-server on a
+unix socket that `gateway serve` runs without REDIS_URL) under a random key prefix, creates an account and a
 key, drives load with wrk (core 0), and appends a dated section to bench/RESULTS.md. Every gateway number
 is set beside the same figure for the fake upstream called directly in the same run.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import math
@@ -36,6 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -334,6 +337,30 @@ def run_wrk(
 # -- Redis: account, key, cleanup -------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def redis_for(url: str) -> Iterator[str]:
+    """`embedded`: the gateway's own embedded redis-server, as `gateway serve` runs it when REDIS_URL is
+    unset (unix socket, AOF), in a temporary folder, stopped and removed at the end. Anything else: as is."""
+    if url != "embedded":
+        yield url
+        return
+    from gateway.store.connection import EmbeddedRedis
+
+    folder = tempfile.mkdtemp(prefix="gateway-bench-redis-")
+    server = EmbeddedRedis(folder).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def redis_label(url: str, version: str) -> str:
+    if url.startswith("unix://"):
+        return f"{version} on a unix socket"
+    return f"{version} over TCP ({url.split('://', 1)[-1].split('@')[-1]})"
+
+
 def check_redis(url: str) -> str:
     import redis
 
@@ -343,7 +370,7 @@ def check_redis(url: str) -> str:
         raise BenchError(
             f"Redis at {url} is not reachable ({exc}); start one or set BENCH_REDIS_URL"
         ) from None
-    return str(info.get("redis_version", "?"))
+    return redis_label(url, str(info.get("redis_version", "?")))
 
 
 def local_redis_pid(url: str) -> int | None:
@@ -797,8 +824,8 @@ def machine_info(redis_version: str) -> dict[str, str]:
 
 def machine_line(m: dict[str, str]) -> str:
     return (
-        f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, wrk {m['wrk']}, Redis {m['redis']} "
-        f"on loopback; commit `{m['commit']}`; pinning (gateway core 1, fake + wrk core 0): {m['pinned']}."
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, wrk {m['wrk']}, Redis {m['redis']}"
+        f"; commit `{m['commit']}`; pinning (gateway core 1, fake + wrk core 0): {m['pinned']}."
     )
 
 
@@ -1048,11 +1075,16 @@ def cmd_load(args: argparse.Namespace) -> int:
     if unknown:
         raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d")
     ensure_wrk()
-    redis_version = check_redis(args.redis_url)
+    with redis_for(args.redis_url) as redis_url:
+        return load(args, redis_url, wanted)
+
+
+def load(args: argparse.Namespace, redis_url: str, wanted: set[str]) -> int:
+    redis_version = check_redis(redis_url)
     m = machine_info(redis_version)
     results: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
-    with Rig(args.redis_url, chunks=args.chunks) as rig:
+    with Rig(redis_url, chunks=args.chunks) as rig:
         print(
             f"fake upstream pid {rig.fake.pid} at {rig.fake_base}, gateway pid {rig.gateway.pid} at "  # type: ignore[union-attr]
             f"{rig.gw_base}, Redis prefix {rig.prefix}",
@@ -1073,7 +1105,12 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def cmd_soak(args: argparse.Namespace) -> int:
     ensure_wrk()
-    redis_version = check_redis(args.redis_url)
+    with redis_for(args.redis_url) as redis_url:
+        return soak(args, redis_url)
+
+
+def soak(args: argparse.Namespace, redis_url: str) -> int:
+    redis_version = check_redis(redis_url)
     m = machine_info(redis_version)
     mix = [w.strip() for w in args.mix.split(",") if w.strip()]
     if not mix or set(mix) - {"openai", "anthropic"}:
@@ -1085,7 +1122,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
         f"{limit / 60:.1f} min), {args.connections} conn, mix {','.join(mix)}, delay {args.delay_ms:g} ms",
         flush=True,
     )
-    with Rig(args.redis_url, delay_ms=args.delay_ms) as rig:
+    with Rig(redis_url, delay_ms=args.delay_ms) as rig:
         assert rig.gateway is not None
         for wire in mix:
             problem = preflight(rig.gw_base + "/v1/chat/completions", rig.bodies[wire], rig.key, "choices")
@@ -1243,7 +1280,9 @@ def build_parser() -> argparse.ArgumentParser:
         "of a core (default 0: measure at once; the *other CPU %%* column shows disturbance)",
     )
     ap.add_argument("--out", default=str(BENCH / "RESULTS.md"))
-    ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS),
+                    help="Redis for the gateway (default $BENCH_REDIS_URL or redis://127.0.0.1:6379/0); "
+                    "'embedded' runs the gateway's own embedded redis-server on a unix socket")
     sub = ap.add_subparsers(dest="command")
     soak = sub.add_parser("soak", help="memory soak: N paced requests, RSS sampled every few seconds")
     soak.add_argument("--requests", "--soak-requests", dest="requests", type=int, default=1_000_000)
@@ -1264,7 +1303,8 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--sample-every", type=float, default=5, help="RSS sampling period, seconds")
     soak.add_argument("--warmup", type=float, default=5, help="seconds of paced load before RSS start")
     soak.add_argument("--out", default=str(BENCH / "RESULTS.md"))
-    soak.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    soak.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS),
+                      help="as for the load scenarios ('embedded' included)")
     return ap
 
 
