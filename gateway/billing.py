@@ -43,6 +43,8 @@ class Ticket:
 
 def rate_headers(a: Admission) -> tuple[tuple[bytes, bytes], ...]:
     """OpenAI's x-ratelimit-* names, for the limits this key has."""
+    if not a.rpm_limit and not a.tpm_limit:
+        return ()
     out: list[tuple[bytes, bytes]] = []
     reset = f"{max(a.reset_ms, 1) / 1000:.3g}s".encode()
     if a.rpm_limit:

@@ -46,7 +46,7 @@ class Admission:
 
 
 async def _admission(pending: Awaitable[list[int]]) -> Admission:
-    return Admission(*(int(x) for x in await pending))
+    return Admission(*map(int, await pending))
 
 
 _DAY_MS = 86_400_000
