@@ -160,7 +160,8 @@ class BillingGate:
         if extra:
             fields.update(extra)
         try:
-            await self._ledger.settle(ticket.caller, ticket.request_id, cost, u.total_tokens, True, fields)
+            tpm_tokens = u.total_tokens if ticket.admission.tpm_limit else 0  # a key without a TPM limit keeps no window
+            await self._ledger.settle(ticket.caller, ticket.request_id, cost, tpm_tokens, True, fields)
         except STORE_ERRORS:
             # the answer exists and the provider will bill us for it: the client still gets it; the open
             # reservation is released by the sweep in admit.lua, so the call ends up uncharged (logged)

@@ -195,6 +195,20 @@ def test_rate_limit_429_with_headers(gateway, fakes) -> None:
     assert len(fakes["openai"].requests) == 2
 
 
+def test_limit_set_on_a_key_in_use_counts_from_then(gateway, fakes) -> None:
+    """A key without limits keeps no rate window; when the operator sets one, it counts from then on."""
+    c = make_customer(gateway, usd="5")
+    client = sdk(gateway, c.secret)
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=5)
+    accounts_call(gateway, lambda acc: acc.update_key_limits(c.key_id, rpm=2))
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG, max_tokens=5)
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    client.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=5)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=5)
+
+
 def test_tokens_per_minute_limit(gateway, fakes) -> None:
     c = make_customer(gateway, usd="5", tpm=1)
     client = sdk(gateway, c.secret)

@@ -44,9 +44,13 @@ local minute = math.floor(now / 60000)
 local reset_ms = 60000 - (now % 60000)
 local frac = (now % 60000) / 60000
 local rpm, tpm = tonumber(k[4]) or 0, tonumber(k[5]) or 0
-local rl_vals = redis.call('HMGET', rl, 'r:' .. minute, 'r:' .. (minute - 1), 't:' .. minute, 't:' .. (minute - 1))
-local req_used = math.floor((tonumber(rl_vals[2]) or 0) * (1 - frac)) + (tonumber(rl_vals[1]) or 0)
-local tok_used = math.floor((tonumber(rl_vals[4]) or 0) * (1 - frac)) + (tonumber(rl_vals[3]) or 0)
+-- windows are kept only for the limits a key has (most keys have none: no reads, no writes)
+local req_used, tok_used = 0, 0
+if rpm > 0 or tpm > 0 then
+  local rl_vals = redis.call('HMGET', rl, 'r:' .. minute, 'r:' .. (minute - 1), 't:' .. minute, 't:' .. (minute - 1))
+  req_used = math.floor((tonumber(rl_vals[2]) or 0) * (1 - frac)) + (tonumber(rl_vals[1]) or 0)
+  tok_used = math.floor((tonumber(rl_vals[4]) or 0) * (1 - frac)) + (tonumber(rl_vals[3]) or 0)
+end
 
 local function reject(code)
   local entry = cjson.encode({key = kid, model = model, endpoint = ARGV[9],
@@ -84,6 +88,8 @@ redis.call('HINCRBY', acct, 'reserved', reserve)
 redis.call('HINCRBY', key, 'mr:' .. month, reserve)
 redis.call('HSET', resv, rid, reserve .. '|' .. kid .. '|' .. month .. '|open')
 redis.call('ZADD', queue, now + tonumber(ARGV[7]), rid)
-redis.call('HINCRBY', rl, 'r:' .. minute, 1)
-redis.call('PEXPIRE', rl, 180000)
+if rpm > 0 then
+  redis.call('HINCRBY', rl, 'r:' .. minute, 1)
+  redis.call('PEXPIRE', rl, 180000)
+end
 return {0, rpm, math.max(rpm - req_used - 1, 0), tpm, math.max(tpm - tok_used, 0), reset_ms}

@@ -3,7 +3,7 @@
 --
 -- KEYS[1] account hash   KEYS[2] key hash   KEYS[3] reservations hash   KEYS[4] reservation queue
 -- KEYS[5] rate-limit hash of the key   KEYS[6] history stream   KEYS[7] daily counters hash
--- ARGV: 1 now_ms, 2 request id, 3 cost (nano-USD), 4 month, 5 day, 6 tokens (for TPM),
+-- ARGV: 1 now_ms, 2 request id, 3 cost (nano-USD), 4 month, 5 day, 6 tokens (for TPM; 0 for a key without one),
 --       7 history max len, 8 had a reservation ('1'/'0'), 9 the rest of the history entry (JSON object)
 -- Returns 1 when charged, 0 when this request was already settled.
 local acct, key, resv, queue, rl, hist, daily = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
