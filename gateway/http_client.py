@@ -150,7 +150,10 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.response is not None:
-            self.response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+            name = name.lower()
+            keep = self.pool.keep_headers
+            if keep is None or name in keep:
+                self.response.headers[name.decode("latin-1")] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         r = self.response
@@ -249,7 +252,11 @@ class _Connection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one origin (scheme://host:port)."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], max_idle: int = 256) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str], max_idle: int = 256,
+                 keep_headers: frozenset[bytes] | None = None) -> None:
+        """`keep_headers`: the (lower-case) answer headers the caller reads; the others are not decoded
+        (a provider sends ~20 per answer: rate limits, cookies, tracing)."""
+        self.keep_headers = keep_headers
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"unsupported URL scheme in {base_url!r}")

@@ -26,11 +26,7 @@ class UpstreamFailure(Exception):
         self.reason = reason
 
 
-_KEPT_HEADERS = ("retry-after", "content-type", "x-request-id", "request-id")
-
-
-def _kept(headers: dict[str, str]) -> dict[str, str]:
-    return {h: headers[h] for h in _KEPT_HEADERS if h in headers}
+KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"request-id"))  # what we read
 
 
 def _failure(provider: Provider, exc: HTTPError) -> UpstreamFailure:
@@ -45,7 +41,7 @@ class UpstreamStream:
     def __init__(self, provider: Provider, response: Response) -> None:
         self._provider = provider
         self.status = response.status
-        self.headers = _kept(response.headers)
+        self.headers = response.headers
         self._response = response
 
     async def read_all(self) -> bytes:
@@ -84,7 +80,7 @@ class UpstreamPool:
             headers.update(dict(p.headers))
             if p.api_key:
                 headers[p.auth_header] = f"{p.auth_prefix}{p.api_key}"
-            self._pools[name] = Pool(p.base_url, headers, max_idle=p.pool_size)
+            self._pools[name] = Pool(p.base_url, headers, max_idle=p.pool_size, keep_headers=KEPT_HEADERS)
 
     async def close(self) -> None:
         for pool in self._pools.values():
@@ -98,7 +94,7 @@ class UpstreamPool:
             body = await response.read()
         except HTTPError as exc:
             raise _failure(provider, exc) from None
-        return UpstreamReply(response.status, _kept(response.headers), body)
+        return UpstreamReply(response.status, response.headers, body)
 
     async def open_stream(self, provider: Provider, request: UpstreamRequest) -> UpstreamStream:
         """Send a streaming request and return once the status line and headers are in."""
