@@ -19,7 +19,17 @@ from gateway.store.accounts import TOKEN_RE
 from gateway.web.passwords import hash_password, verify_password
 from tests.gateway_server import GatewayServer
 from tests.support import REPO
-from tests.web_support import PAGES, PASSWORD, REDIS_URL, Cabinet, Stack, make_admin, new_email, web_stack
+from tests.web_support import (
+    PAGES,
+    PASSWORD,
+    REDIS_URL,
+    Cabinet,
+    Stack,
+    create_key,
+    make_admin,
+    new_email,
+    web_stack,
+)
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -36,15 +46,6 @@ def cabinet(stack: Stack) -> Iterator[Cabinet]:
         assert c.signup().status_code == 303
         yield c
 
-
-def create_key(c: Cabinet, name: str = "k", **fields: str) -> tuple[str, str]:
-    """(key id, secret) of a key made through the Keys page."""
-    nonce = re.search(r'name="nonce" value="([^"]+)"', c.get("/keys").text).group(1)  # type: ignore[union-attr]
-    resp = c.post("/keys", {"name": name, "nonce": nonce, **fields})
-    assert resp.status_code == 201, resp.text
-    secret = re.search(r'value="(bt_[^"]+)"', resp.text).group(1)  # type: ignore[union-attr]
-    kid = re.search(r'data-key-id="(key_[0-9a-f]+)"', resp.text).group(1)  # type: ignore[union-attr]
-    return kid, secret
 
 
 def test_every_page_and_form_needs_a_session(stack: Stack, cabinet: Cabinet) -> None:

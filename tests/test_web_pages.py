@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.web_support import Cabinet, Stack, make_admin, usd_of, web_stack
+from tests.web_support import Cabinet, Stack, create_key, make_admin, usd_of, web_stack
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -34,14 +34,6 @@ def admin(stack: Stack) -> Iterator[Cabinet]:
         yield c
 
 
-def new_key(c: Cabinet, name: str, **fields: str) -> tuple[str, str]:
-    nonce = re.search(r'name="nonce" value="([^"]+)"', c.get("/keys").text).group(1)  # type: ignore[union-attr]
-    resp = c.post("/keys", {"name": name, "nonce": nonce, **fields})
-    assert resp.status_code == 201, resp.text
-    secret = re.search(r'value="(bt_[^"]+)"', resp.text).group(1)  # type: ignore[union-attr]
-    kid = re.search(r'data-key-id="(key_[0-9a-f]+)"', resp.text).group(1)  # type: ignore[union-attr]
-    return kid, secret
-
 
 @pytest.fixture(scope="module")
 def busy(stack: Stack, admin: Cabinet) -> Iterator[dict[str, Any]]:
@@ -50,8 +42,8 @@ def busy(stack: Stack, admin: Cabinet) -> Iterator[dict[str, Any]]:
     assert c.signup().status_code == 303
     assert admin.post(f"/console/accounts/{c.account_id}/topup",
                       {"amount": "20", "currency": "USD", "reason": "test funds", "nonce": "busy-1"}).status_code == 303
-    k1, s1 = new_key(c, "alpha")
-    k2, s2 = new_key(c, "beta", models="claude-*")
+    k1, s1 = create_key(c, "alpha")
+    k2, s2 = create_key(c, "beta", models="claude-*")
     with httpx.Client(base_url=stack.base_url + "/v1", timeout=20) as api:
         for i in range(40):
             r = api.post("/chat/completions", headers={"Authorization": f"Bearer {s1}"},
@@ -133,7 +125,7 @@ def test_csv_cells_never_run_as_formulas(stack: Stack, admin: Cabinet) -> None:
         assert c.signup().status_code == 303
         admin.post(f"/console/accounts/{c.account_id}/topup", {"amount": "1", "currency": "USD", "reason": "test",
                                                                 "nonce": "f" + c.account_id})
-        _, secret = new_key(c, '=HYPERLINK("http://evil.example")')
+        _, secret = create_key(c, '=HYPERLINK("http://evil.example")')
         openai.OpenAI(base_url=stack.base_url + "/v1", api_key=secret, max_retries=0).chat.completions.create(
             model="gpt-4o-mini", messages=MSG)
         rows = list(csv.DictReader(io.StringIO(c.get("/history.csv").text)))
@@ -193,7 +185,7 @@ def test_console_accounts_topup_correction_block(stack: Stack, admin: Cabinet) -
         assert c.signup().status_code == 303
         aid = c.account_id
         email = re.search(r'class="login" title="[^"]+">([^<]+)<', c.get("/").text).group(1)  # type: ignore[union-attr]
-        kid, secret = new_key(c, "ops")
+        kid, secret = create_key(c, "ops")
         # search
         page = admin.get(f"/console?q={email[:6]}").text
         assert f'data-account="{aid}"' in page

@@ -115,6 +115,16 @@ class Cabinet:
         self.close()
 
 
+def create_key(c: Cabinet, name: str = "k", **fields: str) -> tuple[str, str]:
+    """(key id, secret) of a key made through the Keys page."""
+    nonce = re.search(r'name="nonce" value="([^"]+)"', c.get("/keys").text).group(1)  # type: ignore[union-attr]
+    resp = c.post("/keys", {"name": name, "nonce": nonce, **fields})
+    assert resp.status_code == 201, resp.text
+    secret = re.search(r'value="(bt_[^"]+)"', resp.text).group(1)  # type: ignore[union-attr]
+    kid = re.search(r'data-key-id="(key_[0-9a-f]+)"', resp.text).group(1)  # type: ignore[union-attr]
+    return kid, secret
+
+
 def usd_of(html: str, element_id: str) -> str:
     """The exact USD (data-usd) of the stat card with this id."""
     m = re.search(rf'id="{element_id}".*?data-usd="([^"]*)"', html, re.DOTALL)
