@@ -49,7 +49,7 @@ class ScriptBatcher:
             self._packed.append(pack(command))
             self._futures.append(future)
             if len(self._packed) >= MAX_BATCH:
-                self._flush()
+                self._send_pending()  # the flush already scheduled sends what comes after
             elif not self._scheduled:
                 self._scheduled = True
                 loop.call_soon(self._flush)
@@ -66,7 +66,11 @@ class ScriptBatcher:
         return result
 
     def _flush(self) -> None:
+        """End of the loop iteration: send what is queued."""
         self._scheduled = False
+        self._send_pending()
+
+    def _send_pending(self) -> None:
         if not self._packed:
             return
         packed, futures = self._packed, self._futures
