@@ -744,6 +744,12 @@ def f_num(v: float, digits: int = 2) -> str:
     return f"{v:,.{digits}f}"
 
 
+def wrk_cells(r: dict[str, Any]) -> list[str]:
+    """req/s, p50, p90, p99, non-2xx, socket errors, CPU ms/req: the columns every table shares."""
+    return [f_num(r["rps"], 0), f_num(r["p50"]), f_num(r["p90"]), f_num(r["p99"]), str(r["non2xx"]),
+            str(r["sock_errors"]), f_num(r["cpu_ms"], 3)]
+
+
 def ratio(g: float, d: float) -> str:
     if not d or math.isnan(g) or math.isnan(d):
         return "–"
@@ -950,13 +956,7 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
                             [
                                 title if first else "",
                                 side,
-                                f_num(x["rps"], 0),
-                                f_num(x["p50"]),
-                                f_num(x["p90"]),
-                                f_num(x["p99"]),
-                                str(x["non2xx"]),
-                                str(x["sock_errors"]),
-                                f_num(x["cpu_ms"], 3),
+                                *wrk_cells(x),
                                 f_num(x["rss"], 1),
                                 f_num(x["redis_cpu_ms"], 3),
                                 other_cell(x["other_cpu"]),
@@ -1228,13 +1228,7 @@ def soak(args: argparse.Namespace, redis_url: str) -> int:
             [
                 f"{res['requests']:,}",
                 f_num(res["seconds"], 0),
-                f_num(res["rps"], 0),
-                f_num(res["p50"]),
-                f_num(res["p90"]),
-                f_num(res["p99"]),
-                str(res["non2xx"]),
-                str(res["sock_errors"]),
-                f_num(res["cpu_ms"], 3),
+                *wrk_cells(res),
                 f_num(res["redis_cpu_ms"], 3),
                 other_cell(res["other_cpu"]),
                 f_num(rss_cold, 1),
