@@ -848,24 +848,11 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     def d(sid: str) -> dict[str, Any] | None:
         return (results.get(sid) or {}).get("direct")
 
-    if sid_ok := g("a0"):
-        rows.append(
-            [
-                "gateway CPU ≤ 0.5 ms/req, pass-through, delay 0",
-                "a · 64 conn · delay 0",
-                f"{sid_ok['cpu_ms']:.3f} ms",
-                verdict(sid_ok["cpu_ms"] <= 0.5),
-            ]
-        )
-    if r := g("c"):
-        rows.append(
-            [
-                "gateway CPU ≤ 0.8 ms/req, Anthropic translation",
-                "c · 64 conn · delay 0",
-                f"{r['cpu_ms']:.3f} ms",
-                verdict(r["cpu_ms"] <= 0.8),
-            ]
-        )
+    for sid, what, label, limit in (("a0", "pass-through, delay 0", "a · 64 conn · delay 0", 0.5),
+                                    ("c", "Anthropic translation", "c · 64 conn · delay 0", 0.8)):
+        if r := g(sid):
+            rows.append([f"gateway CPU ≤ {limit} ms/req, {what}", label, f"{r['cpu_ms']:.3f} ms",
+                         verdict(r["cpu_ms"] <= limit)])
     for sid, label in (("b50", "b · 1 conn · delay 50 ms"), ("b0", "b · 1 conn · delay 0")):
         if (r := g(sid)) and (dr := d(sid)):
             added = r["p50"] - dr["p50"]
