@@ -30,6 +30,11 @@ class EmbeddedRedis:
         self.url = f"unix://{self.socket}"
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's PID when this object started it."""
+        return self._proc.pid if self._proc is not None else None
+
     def _client(self, timeout: float) -> redis.Redis:
         # no retries: a socket that is gone (after SHUTDOWN, or stale) must answer "no" at once
         return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
