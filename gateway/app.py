@@ -104,6 +104,7 @@ class GatewayApp:
 
     async def startup(self) -> None:
         await self.redis.ping()
+        await self.ledger.connect()
         await self.pool.start()
         # Everything built so far (config, compiled templates, price book) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which would otherwise walk it again and
@@ -201,7 +202,8 @@ class GatewayApp:
 
     async def _proxied(self, endpoint: str, scope: Scope, receive: Receive, send: Send, request_id: str,
                        params: dict[str, str]) -> None:
-        """One paid call: auth → body → route → admit (sent) → prepare upstream request → (admitted) → forward → settle → answer."""
+        """One paid call: auth → body → route → admit (sent) → prepare upstream request → (admitted) → forward →
+        settle (sent) → answer → (settled)."""
         caller = await self.auth.caller(header(scope, b"authorization"))
         raw = await read_body(scope, receive, self._limit)
         body = parse_json_body(raw)
@@ -223,10 +225,15 @@ class GatewayApp:
         call = self.pipeline.forward(decision, body, raw, request_id, outcome, admitting.ticket)
         reply, ticket = await self._answered(admitting, outcome, with_image_count(call, outcome) if endpoint == "image"
                                              else call)
-        await self.billing.settle(ticket, outcome, len(raw), len(reply.body), image_size=str(body.get("size") or "*"),
-                                  image_quality=str(body.get("quality") or "*"))
-        extra = ((b"x-gateway-provider", outcome.provider.encode()),) + rate_headers(ticket.admission)
-        await send_bytes(send, reply.status, reply.body, request_id, extra)
+        # The settlement is written to Redis before the answer goes out, so whatever the client does next
+        # sees the charge; the answer does not wait for Redis's reply (one round trip off every call).
+        settling = self.billing.settle(ticket, outcome, len(raw), len(reply.body), image_size=str(body.get("size") or "*"),
+                                       image_quality=str(body.get("quality") or "*"))
+        try:
+            extra = ((b"x-gateway-provider", outcome.provider.encode()),) + rate_headers(ticket.admission)
+            await send_bytes(send, reply.status, reply.body, request_id, extra)
+        finally:
+            await settling
 
     async def _stream(self, endpoint: str, decision: Any, body: dict[str, Any], raw: bytes, request_id: str,
                       admitting: Admitting, receive: Receive, send: Send) -> None:
@@ -261,12 +268,13 @@ class GatewayApp:
             outcome.status = 200
             outcome.usage = source.usage if complete else estimate(len(raw), source.out_chars, source.usage)
             outcome.error = error or ("client disconnected mid-stream" if cut else "")
-            try:
-                await self.billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut else {})})
-            finally:
+            settling = self.billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut else {})})
+            try:  # as for a plain answer: the settlement is on the wire before the end of the stream
                 if not cut:
                     tail = call.framer.error(error) if error is not None else call.end()
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
+            finally:
+                await settling
 
     async def _answered(self, admitting: Admitting, outcome: Outcome, call: Awaitable[T]) -> tuple[T, Ticket]:
         """Await the upstream part of a paid call and its admission. A failure is recorded at no cost
@@ -337,7 +345,7 @@ async def with_image_count(call: Awaitable[Reply], outcome: Outcome) -> Reply:
 
 async def relay_stream(call: StreamCall, send: Send) -> str | None:
     """Send the stream's frames as they come; returns the error that ended it early, if any (the
-    closing frames or the error event are sent by the caller once the call is settled)."""
+    closing frames or the error event are sent by the caller once the settlement is on its way)."""
     try:
         async for data in call.frames():
             await send({"type": "http.response.body", "body": data, "more_body": True})

@@ -132,11 +132,16 @@ class BillingGate:
             raise Forbidden(message)
         return Ticket(caller, request_id, decision.model.name, endpoint, reserve, a)
 
-    async def settle(self, ticket: Ticket, outcome: Outcome, raw_len: int = 0, reply_len: int = 0,
-                     image_size: str = "*", image_quality: str = "*", extra: dict[str, str | int] | None = None) -> int:
-        """Charge a successful call its actual cost, a failed one nothing; record it either way."""
+    def settle(self, ticket: Ticket, outcome: Outcome, raw_len: int = 0, reply_len: int = 0,
+               image_size: str = "*", image_quality: str = "*", extra: dict[str, str | int] | None = None
+               ) -> Awaitable[int]:
+        """Charge a successful call its actual cost, a failed one nothing; record it either way.
+
+        The settlement is written to Redis before this returns, so the caller may answer its client
+        while Redis runs it: whatever anyone sends after the answer reaches Redis after the charge.
+        The awaitable (which must be awaited) gives the cost once Redis has confirmed it."""
         if ticket.settled:
-            return 0
+            return _no_charge()
         ticket.settled = True
         usage = outcome.usage
         cost = 0
@@ -159,12 +164,20 @@ class BillingGate:
             fields["error"] = outcome.error[:300]
         if extra:
             fields.update(extra)
-        try:
-            tpm_tokens = u.total_tokens if ticket.admission.tpm_limit else 0  # a key without a TPM limit keeps no window
-            await self._ledger.settle(ticket.caller, ticket.request_id, cost, tpm_tokens, True, fields)
-        except STORE_ERRORS:
-            # the answer exists and the provider will bill us for it: the client still gets it; the open
-            # reservation is released by the sweep in admit.lua, so the call ends up uncharged (logged)
-            log.error("settlement of %s failed (%d nano-USD uncharged): the store is unreachable",
-                      ticket.request_id, cost)
-        return cost
+        tpm_tokens = u.total_tokens if ticket.admission.tpm_limit else 0  # a key without a TPM limit keeps no window
+        return _charged(self._ledger.settle(ticket.caller, ticket.request_id, cost, tpm_tokens, True, fields),
+                        ticket.request_id, cost)
+
+
+async def _no_charge() -> int:
+    return 0
+
+
+async def _charged(pending: Awaitable[bool], request_id: str, cost: int) -> int:
+    try:
+        await pending
+    except STORE_ERRORS:
+        # the answer exists and the provider will bill us for it: the client still gets it; the open
+        # reservation is released by the sweep in admit.lua, so the call ends up uncharged (logged)
+        log.error("settlement of %s failed (%d nano-USD uncharged): the store is unreachable", request_id, cost)
+    return cost

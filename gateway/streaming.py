@@ -444,6 +444,6 @@ class StreamCall:
             yield b
 
     def end(self) -> bytes:
-        """The closing frames (usage chunk, [DONE]); sent after the call is settled, so a client that
-        sees the end of the stream also sees the charge."""
+        """The closing frames (usage chunk, [DONE]); sent once the settlement is written to Redis, so
+        whatever a client sends after the end of the stream sees the charge."""
         return b"".join(self.framer.end(self.source.usage, self._usage_forwarded))

@@ -35,12 +35,13 @@ def free_port() -> int:
 
 
 class GatewayServer:
-    def __init__(self, root: Path | str, env: Mapping[str, str]) -> None:
+    def __init__(self, root: Path | str, env: Mapping[str, str], wrap: Callable[[Any], Any] | None = None) -> None:
+        """`wrap`: an ASGI middleware put around the app (to watch what the app sends, and when)."""
         self.config = load_config(root, env)
         self.app = GatewayApp(self.config)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="asyncio", http=HttpProtocol,
+        cfg = uvicorn.Config(wrap(self.app) if wrap else self.app, host="127.0.0.1", port=self.port, loop="asyncio", http=HttpProtocol,
                              lifespan="on", log_level="warning", access_log=False)
         self._server = uvicorn.Server(cfg)
         self._thread = threading.Thread(target=self._server.run, name=f"gateway-{self.port}", daemon=True)

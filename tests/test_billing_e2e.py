@@ -10,11 +10,13 @@ import httpx
 import openai
 import orjson
 import pytest
+import redis
 
 from gateway.money import NANO, usd_to_nano
+from gateway.store.keys import KeySpace
 from gateway.usage import Usage
-from tests.gateway_server import accounts_call, make_customer
-from tests.support import chat_model_for
+from tests.gateway_server import GatewayServer, accounts_call, make_customer
+from tests.support import REPO, chat_model_for
 
 MSG = [{"role": "user", "content": "Привет, как дела?"}]
 
@@ -300,3 +302,42 @@ def test_free_model_is_admitted_and_settled_at_zero(gateway, fakes) -> None:
     assert entry["status"] == 200 and entry["cost"] == 0
     a = account(gateway, c.account_id)
     assert a.spent == 0 and a.reserved == 0 and a.requests == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_charge_is_in_redis_before_the_answer_leaves(stream: bool, gateway_env) -> None:
+    """The answer does not wait for Redis to confirm its settlement, but the settlement is written
+    first: when the last bytes of the answer are handed to the server, a Redis read on another connection
+    (made from inside that send, blocking the worker on purpose) already sees the charge."""
+    seen: list[tuple[int, int]] = []
+    watched: dict[str, str] = {}
+
+    def watch(app):
+        async def wrapped(scope, receive, send):
+            async def spy(message):
+                if (scope["type"] == "http" and scope["path"] == "/v1/chat/completions"
+                        and message["type"] == "http.response.body" and not message.get("more_body")):
+                    ks, aid = KeySpace(gateway_env["GATEWAY_REDIS_PREFIX"]), watched["account"]
+                    r = redis.Redis.from_url(gateway_env["REDIS_URL"])
+                    try:
+                        seen.append((r.xlen(ks.history(aid)), int(r.hget(ks.account(aid), "spent") or 0)))
+                    finally:
+                        r.close()
+                await send(message)
+            await app(scope, receive, spy)
+        return wrapped
+
+    with GatewayServer(REPO, gateway_env, wrap=watch) as gw:
+        c = make_customer(gw, usd="5")
+        watched["account"] = c.account_id
+        client = sdk(gw, c.secret)
+        for _ in range(3):
+            if stream:
+                assert list(client.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20,
+                                                           stream=True))
+            else:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20)
+        costs = [e["cost"] for e in sorted(history(gw, c.account_id), key=lambda e: e["t"])]
+    assert len(costs) == 3 and all(cost > 0 for cost in costs)
+    # the n-th answer, as it left, found n calls recorded and charged
+    assert seen == [(n, sum(costs[:n])) for n in (1, 2, 3)]

@@ -36,9 +36,10 @@ class ScriptBatcher:
         """EVALSHA of script `name`; its reply, or the Redis error raised."""
         return await self.submit(name, keys, args)
 
-    def submit(self, name: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+    def submit(self, name: str, keys: list[str], args: list[Any], now: bool = False) -> Awaitable[Any]:
         """Queue (or send) the call now; the returned awaitable gives its reply. Lets the caller work
-        while Redis runs the script. The awaitable must be awaited."""
+        while Redis runs the script. The awaitable must be awaited. `now`: handed to the connection
+        before this returns, with whatever is queued ahead of it (the order is kept)."""
         loop = self._client.loop()
         future: asyncio.Future[Any] = loop.create_future()
         command = ["EVALSHA", self._shas[name], len(keys), *keys, *args]
@@ -48,7 +49,7 @@ class ScriptBatcher:
         else:
             self._packed.append(pack(command))
             self._futures.append(future)
-            if len(self._packed) >= MAX_BATCH:
+            if now or len(self._packed) >= MAX_BATCH:
                 self._send_pending()  # the flush already scheduled sends what comes after
             elif not self._scheduled:
                 self._scheduled = True
@@ -76,6 +77,9 @@ class ScriptBatcher:
         packed, futures = self._packed, self._futures
         self._packed, self._futures = [], []
         self._client.send_packed(b"".join(packed) if len(packed) > 1 else packed[0], futures)
+
+    async def connect(self) -> None:
+        await self._client.connect()
 
     async def close(self) -> None:
         await self._client.close()

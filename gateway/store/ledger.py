@@ -49,6 +49,10 @@ async def _admission(pending: Awaitable[list[int]]) -> Admission:
     return Admission(*map(int, await pending))
 
 
+async def _settled(pending: Awaitable[int]) -> bool:
+    return bool(await pending)
+
+
 _DAY_MS = 86_400_000
 _day_cache: tuple[int, tuple[str, str]] = (-1, ("", ""))
 
@@ -71,6 +75,11 @@ class Ledger:
         self._ttl = reservation_ttl_ms
         self._history_max = history_max
         self._key_cache: dict[Caller, list[str]] = {}
+
+    async def connect(self) -> None:
+        """Open the Redis connections at start-up, so that no call waits for a connect (and the order in
+        which a worker writes settlements and admissions is the order Redis runs them from the first on)."""
+        await self._scripts.connect()
 
     async def close(self) -> None:
         await self._scripts.close()
@@ -98,11 +107,12 @@ class Ledger:
                   self._k.key_prefix(caller.account_id)])
         return _admission(pending)
 
-    async def settle(self, caller: Caller, request_id: str, cost: int, tokens: int, reserved: bool,
-                     fields: dict[str, str | int], now_ms: int | None = None) -> bool:
-        """Charge `cost` nano-USD and record the request; False if it was already settled."""
+    def settle(self, caller: Caller, request_id: str, cost: int, tokens: int, reserved: bool,
+               fields: dict[str, str | int], now_ms: int | None = None) -> Awaitable[bool]:
+        """Charge `cost` nano-USD and record the request. Written to Redis before this returns; the
+        awaitable (which must be awaited) says False if the request was already settled."""
         now_ms = now_ms or int(time.time() * 1000)
         month, day = month_and_day(now_ms)
         args: list[str | int | bytes] = [now_ms, request_id, cost, month, day, tokens, self._history_max,
                                          "1" if reserved else "0", orjson.dumps(fields)]
-        return bool(await self._scripts.settle(keys=self._keys(caller), args=args))
+        return _settled(self._scripts.settle(keys=self._keys(caller), args=args))

@@ -156,6 +156,11 @@ class RespClient:
         proto.waiting.extend(futures)
         proto.transport.write(data)  # type: ignore[union-attr]
 
+    async def connect(self) -> None:
+        """Open every connection now (else each opens on first use)."""
+        for i in range(len(self._conns)):
+            await self._conn(i)
+
     def idle(self) -> bool:
         """No reply outstanding on the connection the next send goes to."""
         proto = self._conns[self._next]

@@ -26,11 +26,16 @@ class Scripts:
         """Sent now, answered when awaited."""
         return self._batcher.submit("admit", keys, args)
 
-    async def settle(self, keys: list[str], args: list[Any]) -> Any:
-        return await self._batcher.call("settle", keys, args)
+    def settle(self, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """Written at once, not at the end of the loop iteration: a settlement is on the wire before its
+        answer; answered when awaited."""
+        return self._batcher.submit("settle", keys, args, now=True)
 
     async def credit(self, keys: list[str], args: list[Any]) -> Any:
         return await self._batcher.call("credit", keys, args)
+
+    async def connect(self) -> None:
+        await self._batcher.connect()
 
     async def close(self) -> None:
         await self._batcher.close()
