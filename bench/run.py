@@ -39,7 +39,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -210,24 +210,29 @@ def http(
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
-def wait_http(proc: Managed, url: str, what: str, timeout: float) -> None:
+def wait_ready(proc: Managed, ready: Callable[[], bool], what: str, timeout: float) -> None:
+    """Poll `ready()` until it says yes; fail with the process's output if it exits or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
         if not proc.alive():
             raise BenchError(
-                f"{what} exited (code {proc.proc.returncode}) before answering {url}; its output:\n"
-                f"{proc.tail()}"
+                f"{what} exited (code {proc.proc.returncode}) before answering; its output:\n{proc.tail()}"
             )
-        try:
-            if http("GET", url, timeout=1)[0] == 200:
-                return
-        except OSError:
-            pass
+        if ready():
+            return
         if time.monotonic() > deadline:
-            raise BenchError(
-                f"{what} did not answer GET {url} with 200 within {timeout:.0f} s; its output:\n{proc.tail()}"
-            )
+            raise BenchError(f"{what} did not answer within {timeout:.0f} s; its output:\n{proc.tail()}")
         time.sleep(0.1)
+
+
+def wait_http(proc: Managed, url: str, what: str, timeout: float) -> None:
+    def answers_200() -> bool:
+        try:
+            return http("GET", url, timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    wait_ready(proc, answers_200, f"{what} (GET {url} → 200)", timeout)
 
 
 # -- wrk ------------------------------------------------------------------------------------------------
@@ -386,18 +391,17 @@ def own_redis(folder: Path) -> Iterator[str]:
                                              "--appendonly", "no", "--dir", str(folder), "--daemonize", "no"],
                    folder)
     url = f"redis://127.0.0.1:{port}/0"
-    try:
+
+    def answers_ping() -> bool:
         import redis
 
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(url, socket_timeout=1).ping()
-                break
-            except redis.RedisError:
-                if not proc.alive() or time.monotonic() > deadline:
-                    raise BenchError(f"the bench's redis-server did not start:\n{proc.tail()}") from None
-                time.sleep(0.05)
+        try:
+            return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        wait_ready(proc, answers_ping, f"the bench's redis-server ({url})", 10)
         yield url
     finally:
         proc.stop()
