@@ -137,7 +137,8 @@ class BillingGate:
                ) -> Awaitable[int]:
         """Charge a successful call its actual cost, a failed one nothing; record it either way.
 
-        The settlement is written to Redis before this returns, so the caller may answer its client
+        The settlement is written to Redis before this returns (only a connection lost and being reopened
+        delays the write; the connections are opened at start-up), so the caller may answer its client
         while Redis runs it: whatever anyone sends after the answer reaches Redis after the charge.
         The awaitable (which must be awaited) gives the cost once Redis has confirmed it."""
         if ticket.settled:

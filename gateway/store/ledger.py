@@ -109,8 +109,9 @@ class Ledger:
 
     def settle(self, caller: Caller, request_id: str, cost: int, tokens: int, reserved: bool,
                fields: dict[str, str | int], now_ms: int | None = None) -> Awaitable[bool]:
-        """Charge `cost` nano-USD and record the request. Written to Redis before this returns; the
-        awaitable (which must be awaited) says False if the request was already settled."""
+        """Charge `cost` nano-USD and record the request. Written to Redis before this returns (unless
+        the connection is being reopened); the awaitable (which must be awaited) says False if the
+        request was already settled."""
         now_ms = now_ms or int(time.time() * 1000)
         month, day = month_and_day(now_ms)
         args: list[str | int | bytes] = [now_ms, request_id, cost, month, day, tokens, self._history_max,
