@@ -2,6 +2,7 @@
 
 With REDIS_URL unset, `gateway serve` starts the embedded redis-server first and hands its socket to
 the workers through REDIS_URL, so every worker (and every host) shares state only through Redis.
+More than one worker: `gateway.workers` runs them, each on a socket of its own.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import logging
 import os
 import signal
 import sys
+from multiprocessing.synchronize import Event
 
 import uvicorn
 
 from gateway.app import GatewayApp
 from gateway.config import ConfigError, load_config
 from gateway.store.connection import embedded_redis_for
+from gateway.workers import Supervisor, WorkersError, reuseport_socket
 
 log = logging.getLogger("gateway.server")
 
@@ -47,21 +50,55 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     else:
         log.info("using Redis at %s", _redact(s.redis_url))
     os.environ["GATEWAY_ROOT"] = config.root
+    os.environ["GATEWAY_LOG_LEVEL"] = s.log_level  # what the workers log at
     n = workers or s.workers
+    host, port = host or s.host, port or s.port
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again so the process dies of it;
     # with the default action that would skip the `finally` below and leave the embedded redis-server
     # running. Turn that last SIGTERM into a normal exit instead.
     signal.signal(signal.SIGTERM, _exit_normally)
     try:
-        uvicorn.run("gateway.server:create_app", factory=True, host=host or s.host, port=port or s.port,
-                    workers=n if n > 1 else None, loop="uvloop", lifespan="on",
-                    http="gateway.http_protocol:HttpProtocol",  # ours: cheaper per request than uvicorn's
-                    access_log=False, log_level=s.log_level, timeout_keep_alive=30,
-                    proxy_headers=False, server_header=False)
+        if n > 1:
+            return Supervisor(n, run_worker, host, port).run()
+        server = uvicorn.Server(_uvicorn_config(host, port, s.log_level))
+        server.run()
+        return 0 if server.started else 1
+    except WorkersError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 1
     finally:
         if embedded is not None:
             embedded.stop()
-    return 0
+
+
+def run_worker(host: str, port: int, ready: Event) -> None:
+    """One of `--workers N` (a fresh process): serve on a SO_REUSEPORT socket of its own, say when ready."""
+    level = os.environ.get("GATEWAY_LOG_LEVEL", "info")
+    configure_logging(level)
+    server = _ReadyServer(_uvicorn_config(host, port, level), ready)
+    try:
+        server.run(sockets=[reuseport_socket(host, port)])
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the group; the supervisor stops us
+        pass
+
+
+class _ReadyServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, ready: Event) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._ready.set()
+
+
+def _uvicorn_config(host: str, port: int, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config("gateway.server:create_app", factory=True, host=host, port=port,
+                          loop="uvloop", lifespan="on",
+                          http="gateway.http_protocol:HttpProtocol",  # ours: cheaper per request than uvicorn's
+                          access_log=False, log_level=log_level, timeout_keep_alive=30,
+                          proxy_headers=False, server_header=False)
 
 
 def _exit_normally(signum: int, frame: object) -> None:

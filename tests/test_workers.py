@@ -1,0 +1,186 @@
+"""`gateway serve --workers N` as an operator runs it: every worker takes a share of the client
+connections, they bill one balance through Redis, a worker that dies is replaced, SIGTERM stops them all,
+and a service that cannot start says so instead of looping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.gateway_server import GatewayServer, accounts_call, free_port, make_customer
+from tests.support import REPO
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+class Served:
+    def __init__(self, env: dict[str, str], workers: int = 2) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full = {**os.environ, **env, "GATEWAY_ROOT": str(REPO), "GATEWAY_LOG_LEVEL": "info"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
+            env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_up(self, workers: int, timeout: float = 60, gone: int | None = None) -> list[int]:
+        """The workers' PIDs once `workers` of them listen (and `gone` is no longer among them)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"gateway serve exited: {self.stop()}"
+            pids = self.worker_pids()
+            if len(pids) == workers and gone not in pids and all(_listens(pid, self.port) for pid in pids):
+                return pids
+            time.sleep(0.1)
+        raise AssertionError(f"{workers} workers did not come up: {self.worker_pids()}")
+
+    def worker_pids(self) -> list[int]:
+        return [pid for pid in _children(self.proc.pid) if "resource_tracker" not in _cmdline(pid)]
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _, err = self.proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err.decode()
+
+
+@pytest.fixture(scope="module")
+def served(gateway_env: dict[str, str]) -> Iterator[Served]:
+    s = Served(gateway_env)
+    s.wait_up(2)
+    yield s
+    s.stop()
+
+
+def test_two_workers_share_the_connections_and_bill_one_balance(served: Served, gateway: GatewayServer) -> None:
+    c = make_customer(gateway, usd="5")
+    clients = [openai.OpenAI(base_url=served.base + "/v1", api_key=c.secret, max_retries=0, timeout=20)
+               for _ in range(32)]
+    try:
+        for sdk in clients:  # one keep-alive connection each, held open until close()
+            assert sdk.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=5).choices
+        held = {pid: _established(pid, served.port) for pid in served.worker_pids()}
+    finally:
+        for sdk in clients:
+            sdk.close()
+    assert sum(held.values()) == 32, held
+    # a hash over 32 connections leaves a worker fewer than 4 with probability ~1e-6
+    assert min(held.values()) >= 4, f"one worker holds almost every connection: {held}"
+    entries = accounts_call(gateway, lambda acc: acc.history(c.account_id, 100))
+    account = accounts_call(gateway, lambda acc: acc.account(c.account_id))
+    assert len(entries) == 32 and account.reserved == 0
+    assert account.spent == sum(e["cost"] for e in entries) > 0
+
+
+def test_a_worker_that_dies_is_replaced(served: Served, customer) -> None:
+    before = served.wait_up(2)
+    os.kill(before[0], signal.SIGKILL)
+    after = served.wait_up(2, timeout=30, gone=before[0])
+    assert before[1] in after
+    headers = {"Authorization": f"Bearer {customer.secret}"}
+    for _ in range(8):  # fresh connections land on both workers, the new one included
+        r = httpx.post(served.base + "/v1/chat/completions", headers=headers, timeout=20,
+                       json={"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 5})
+        assert r.status_code == 200, r.text
+
+
+def test_sigterm_stops_every_worker(gateway_env: dict[str, str]) -> None:
+    s = Served(gateway_env)
+    pids = s.wait_up(2)
+    log = s.stop(signal.SIGTERM)
+    assert s.proc.returncode == 0, log
+    assert not any(_alive(pid) for pid in pids), log
+
+
+def test_a_worker_that_cannot_start_stops_the_service(gateway_env: dict[str, str]) -> None:
+    closed = free_port()  # nothing listens: Redis unreachable, every worker fails its start-up
+    s = Served(gateway_env | {"REDIS_URL": f"redis://127.0.0.1:{closed}/0"})
+    try:
+        s.proc.wait(60)
+    finally:
+        log = s.stop()
+    assert s.proc.returncode == 1
+    assert "during start-up; stopping the service" in log
+
+
+def test_refuses_a_port_something_else_listens_on(gateway_env: dict[str, str]) -> None:
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # would let our workers join it silently
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "2"],
+            env={**os.environ, **gateway_env, "GATEWAY_ROOT": str(REPO)}, capture_output=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"something already listens on 127.0.0.1:{port}" in proc.stderr.decode()
+
+
+# -- /proc ------------------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def _tcp_sockets(port: int, state: str) -> set[str]:
+    """Inodes of IPv4 TCP sockets with local port `port` in `state` (01 established, 0A listening)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == state:
+            found.add(f[9])
+    return found
+
+
+def _established(pid: int, port: int) -> int:
+    return len(_socket_inodes(pid) & _tcp_sockets(port, "01"))
+
+
+def _listens(pid: int, port: int) -> bool:
+    return bool(_socket_inodes(pid) & _tcp_sockets(port, "0A"))
