@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load benchmark of the gateway against a fast fake upstream on loopback (issue 6).
 
-    python3 bench/run.py [--duration 10] [--scenarios a,b,c,d] [--out bench/RESULTS.md]
+    python3 bench/run.py [--duration 10] [--scenarios a,b,c,d,w] [--out bench/RESULTS.md]
     python3 bench/run.py soak [--requests 1000000] [--rate 200] [--out bench/RESULTS.md]
 
 Starts bench/fake_upstream.py (core 0), the gateway with one worker (core 1) on real Redis (by default a
@@ -13,7 +13,9 @@ is set beside the same figure for the fake upstream called directly in the same 
 
 Scenarios: a = OpenAI pass-through (gpt-4o-mini), 64 connections, upstream delay 0 and 50 ms;
 b = the same at 1 connection; c = Anthropic translation (claude-sonnet-4-5), 64 connections, delay 0;
-d = streaming chat, 200 chunks, sequential requests: added TTFB and chunks/s.
+d = streaming chat, 200 chunks, sequential requests: added TTFB and chunks/s;
+w = `gateway serve --workers N` (N = the machine's cores) against one worker, a's load at delay 0: CPU per
+request, req/s and how evenly the workers share the connections.
 Everything the runner starts is stopped by PID when it ends; its Redis keys are deleted.
 """
 
@@ -36,6 +38,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -94,6 +97,10 @@ request written → last byte; **events/stream** = SSE events before `[DONE]` (r
 202); **chunks/s** = events ÷ streaming wall time. A gateway that answers `stream: true` with plain JSON or
 an error is reported as "not supported yet".
 
+Workers (w): `gateway serve --workers 1`, then `--workers 2`, all on core 1, each worker capped at 0.45 of a
+core (a cgroup CPU quota), pass-through at 64 connections; **connections per worker** = established
+connections each worker holds half-way through (from /proc).
+
 Targets (printed beside the numbers, not asserted):
 
 | target | where |
@@ -104,6 +111,7 @@ Targets (printed beside the numbers, not asserted):
 | req/s ≥ 95% of direct and p99 ≤ 60 ms | every 64-connection row ¹ |
 | streaming added TTFB p50 ≤ 2 ms | d |
 | gateway RSS ≤ 150 MB; flat ±10% across the soak | every row; soak sections |
+| `--workers N` near-linear: 2 workers ≥ 1.8× one worker's req/s, connections spread (each ≥ half its share) | w |
 
 ¹ At delay 0 the direct side is bounded only by the fake's and wrk's own CPU (tens of thousands of req/s),
 so the req/s ratio there measures the gateway's cost rather than a realistic ceiling; at delay 50 ms the
@@ -118,8 +126,8 @@ class BenchError(RuntimeError):
 # -- processes ------------------------------------------------------------------------------------------
 
 
-def pin(core: int) -> list[str]:
-    """`taskset -c CORE` when taskset exists and the machine has a core to spare."""
+def pin(core: int | str) -> list[str]:
+    """`taskset -c CORE` (or a list such as "0,1") when taskset exists and the machine has a core to spare."""
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         return ["taskset", "-c", str(core)]
     return []
@@ -193,6 +201,38 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def child_pids(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def connections_held(pids: list[int], port: int) -> list[int]:
+    """How many established TCP connections to local `port` each process holds (from /proc)."""
+    established = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "01":
+            established.add(f"socket:[{f[9]}]")
+    held = []
+    for pid in pids:
+        n = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                n += os.readlink(fd) in established
+        held.append(n)
+    return held
 
 
 def http(
@@ -488,8 +528,9 @@ def cleanup_redis(redis_url: str, prefix: str) -> int:
 class Rig:
     """Fake upstream + gateway + account; `with Rig(...) as rig:` stops everything by PID at the end."""
 
-    def __init__(self, redis_url: str, chunks: int = 200, delay_ms: float = 0) -> None:
+    def __init__(self, redis_url: str, chunks: int = 200, delay_ms: float = 0, workers: int = 1) -> None:
         self.redis_url = redis_url
+        self.workers = workers
         self.chunks = chunks
         self.delay_ms = delay_ms
         self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
@@ -562,11 +603,17 @@ class Rig:
         }
         self.gateway = self._spawn(
             "gateway",
-            pin(1)
-            + [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.gw_port), "--workers", "1"],
+            pin(1)  # with --workers N the workers inherit the supervisor's affinity
+            + [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.gw_port),
+               "--workers", str(self.workers)],
             env=env,
         )
         wait_http(self.gateway, self.gw_base + "/v1", "the gateway", 60)
+        deadline = time.monotonic() + 60
+        while len(self.gateway_pids()) < self.workers:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the gateway's {self.workers} workers did not start:\n{self.gateway.tail()}")
+            time.sleep(0.1)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Managed:
         p = Managed(name, argv, self.tmp, env=env, cwd=REPO)
@@ -574,7 +621,15 @@ class Rig:
         return p
 
     def server_pids(self) -> list[int]:
-        return [p.pid for p in (self.fake, self.gateway) if p is not None and p.alive()]
+        return [p.pid for p in (self.fake, self.gateway) if p is not None and p.alive()] + (
+            self.gateway_pids() if self.workers > 1 else [])
+
+    def gateway_pids(self) -> list[int]:
+        """The processes that serve requests: the gateway itself, or with --workers N its N workers."""
+        assert self.gateway is not None
+        if self.workers == 1:
+            return [self.gateway.pid]
+        return [pid for pid in child_pids(self.gateway.pid) if b"resource_tracker" not in cmdline(pid)]
 
     def set_delay(self, ms: float) -> None:
         status, _, body = http("POST", self.fake_base + "/_bench/delay", str(ms).encode())
@@ -606,11 +661,12 @@ class Rig:
 
 
 class CpuWatch:
-    """Over one measurement window: CPU time of the measured process, of the Redis server (when it runs on
-    this machine), and of everything else that is not the bench's own processes (e.g. other test runs)."""
+    """Over one measurement window: CPU time of the measured process(es), of the Redis server (when it runs
+    on this machine), and of everything else that is not the bench's own processes (e.g. other test runs)."""
 
-    def __init__(self, pid: int, own: list[int], redis_pid: int | None) -> None:
-        self.pid, self.own, self.redis_pid = pid, own, redis_pid
+    def __init__(self, pid: int | list[int], own: list[int], redis_pid: int | None) -> None:
+        self.pids = pid if isinstance(pid, list) else [pid]
+        self.own, self.redis_pid = own, redis_pid
         self.start = self._snap()
 
     def _snap(self) -> tuple[float, float, float, float, float]:
@@ -624,7 +680,7 @@ class CpuWatch:
             time.monotonic(),
             machine_busy_seconds(),
             own + ch.ru_utime + ch.ru_stime,
-            cpu_seconds(self.pid),
+            sum(cpu_seconds(p) for p in self.pids),
             redis_cpu,
         )
 
@@ -635,7 +691,8 @@ class CpuWatch:
         res["redis_cpu_ms"] = (r1 - r0) * 1000 / completed if completed and self.redis_pid else float("nan")
         other = (b1 - b0) - (o1 - o0) - (r1 - r0)
         res["other_cpu"] = max(0.0, other) / (w1 - w0) * 100 if w1 > w0 else float("nan")
-        res["rss"] = rss_mb(self.pid)
+        res["cores_busy"] = (p1 - p0) / (w1 - w0) if w1 > w0 else float("nan")
+        res["rss"] = max(rss_mb(p) for p in self.pids)  # per process: what one worker needs
         return res
 
 
@@ -664,18 +721,35 @@ def wait_quiet(rig: Rig, max_wait: float, threshold: float = 10.0) -> None:
 
 
 def measure(
-    rig: Rig, pid: int, url: str, env: dict[str, str], conns: int, duration: float, warmup: float
+    rig: Rig,
+    pid: int | list[int],
+    url: str,
+    env: dict[str, str],
+    conns: int,
+    duration: float,
+    warmup: float,
+    midway: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
-    """wrk warm-up, then the measured wrk run. With --quiet-wait, a run disturbed by other processes
-    (> DISTURBED % of a core) is measured once more after waiting for quiet."""
+    """wrk warm-up, then the measured wrk run; `midway()` is called half-way through it and its answer kept
+    as res["midway"]. With --quiet-wait, a run disturbed by other processes (> DISTURBED % of a core) is
+    measured once more after waiting for quiet."""
     for attempt in range(2 if QUIET_WAIT > 0 else 1):
         if QUIET_WAIT > 0:
             wait_quiet(rig, QUIET_WAIT)
         if warmup > 0:
             run_wrk(url, conns=conns, duration=warmup, env=env)
         watch = CpuWatch(pid, rig.server_pids(), rig.redis_pid)
-        res = run_wrk(url, conns=conns, duration=duration, env=env)
+        seen: list[Any] = []
+        timer = threading.Timer(duration / 2, lambda into: into.append(midway()), (seen,)) if midway else None
+        if timer:
+            timer.start()
+        try:
+            res = run_wrk(url, conns=conns, duration=duration, env=env)
+        finally:
+            if timer:
+                timer.cancel()
         watch.stop(res, res["requests"])
+        res["midway"] = seen[0] if seen else None
         if not res["other_cpu"] > DISTURBED:
             break
         if attempt == 0 and QUIET_WAIT > 0:
@@ -728,6 +802,72 @@ def run_scenario(
         out["gateway"] = measure(rig, rig.gateway.pid, gw_url, rig.gw_env(wire), conns, duration, warmup)
     print("   ", summary_line(out), flush=True)
     return out
+
+
+WORKER_CAP = 0.45  # (w): the CPU each worker is given, in cores; two of them fit on core 1 together
+
+
+@contextlib.contextmanager
+def cpu_caps(pids: list[int], cores: float, tag: str) -> Iterator[bool]:
+    """Each process in a cgroup of its own with a CFS quota of `cores` (10 ms periods); yields False when
+    no cgroup CPU controller is writable here (not root, or a container that hides it)."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    base = v1 if (v1 / "cgroup.procs").exists() else Path("/sys/fs/cgroup")
+    made: list[Path] = []
+    try:
+        if base != v1:  # cgroup v2: the cpu controller must be on for the children of the root
+            (base / "cgroup.subtree_control").write_text("+cpu")
+        for i, pid in enumerate(pids):
+            group = base / f"{tag}-{i}"
+            group.mkdir()
+            made.append(group)
+            if base == v1:
+                (group / "cpu.cfs_period_us").write_text("10000")
+                (group / "cpu.cfs_quota_us").write_text(str(round(10000 * cores)))
+            else:
+                (group / "cpu.max").write_text(f"{round(10000 * cores)} 10000")
+            (group / "cgroup.procs").write_text(str(pid))
+    except OSError as exc:
+        print(f"    (no CPU caps: {exc})", flush=True)
+        ok = False
+    else:
+        ok = True
+    try:
+        yield ok
+    finally:
+        for group in made:
+            with contextlib.suppress(OSError):
+                for pid in (group / "cgroup.procs").read_text().split():
+                    (base / "cgroup.procs").write_text(pid)
+                group.rmdir()
+
+
+def measure_workers(rig: Rig, duration: float, warmup: float) -> dict[str, Any]:
+    """(w) one side: pass-through, 64 connections, delay 0, every worker capped at WORKER_CAP of core 1;
+    CPU summed over the workers, and how many connections each one holds half-way through."""
+    assert rig.gateway is not None
+    pids = rig.gateway_pids()
+    with cpu_caps(pids, WORKER_CAP, f"{rig.prefix}-w{rig.workers}") as capped:
+        if not capped:
+            return {"workers": rig.workers, "error": "no writable cgroup CPU controller (needs root)"}
+        print(f"[w] gateway, {rig.workers} worker(s) × {WORKER_CAP} core: 64 conn, delay 0, {duration:g} s ...",
+              flush=True)
+        res = measure(rig, pids, rig.gw_base + "/v1/chat/completions", rig.gw_env("openai"), 64, duration,
+                      warmup, midway=lambda: connections_held(pids, rig.gw_port))
+    res["workers"] = rig.workers
+    print(f"    {res['rps']:,.0f} req/s, {res['cpu_ms']:.3f} ms CPU/req, connections {res['midway']}", flush=True)
+    return res
+
+
+def run_workers(redis_url: str, duration: float, warmup: float, n: int = 2) -> dict[str, Any]:
+    """(w) `--workers n` against `--workers 1`, each worker given the same slice of a core (WORKER_CAP),
+    all on core 1: near-linear scaling means n workers serve ~n times the requests. (Capped rather than
+    given whole cores because wrk, the fake and Redis need the machine's other core.)"""
+    runs = []
+    for workers in (1, n):
+        with Rig(redis_url, workers=workers) as rig:
+            runs.append(measure_workers(rig, duration, warmup))
+    return {"id": "w", "runs": runs}
 
 
 def stream_client(url: str, body_file: str, key: str, n: int, warmup: int) -> dict[str, Any]:
@@ -952,7 +1092,22 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
             rows.append(
                 ["streaming added TTFB p50 ≤ 2 ms", "d · 1 conn · 200 chunks", "not supported yet", "n/a"]
             )
+    if "w" in results:
+        one, many = results["w"]["runs"]
+        n = many["workers"]
+        what = (f"`--workers N` scales near-linearly: {n} workers serve ≥ {0.9 * n:g}× one worker's req/s, "
+                "each holding ≥ half its fair share of the connections")
+        where = f"w · 64 conn · delay 0 · 1 vs {n} workers × {WORKER_CAP} core"
+        if "error" in one or "error" in many:
+            rows.append([what, where, one.get("error") or many.get("error"), "n/a"])
+        else:
+            held = many["midway"] or []
+            spread = bool(held) and min(held) >= 64 / n / 2
+            gain = many["rps"] / one["rps"]
+            rows.append([what, where, f"{gain:.2f}×; connections {' / '.join(map(str, held))}",
+                         verdict(gain >= 0.9 * n and spread)])
     rss = [r["gateway"]["rss"] for r in results.values() if r.get("gateway") and "rss" in r["gateway"]]
+    rss += [x["rss"] for x in results.get("w", {}).get("runs", []) if "rss" in x]
     if rss:
         rows.append(
             ["gateway RSS ≤ 150 MB", "max over this run", f"{max(rss):.1f} MB", verdict(max(rss) <= 150)]
@@ -1079,6 +1234,8 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
             what = md_escape(f"HTTP {g['status']} {g['content_type']}: {g['body_head'][:160]}")
             lines.append(row(["gateway", "**not supported yet**", f"answered {what}"] + [""] * 7))
         lines.append("")
+    if "w" in results:
+        lines += render_workers(results["w"]["runs"])
     others = [
         x["other_cpu"]
         for r in results.values()
@@ -1100,6 +1257,39 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
     return "\n".join(lines) + "\n"
 
 
+def render_workers(runs: list[dict[str, Any]]) -> list[str]:
+    one, many = runs
+    lines = [
+        (
+            f"Workers (w): pass-through, 64 connections, delay 0; `gateway serve --workers 1`, then "
+            f"`--workers {many['workers']}`, all on core 1, each worker capped at {WORKER_CAP} of a core "
+            "(a cgroup CPU quota; wrk, the fake and Redis need core 0, so whole cores cannot be given): "
+            f"near-linear scaling = {many['workers']} workers serve about {many['workers']}× the requests. "
+            "*other CPU %* reads 15–40 % in these rows with nothing else running (checked per process): "
+            "under the quota's throttling the machine's tick-sampled total (/proc/stat) and the exact "
+            "per-process times drift apart, so it is not counted as disturbance here."
+        ),
+        "",
+    ]
+    if "error" in one or "error" in many:
+        return lines + [f"Not measured: {one.get('error') or many.get('error')}.", ""]
+    lines += [
+        row(["workers", "req/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx", "sock err", "gateway CPU ms/req",
+             "gateway cores busy", "connections per worker", "RSS MB per worker", "Redis CPU ms/req",
+             "other CPU %"]),
+        row(["---:"] * 9 + ["---"] + ["---:"] * 3),
+    ]
+    for x in runs:
+        lines.append(row([str(x["workers"]), *wrk_cells(x), f_num(x["cores_busy"], 2),
+                          " / ".join(map(str, x["midway"] or [])), f_num(x["rss"], 1),
+                          f_num(x["redis_cpu_ms"], 3), other_cell(x["other_cpu"])]))
+    lines.append(row([f"{many['workers']} ÷ 1", ratio(many["rps"], one["rps"]), lat_ratio(many["p50"], one["p50"]),
+                      lat_ratio(many["p90"], one["p90"]), lat_ratio(many["p99"], one["p99"]), "", "",
+                      ratio(many["cpu_ms"], one["cpu_ms"]), ratio(many["cores_busy"], one["cores_busy"]),
+                      "", "", "", ""]))
+    return lines + [""]
+
+
 def append_results(out: Path, section: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     existing = out.read_text() if out.exists() else ""
@@ -1117,9 +1307,9 @@ def append_results(out: Path, section: str) -> None:
 
 def cmd_load(args: argparse.Namespace) -> int:
     wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
-    unknown = wanted - {"a", "b", "c", "d"}
+    unknown = wanted - {"a", "b", "c", "d", "w"}
     if unknown:
-        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d")
+        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,w")
     ensure_wrk()
     with redis_for(args.redis_url) as redis_url:
         return load(args, redis_url, wanted)
@@ -1141,6 +1331,8 @@ def load(args: argparse.Namespace, redis_url: str, wanted: set[str]) -> int:
                 results[sid] = run_scenario(rig, sid, wire, conns, delay, args.duration, args.warmup)
         if "d" in wanted:
             results["d"] = run_streaming(rig, args.stream_requests)
+    if "w" in wanted:
+        results["w"] = run_workers(redis_url, args.duration, args.warmup)
     section = render_run(results, m, args)
     print()
     print(section)
@@ -1309,7 +1501,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--warmup", type=float, default=2, help="unmeasured seconds before each measurement (default 2)"
     )
-    ap.add_argument("--scenarios", default="a,b,c,d", help="subset of a,b,c,d (default all)")
+    ap.add_argument("--scenarios", default="a,b,c,d,w", help="subset of a,b,c,d,w (default all)")
     ap.add_argument("--stream-requests", type=int, default=200, help="sequential streaming requests in (d)")
     ap.add_argument("--chunks", type=int, default=200, help="content chunks per streamed answer in (d)")
     ap.add_argument(
