@@ -25,6 +25,7 @@ from urllib.parse import unquote
 import httptools
 
 from gateway.errors import InternalError, error_body
+from gateway.pacing import pacer_for
 
 log = logging.getLogger("gateway.http")
 
@@ -72,6 +73,7 @@ class HttpProtocol(asyncio.Protocol):
             config.load()
         self.app = config.loaded_app
         self.loop = _loop or asyncio.get_event_loop()
+        self.pacer = pacer_for(self.loop)
         self.server_state = server_state
         self.app_state = app_state
         self.keep_alive_timeout = float(config.timeout_keep_alive)
@@ -242,6 +244,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, ex: Exchange) -> None:
         self.current = ex
+        self.pacer.start(lambda: self._launch(ex))
+
+    def _launch(self, ex: Exchange) -> None:
+        if ex.disconnected:
+            return  # the client left while its request waited for its turn
         task = self.loop.create_task(ex.run(self.app))
         tasks = self.server_state.tasks
         tasks.add(task)

@@ -179,6 +179,23 @@ def test_keep_alive_serves_many_requests_on_one_connection(base: tuple[str, int]
     sock.close()
 
 
+def test_a_burst_on_many_connections_is_answered_even_when_some_clients_leave(base: tuple[str, int]) -> None:
+    """Requests that arrive together are started a few per loop turn (gateway.pacing): the ones whose
+    clients left before their turn are dropped, every other one is answered."""
+    socks = [connect(base) for _ in range(48)]
+    for i, sock in enumerate(socks):
+        sock.sendall(f"POST /echo?i={i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx".encode())
+    for sock in socks[::4]:
+        sock.close()  # gone before (or while) its request is started
+    for i, sock in enumerate(socks):
+        if i % 4:
+            status, _, body = read_response(sock, bytearray())
+            assert status == 200 and json.loads(body)["query"] == f"i={i}"
+            sock.close()
+    with httpx.Client(base_url=f"http://{base[0]}:{base[1]}") as client:
+        assert client.get("/x").status_code == 200
+
+
 def test_pipelined_requests_are_answered_in_order(base: tuple[str, int]) -> None:
     sock = connect(base)
     reqs = b"".join(f"POST /echo?n={i} HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n{i:03d}".encode()
