@@ -1,4 +1,4 @@
-"""When a burst of requests arrives at a worker with CPU to spare, start them a few per event-loop turn.
+"""When a burst of requests arrives at a worker that keeps up, start them a few per event-loop turn.
 
 Why: uvloop runs every callback that is ready before it looks at the sockets again. When 40 requests
 arrive together, all 40 first steps (auth, body checks, reservation: ~60 µs each) run back to back, and
@@ -6,26 +6,27 @@ the Redis replies and upstream answers that come in meanwhile wait behind all of
 the burst pays for the whole burst. Starting two per turn lets the loop read those replies between
 starts, so the first requests of a burst go upstream while the later ones are still being read.
 Measured (bench a·50, 64 connections, upstream 50 ms, which arrive in bursts): req/s 95.5–96.6 % →
-98.0–98.3 % of direct, added p50 +1.9–2.3 → +1.0–1.2 ms.
+97.7–98.0 % of direct, added p50 +1.9–2.3 → +1.0–1.2 ms.
 
-It costs CPU (smaller Redis batches, more loop turns): +10–25 % per request when every turn is full. So
-a saturated worker, whose throughput is what counts then, starts everything at once as before: pacing is
-on only while the event loop's thread used less than BUSY of a core over the last WINDOW seconds (with
-hysteresis, so it does not flap at the edge).
+It costs CPU (smaller Redis batches, more loop turns): +10–25 % per request when every turn is full. A
+saturated worker, whose throughput is what counts then, starts everything at once as before. Saturated
+means: requests waited for their turn during more than half of the last WINDOW — a burst drains in a few
+milliseconds, a worker that cannot keep up never drains. That holds whatever limits the worker (a whole
+core, or a container's CPU quota, where CPU-time shares would read "idle"). After HOLD seconds unpaced it
+looks again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable
 
 PER_TURN = 2  # requests started per loop turn while pacing
-WINDOW = 0.05  # seconds of CPU use looked back on
-BUSY = 0.8  # above this share of one core: saturated, no pacing ...
-QUIET = 0.6  # ... until it falls below this again
+WINDOW = 0.05  # seconds over which the share of time with requests waiting is measured
+SATURATED = 0.5  # above this share: the worker does not keep up, start everything at once ...
+HOLD = 1.0  # ... for this many seconds, then pace again and see
 
 Start = Callable[[], None]
 
@@ -36,51 +37,67 @@ class Pacer:
         self._pending: deque[Start] = deque()
         self._budget = PER_TURN
         self._scheduled = False
-        self._pacing = True
-        self._since_wall = time.monotonic()
-        self._since_cpu = time.thread_time()  # the loop's own thread: what it has to spare
+        self._paused_until = 0.0  # pacing is off until then (loop time)
+        self._window_start = loop.time()
+        self._waited = 0.0  # time in this window with requests waiting
+        self._waiting_since: float | None = None
 
     def start(self, begin: Start) -> None:
         """Call `begin` now, or in a later loop turn when this turn has started its share already."""
-        if not self._scheduled:
-            self._update()
-            if not self._pacing:
+        if self._paused_until:
+            if self._loop.time() < self._paused_until:
                 begin()
                 return
+            self._paused_until = 0.0
+            self._new_window(self._loop.time())
+        if not self._scheduled:
             self._scheduled = True
-            self._budget = PER_TURN  # the last turn is over: this is a new one
             self._loop.call_soon(self._turn)
         if self._budget > 0 and not self._pending:
             self._budget -= 1
             begin()
-        else:
-            self._pending.append(begin)
+            return
+        if self._waiting_since is None:
+            self._waiting_since = self._loop.time()
+        self._pending.append(begin)
 
     def _turn(self) -> None:
-        """Once per loop turn while there is work: a new budget, spent on the oldest waiting starts."""
-        self._budget = PER_TURN
+        """Once per loop turn while there is work: a new budget, spent on the oldest waiting starts. It
+        runs one turn more than there is work for, so the budget is whole again when it stops."""
+        now = self._loop.time()
         pending = self._pending
+        if self._saturated(now):
+            self._paused_until = now + HOLD
+            self._budget = len(pending)
+        else:
+            self._budget = PER_TURN
+        launched = bool(pending)
         while pending and self._budget > 0:
             self._budget -= 1
             pending.popleft()()
-        if pending:
+        if not pending and self._waiting_since is not None:
+            self._waited += now - self._waiting_since
+            self._waiting_since = None
+        if launched:
             self._loop.call_soon(self._turn)
         else:
             self._scheduled = False
+            self._budget = PER_TURN
 
-    def _update(self) -> None:
-        """Pacing on or off, from the loop thread's CPU use since the last look (at most every WINDOW)."""
-        wall = time.monotonic()
-        elapsed = wall - self._since_wall
+    def _saturated(self, now: float) -> bool:
+        """At the end of each WINDOW: did requests wait for their turn during more than SATURATED of it?"""
+        elapsed = now - self._window_start
         if elapsed < WINDOW:
-            return
-        cpu = time.thread_time()
-        used = (cpu - self._since_cpu) / elapsed
-        self._since_wall, self._since_cpu = wall, cpu
-        if self._pacing and used > BUSY:
-            self._pacing = False
-        elif not self._pacing and used < QUIET:
-            self._pacing = True
+            return False
+        waited = self._waited + (now - self._waiting_since if self._waiting_since is not None else 0.0)
+        self._new_window(now)
+        return waited > SATURATED * elapsed
+
+    def _new_window(self, now: float) -> None:
+        self._window_start = now
+        self._waited = 0.0
+        if self._waiting_since is not None:
+            self._waiting_since = now
 
 
 _pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
