@@ -9,26 +9,39 @@ Measured (bench a·50, 64 connections, upstream 50 ms, which arrive in bursts): 
 97.7–98.0 % of direct, added p50 +1.9–2.3 → +1.0–1.2 ms.
 
 It costs CPU (smaller Redis batches, more loop turns): +10–25 % per request when every turn is full. A
-saturated worker, whose throughput is what counts then, starts everything at once as before. Saturated
-means: requests waited for their turn during more than half of the last WINDOW — a burst drains in a few
-milliseconds, a worker that cannot keep up never drains. That holds whatever limits the worker (a whole
-core, or a container's CPU quota, where CPU-time shares would read "idle"). After HOLD seconds unpaced it
-looks again.
+worker that cannot keep up, whose throughput is what counts then, starts everything at once as before.
+"Cannot keep up" is the loop thread's demand for CPU over the last WINDOW: the time it ran plus the time
+it was ready to run but waited (/proc/thread-self/schedstat) — which counts a container's CPU quota
+throttling it (measured: a thread capped at 0.45 core reads run 0.45 + wait 0.55) and other processes
+holding its core, where its CPU-time share alone would read "idle". Pacing goes off above BUSY and on
+again below QUIET.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
 
 PER_TURN = 2  # requests started per loop turn while pacing
-WINDOW = 0.05  # seconds over which the share of time with requests waiting is measured
-SATURATED = 0.5  # above this share: the worker does not keep up, start everything at once ...
-HOLD = 1.0  # ... for this many seconds, then pace again and see
+WINDOW = 0.05  # seconds over which the loop thread's demand for CPU is measured
+BUSY = 0.8  # above this share of one core: it cannot keep up, start everything at once ...
+QUIET = 0.6  # ... until it falls below this again
+SCHEDSTAT = "/proc/thread-self/schedstat"  # ns on the CPU, ns waiting for it, timeslices
 
 Start = Callable[[], None]
+
+
+def cpu_demand_ns() -> int:
+    """The calling thread's time on the CPU plus time spent ready but waiting for it (ns)."""
+    try:
+        with open(SCHEDSTAT, "rb") as f:
+            ran, waited, _ = f.read().split()
+        return int(ran) + int(waited)
+    except (OSError, ValueError):  # not Linux, or /proc hidden: what it ran, at least
+        return time.thread_time_ns()
 
 
 class Pacer:
@@ -37,67 +50,55 @@ class Pacer:
         self._pending: deque[Start] = deque()
         self._budget = PER_TURN
         self._scheduled = False
-        self._paused_until = 0.0  # pacing is off until then (loop time)
-        self._window_start = loop.time()
-        self._waited = 0.0  # time in this window with requests waiting
-        self._waiting_since: float | None = None
+        self._pacing = True
+        self._since = loop.time()
+        self._demand = cpu_demand_ns()
 
     def start(self, begin: Start) -> None:
         """Call `begin` now, or in a later loop turn when this turn has started its share already."""
-        if self._paused_until:
-            if self._loop.time() < self._paused_until:
+        if not self._scheduled:
+            self._look()
+            if not self._pacing:
                 begin()
                 return
-            self._paused_until = 0.0
-            self._new_window(self._loop.time())
-        if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._turn)
         if self._budget > 0 and not self._pending:
             self._budget -= 1
             begin()
             return
-        if self._waiting_since is None:
-            self._waiting_since = self._loop.time()
         self._pending.append(begin)
 
     def _turn(self) -> None:
         """Once per loop turn while there is work: a new budget, spent on the oldest waiting starts. It
         runs one turn more than there is work for, so the budget is whole again when it stops."""
-        now = self._loop.time()
+        self._look()
         pending = self._pending
-        if self._saturated(now):
-            self._paused_until = now + HOLD
-            self._budget = len(pending)
-        else:
-            self._budget = PER_TURN
+        self._budget = PER_TURN if self._pacing else len(pending)
         launched = bool(pending)
         while pending and self._budget > 0:
             self._budget -= 1
             pending.popleft()()
-        if not pending and self._waiting_since is not None:
-            self._waited += now - self._waiting_since
-            self._waiting_since = None
         if launched:
             self._loop.call_soon(self._turn)
         else:
             self._scheduled = False
             self._budget = PER_TURN
 
-    def _saturated(self, now: float) -> bool:
-        """At the end of each WINDOW: did requests wait for their turn during more than SATURATED of it?"""
-        elapsed = now - self._window_start
-        if elapsed < WINDOW:
-            return False
-        waited = self._waited + (now - self._waiting_since if self._waiting_since is not None else 0.0)
-        self._new_window(now)
-        return waited > SATURATED * elapsed
 
-    def _new_window(self, now: float) -> None:
-        self._window_start = now
-        self._waited = 0.0
-        if self._waiting_since is not None:
-            self._waiting_since = now
+    def _look(self) -> None:
+        """At most once per WINDOW: pacing on or off, from the loop thread's demand for CPU since."""
+        now = self._loop.time()
+        elapsed = now - self._since
+        if elapsed < WINDOW:
+            return
+        demand = cpu_demand_ns()
+        share = (demand - self._demand) / 1e9 / elapsed
+        self._since, self._demand = now, demand
+        if self._pacing and share > BUSY:
+            self._pacing = False
+        elif not self._pacing and share < QUIET:
+            self._pacing = True
 
 
 _pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
