@@ -78,13 +78,13 @@ class Pacer:
         if not pending:
             self._scheduled = False
             return
+        self._loop.call_soon(self._turn)  # first: a start that raises must not stop the turns
         self._look()
         if not self._pacing:
             self._launch_all()
         while pending and self._budget > 0:
             self._budget -= 1
             pending.popleft()()
-        self._loop.call_soon(self._turn)
 
     def _launch_all(self) -> None:
         pending = self._pending

@@ -5,9 +5,10 @@ wakes first accepts. Measured with wrk's 64 keep-alive connections and 2 workers
 of them — a client that holds its connections (every SDK does) then loads one core while the others idle.
 With a socket per worker the kernel spreads new connections over the workers by a hash of the addresses.
 
-The supervisor restarts a worker that dies while serving, and on SIGTERM or SIGINT stops all of them
-gracefully (uvicorn's shutdown in each: open requests finish). A worker that exits before it said it is
-ready (bad config, Redis unreachable) stops the whole service with an error instead of a restart loop.
+The supervisor restarts a worker that dies while serving (waiting longer each time its replacement fails
+to start: Redis may be down for a while), and on SIGTERM or SIGINT stops all of them gracefully (uvicorn's
+shutdown in each: open requests finish). A worker of the first set that exits before it said it is ready
+(bad config, Redis unreachable at start) stops the whole service with an error instead of a restart loop.
 """
 
 from __future__ import annotations
@@ -24,21 +25,29 @@ from multiprocessing.synchronize import Event
 log = logging.getLogger("gateway.workers")
 
 STOP_TIMEOUT = 30.0  # seconds a worker gets to finish its open requests before it is killed
-RESTART_DELAY = 1.0  # between a worker's death and its replacement (no busy loop on a persistent fault)
+RESTART_DELAY = 1.0  # between a worker's death and its replacement, doubled while replacements fail ...
+MAX_RESTART_DELAY = 30.0  # ... up to this
 
 
 class WorkersError(RuntimeError):
     pass
 
 
+def _address(host: str, port: int) -> tuple[int, tuple]:
+    """The family and socket address to bind for `host` (an IP of either family, or a name)."""
+    family, _, _, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                               flags=socket.AI_PASSIVE)[0]
+    return family, addr
+
+
 def reuseport_socket(host: str, port: int) -> socket.socket:
     """A bound (not yet listening) TCP socket that shares its port with the other workers' sockets."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family, addr = _address(host, port)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
+        sock.bind(addr)
     except OSError:
         sock.close()
         raise
@@ -48,14 +57,26 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 def ensure_port_free(host: str, port: int) -> None:
     """SO_REUSEPORT would let our workers join a listener left behind by an earlier run of the same user
-    and silently split the traffic with it, so refuse to start when something already answers there."""
-    probe = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    try:
-        with socket.create_connection((probe, port), timeout=0.5):
-            pass
-    except OSError:
-        return
-    raise WorkersError(f"something already listens on {host}:{port}; stop it or choose another --port")
+    and silently split the traffic with it. A bind without SO_REUSEPORT fails when anything holds the
+    address (a listener on the wildcard, on this address, or on the other family's wildcard for a
+    dual-stack bind), and succeeds over connections that are only closing (SO_REUSEADDR)."""
+    family, addr = _address(host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(addr)
+        except OSError as exc:
+            raise WorkersError(f"cannot listen on {host}:{port} ({exc.strerror}); stop what holds it or "
+                               "choose another --port") from None
+
+
+class _Slot:
+    """One worker place: its current process, and how its restarts are going."""
+
+    def __init__(self, proc: BaseProcess, ready: Event, first: bool) -> None:
+        self.proc, self.ready, self.first = proc, ready, first
+        self.delay = RESTART_DELAY
+        self.restart_at: float | None = None
 
 
 class Supervisor:
@@ -67,16 +88,17 @@ class Supervisor:
             raise WorkersError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS); run one worker per port")
         self.n, self.target, self.host, self.port = n, target, host, port
         self._ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker, no forked state
-        self._procs: list[tuple[BaseProcess, Event]] = []
+        self._slots: list[_Slot] = []
         self._stopping = False
 
     def run(self) -> int:
         ensure_port_free(self.host, self.port)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            self._procs = [self._start() for _ in range(self.n)]
+            for _ in range(self.n):
+                self._slots.append(_Slot(*self._start(), first=True))  # kept at once: stopped on any exit
             log.info("started %d workers on %s:%d: pids %s", self.n, self.host, self.port,
-                     " ".join(str(p.pid) for p, _ in self._procs))
+                     " ".join(str(slot.proc.pid) for slot in self._slots))
             return self._watch()
         finally:
             self._stop_all()
@@ -91,17 +113,32 @@ class Supervisor:
 
     def _watch(self) -> int:
         while not self._stopping:
-            for i, (proc, ready) in enumerate(self._procs):
-                if proc.is_alive() or self._stopping:
+            now = time.monotonic()
+            for slot in self._slots:
+                if self._stopping:
+                    break
+                if slot.restart_at is not None:
+                    if now >= slot.restart_at:
+                        slot.proc, slot.ready = self._start()
+                        slot.restart_at = None
                     continue
-                if not ready.is_set():
+                if slot.proc.is_alive():
+                    if slot.ready.is_set():
+                        slot.first, slot.delay = False, RESTART_DELAY  # serving: a later death starts afresh
+                    continue
+                if slot.first and not slot.ready.is_set():
                     log.error("worker %d exited with code %s during start-up; stopping the service",
-                              proc.pid, proc.exitcode)
+                              slot.proc.pid, slot.proc.exitcode)
                     return 1
-                log.warning("worker %d exited with code %s; starting a new one", proc.pid, proc.exitcode)
-                time.sleep(RESTART_DELAY)
-                if not self._stopping:
-                    self._procs[i] = self._start()
+                if slot.ready.is_set():
+                    log.warning("worker %d exited with code %s; starting a new one", slot.proc.pid,
+                                slot.proc.exitcode)
+                else:  # a replacement that could not start: try again, less often
+                    log.error("replacement worker %d could not start (code %s); trying again in %.0f s",
+                              slot.proc.pid, slot.proc.exitcode, slot.delay)
+                slot.restart_at, slot.first = now + slot.delay, False
+                if not slot.ready.is_set():
+                    slot.delay = min(slot.delay * 2, MAX_RESTART_DELAY)
             time.sleep(0.2)
         return 0
 
@@ -109,11 +146,12 @@ class Supervisor:
         self._stopping = True
 
     def _stop_all(self) -> None:
-        for proc, _ in self._procs:
+        procs = [slot.proc for slot in self._slots]
+        for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 proc.terminate()  # SIGTERM: uvicorn's graceful shutdown in the worker
         deadline = time.monotonic() + STOP_TIMEOUT
-        for proc, _ in self._procs:
+        for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 log.warning("worker %d did not stop in %.0f s; killing it", proc.pid, STOP_TIMEOUT)
