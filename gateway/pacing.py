@@ -58,7 +58,7 @@ class Pacer:
         """Call `begin` now, or in a later loop turn when this turn has started its share already."""
         if self._budget > 0 and not self._pending:  # the common case, a lone request: nothing to decide
             self._budget -= 1
-            if not self._scheduled:
+            if not self._budget and not self._scheduled:  # the share is spent: a new one next turn
                 self._scheduled = True
                 self._loop.call_soon(self._turn)
             begin()
@@ -66,6 +66,9 @@ class Pacer:
         self._look()  # a burst: is the worker keeping up?
         if self._pacing:
             self._pending.append(begin)
+            if not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon(self._turn)
             return
         self._launch_all()
         begin()
