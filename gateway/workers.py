@@ -1,9 +1,10 @@
 """`gateway serve --workers N`: N worker processes, each with a listening socket of its own (SO_REUSEPORT).
 
 Why not uvicorn's own `workers=`: it binds one socket and hands it to every worker, and the worker that
-wakes first accepts. Measured with wrk's 64 keep-alive connections and 2 workers, one worker took ~80 %
-of them — a client that holds its connections (every SDK does) then loads one core while the others idle.
-With a socket per worker the kernel spreads new connections over the workers by a hash of the addresses.
+wakes first accepts. Measured with wrk's 64 keep-alive connections and 2 workers: 58 / 6, 27 / 37 and
+63 / 1 in three runs — a client that holds its connections (every SDK does) then loads one core while
+the others idle. With sockets of their own: 30 / 34, 33 / 31, 35 / 29, 32 / 32 (bench/RESULTS.md, w).
+The kernel spreads new connections over the sockets by a hash of the addresses.
 
 The supervisor restarts a worker that dies while serving (waiting longer each time its replacement fails
 to start: Redis may be down for a while), and on SIGTERM or SIGINT stops all of them gracefully (uvicorn's
