@@ -14,8 +14,9 @@ is set beside the same figure for the fake upstream called directly in the same 
 Scenarios: a = OpenAI pass-through (gpt-4o-mini), 64 connections, upstream delay 0 and 50 ms;
 b = the same at 1 connection; c = Anthropic translation (claude-sonnet-4-5), 64 connections, delay 0;
 d = streaming chat, 200 chunks, sequential requests: added TTFB and chunks/s;
-w = `gateway serve --workers N` (N = the machine's cores) against one worker, a's load at delay 0: CPU per
-request, req/s and how evenly the workers share the connections.
+w = `gateway serve --workers 2` against `--workers 1`, a's load at delay 0, every worker capped at 0.45 of
+core 1 (cgroup CPU quota, needs root): req/s, CPU per request and how evenly the workers share the
+connections.
 Everything the runner starts is stopped by PID when it ends; its Redis keys are deleted.
 """
 
@@ -609,11 +610,8 @@ class Rig:
             env=env,
         )
         wait_http(self.gateway, self.gw_base + "/v1", "the gateway", 60)
-        deadline = time.monotonic() + 60
-        while len(self.gateway_pids()) < self.workers:
-            if time.monotonic() > deadline:
-                raise BenchError(f"the gateway's {self.workers} workers did not start:\n{self.gateway.tail()}")
-            time.sleep(0.1)
+        wait_ready(self.gateway, lambda: len(self.gateway_pids()) >= self.workers,
+                   f"the gateway's {self.workers} workers", 60)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Managed:
         p = Managed(name, argv, self.tmp, env=env, cwd=REPO)
@@ -1320,17 +1318,18 @@ def load(args: argparse.Namespace, redis_url: str, wanted: set[str]) -> int:
     m = machine_info(redis_version)
     results: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
-    with Rig(redis_url, chunks=args.chunks) as rig:
-        print(
-            f"fake upstream pid {rig.fake.pid} at {rig.fake_base}, gateway pid {rig.gateway.pid} at "  # type: ignore[union-attr]
-            f"{rig.gw_base}, Redis prefix {rig.prefix}",
-            flush=True,
-        )
-        for sid, group, _title, wire, conns, delay in SCENARIOS:
-            if group in wanted:
-                results[sid] = run_scenario(rig, sid, wire, conns, delay, args.duration, args.warmup)
-        if "d" in wanted:
-            results["d"] = run_streaming(rig, args.stream_requests)
+    if wanted - {"w"}:  # w starts gateways of its own
+        with Rig(redis_url, chunks=args.chunks) as rig:
+            print(
+                f"fake upstream pid {rig.fake.pid} at {rig.fake_base}, gateway pid {rig.gateway.pid} at "  # type: ignore[union-attr]
+                f"{rig.gw_base}, Redis prefix {rig.prefix}",
+                flush=True,
+            )
+            for sid, group, _title, wire, conns, delay in SCENARIOS:
+                if group in wanted:
+                    results[sid] = run_scenario(rig, sid, wire, conns, delay, args.duration, args.warmup)
+            if "d" in wanted:
+                results["d"] = run_streaming(rig, args.stream_requests)
     if "w" in wanted:
         results["w"] = run_workers(redis_url, args.duration, args.warmup)
     section = render_run(results, m, args)

@@ -58,20 +58,22 @@ class Pacer:
         """Call `begin` now, or in a later loop turn when this turn has started its share already."""
         if self._budget > 0 and not self._pending:  # the common case, a lone request: nothing to decide
             self._budget -= 1
-            if not self._budget and not self._scheduled:  # the share is spent: a new one next turn
-                self._scheduled = True
-                self._loop.call_soon(self._turn)
+            if not self._budget:  # the share is spent: a new one next turn
+                self._schedule()
             begin()
             return
         self._look()  # a burst: is the worker keeping up?
         if self._pacing:
             self._pending.append(begin)
-            if not self._scheduled:
-                self._scheduled = True
-                self._loop.call_soon(self._turn)
+            self._schedule()
             return
         self._launch_all()
         begin()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._turn)
 
     def _turn(self) -> None:
         """Once per loop turn while there is work: a new budget, spent on the oldest waiting starts. It

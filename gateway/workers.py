@@ -123,23 +123,25 @@ class Supervisor:
                         slot.proc, slot.ready = self._start()
                         slot.restart_at = None
                     continue
-                if slot.proc.is_alive():
-                    if slot.ready.is_set():
+                alive, started = slot.proc.is_alive(), slot.ready.is_set()
+                if alive:
+                    if started:
                         slot.first, slot.delay = False, RESTART_DELAY  # serving: a later death starts afresh
                     continue
-                if slot.first and not slot.ready.is_set():
+                if started:
+                    log.warning("worker %d exited with code %s; starting a new one", slot.proc.pid,
+                                slot.proc.exitcode)
+                    slot.restart_at = now + slot.delay
+                elif slot.first:
                     log.error("worker %d exited with code %s during start-up; stopping the service",
                               slot.proc.pid, slot.proc.exitcode)
                     return 1
-                if slot.ready.is_set():
-                    log.warning("worker %d exited with code %s; starting a new one", slot.proc.pid,
-                                slot.proc.exitcode)
                 else:  # a replacement that could not start: try again, less often
                     log.error("replacement worker %d could not start (code %s); trying again in %.0f s",
                               slot.proc.pid, slot.proc.exitcode, slot.delay)
-                slot.restart_at, slot.first = now + slot.delay, False
-                if not slot.ready.is_set():
+                    slot.restart_at = now + slot.delay
                     slot.delay = min(slot.delay * 2, MAX_RESTART_DELAY)
+                slot.first = False
             time.sleep(0.2)
         return 0
 
