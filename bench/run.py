@@ -1522,8 +1522,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate",
         type=float,
         default=200,
-        help="target req/s (default 200; one gateway worker saturates at roughly 500-750 req/s at delay 0, "
-        "and costs more CPU per request at low concurrency)",
+        help="target req/s (default 200; one gateway worker serves ~8,000-10,000 req/s at delay 0 on the "
+        "machines in RESULTS.md, and costs more CPU per request at low concurrency)",
     )
     soak.add_argument("--connections", type=int, default=32)
     soak.add_argument(
