@@ -490,9 +490,10 @@ class _Sweeper:
     _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper]] = weakref.WeakKeyDictionary()
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # weak, as in gateway.pacing: the registry keeps the sweeper while the loop lives, not the reverse
+        self.loop = weakref.ref(loop)
         self.conns: weakref.WeakSet[HttpProtocol] = weakref.WeakSet()
-        self.handle: asyncio.TimerHandle | None = None
+        self.armed = False  # a sweep is scheduled (a flag, not the timer handle: that holds the loop)
 
     @classmethod
     def watch(cls, proto: HttpProtocol) -> None:
@@ -500,11 +501,16 @@ class _Sweeper:
         if sweeper is None:
             sweeper = cls._by_loop[proto.loop] = cls(proto.loop)
         sweeper.conns.add(proto)
-        if sweeper.handle is None:
-            sweeper.handle = proto.loop.call_later(SWEEP_SECONDS, sweeper.sweep)
+        if not sweeper.armed:
+            sweeper.armed = True
+            proto.loop.call_later(SWEEP_SECONDS, sweeper.sweep)
 
     def sweep(self) -> None:
-        now = self.loop.time()
+        loop = self.loop()
+        if loop is None:
+            self.armed = False
+            return
+        now = loop.time()
         for proto in list(self.conns):
             t = proto.transport
             if t is None or t.is_closing():
@@ -512,7 +518,9 @@ class _Sweeper:
             elif proto.idle_since is not None and now - proto.idle_since >= proto.keep_alive_timeout:
                 t.close()
                 self.conns.discard(proto)
-        self.handle = self.loop.call_later(SWEEP_SECONDS, self.sweep) if self.conns else None
+        self.armed = bool(self.conns)
+        if self.armed:
+            loop.call_later(SWEEP_SECONDS, self.sweep)
 
 
 def _addr(info: Any) -> tuple[str, int] | None:

@@ -46,7 +46,9 @@ def cpu_demand_ns() -> int:
 
 class Pacer:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # weak: the registry below keeps this pacer for as long as the loop lives, so a strong reference
+        # back to the loop would keep every closed loop (and what hangs off it) for good
+        self._loop = weakref.ref(loop)
         self._pending: deque[Start] = deque()
         self._budget = PER_TURN
         self._scheduled = False
@@ -72,8 +74,10 @@ class Pacer:
 
     def _schedule(self) -> None:
         if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._turn)
+            loop = self._loop()
+            if loop is not None:
+                self._scheduled = True
+                loop.call_soon(self._turn)
 
     def _turn(self) -> None:
         """Once per loop turn while there is work: a new budget, spent on the oldest waiting starts. It
@@ -83,7 +87,7 @@ class Pacer:
         if not pending:
             self._scheduled = False
             return
-        self._loop.call_soon(self._turn)  # first: a start that raises must not stop the turns
+        asyncio.get_running_loop().call_soon(self._turn)  # first: a start that raises must not stop the turns
         self._look()
         if not self._pacing:
             self._launch_all()
@@ -99,7 +103,10 @@ class Pacer:
     def _look(self) -> None:
         """At most once per WINDOW, and only when a burst asks: pacing on or off, from the loop thread's
         demand for CPU since the last look (reading it costs a /proc read, ~75 µs on a cold CPU)."""
-        now = self._loop.time()
+        loop = self._loop()
+        if loop is None:
+            return
+        now = loop.time()
         elapsed = now - self._since
         if elapsed < WINDOW:
             return

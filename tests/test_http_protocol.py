@@ -372,3 +372,39 @@ def test_head_that_never_completes_is_closed_after_the_timeout(base: tuple[str, 
     sock.sendall(b"X-Slow: 1\r\n")                     # still trickling: no extension
     assert closed_by_server(sock, timeout=5)
     assert 0.9 <= time.monotonic() - t0 <= 3.5
+
+
+def test_a_server_that_has_stopped_leaves_its_event_loop_to_be_freed() -> None:
+    """Whatever the protocol keeps per event loop (pacing, the idle sweep) must not outlive the loop:
+    a process that runs servers one after another (tests, embedded use) would keep every loop and what
+    hangs off it."""
+    import gc
+    import weakref
+
+    seen: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await app(scope, receive, send)
+            return
+        seen.append(weakref.ref(asyncio.get_running_loop()))
+        await _json(send, 200, {"ok": True})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(one, host="127.0.0.1", port=port, http=HttpProtocol, loop="asyncio",
+                                           lifespan="on", log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.01)
+    with connect(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(s, bytearray())[0] == 200
+    server.should_exit = True
+    thread.join(10)
+    assert not thread.is_alive()
+    del server, thread
+    gc.collect()
+    assert seen and seen[0]() is None, "the stopped server's event loop is still referenced"
