@@ -13,11 +13,11 @@
 local acct, key, resv, queue, rl, hist = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = tonumber(ARGV[1])
 local rid, kid, model = ARGV[2], ARGV[3], ARGV[4]
-local reserve = tonumber(ARGV[5])
+local reserve = tonumber(ARGV[5])  -- for the checks; what is written is ARGV[5] itself (see settle.lua)
 local month = ARGV[6]
 
 -- Release reservations whose request died with its gateway process (bounded work per call).
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, 20)) do
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[1], 'LIMIT', '0', '20')) do
   local v = redis.call('HGET', resv, old)
   if v then
     local amount, okid, omonth, state = string.match(v, '^(%-?%d+)|([^|]*)|([^|]*)|(%a+)$')
@@ -84,12 +84,12 @@ end
 local limit = tonumber(k[2]) or -1
 if limit >= 0 and (tonumber(k[6]) or 0) + (tonumber(k[7]) or 0) + reserve > limit then return reject(8) end
 
-redis.call('HINCRBY', acct, 'reserved', reserve)
-redis.call('HINCRBY', key, 'mr:' .. month, reserve)
-redis.call('HSET', resv, rid, reserve .. '|' .. kid .. '|' .. month .. '|open')
+redis.call('HINCRBY', acct, 'reserved', ARGV[5])
+redis.call('HINCRBY', key, 'mr:' .. month, ARGV[5])
+redis.call('HSET', resv, rid, ARGV[5] .. '|' .. kid .. '|' .. month .. '|open')
 redis.call('ZADD', queue, now + tonumber(ARGV[7]), rid)
 if rpm > 0 then
-  redis.call('HINCRBY', rl, 'r:' .. minute, 1)
-  redis.call('PEXPIRE', rl, 180000)
+  redis.call('HINCRBY', rl, 'r:' .. minute, '1')
+  redis.call('PEXPIRE', rl, '180000')
 end
 return {0, rpm, math.max(rpm - req_used - 1, 0), tpm, math.max(tpm - tok_used, 0), reset_ms}
