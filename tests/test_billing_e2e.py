@@ -341,3 +341,25 @@ def test_the_charge_is_in_redis_before_the_answer_leaves(stream: bool, gateway_e
     assert len(costs) == 3 and all(cost > 0 for cost in costs)
     # the n-th answer, as it left, found n calls recorded and charged
     assert seen == [(n, sum(costs[:n])) for n in (1, 2, 3)]
+
+
+def test_a_reservation_of_a_hundred_thousand_dollars_is_released_in_full(gateway_env, tmp_path) -> None:
+    """The reservation record holds the amount as the digits it arrived as: Lua prints a number of
+    10^14 or more (nano-USD: $100,000) as 1e+14, which the settlement would not read back, and the
+    account's reserved balance would keep that much for good."""
+    from tests.gateway_server import copy_root
+
+    root = copy_root(tmp_path)
+    prices = root / "pricing.d" / "openai.yaml"
+    text = prices.read_text()
+    assert '  gpt-4o-mini:\n    input: "0.15"\n' in text
+    prices.write_text(text.replace('  gpt-4o-mini:\n    input: "0.15"\n',
+                                   '  gpt-4o-mini:\n    per_request: "250000"\n    input: "0.15"\n', 1))
+    with GatewayServer(root, gateway_env) as gw:
+        c = make_customer(gw, usd="1000000")
+        resp = sdk(gw, c.secret).chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=5)
+        assert resp.choices[0].message.content
+        [entry] = history(gw, c.account_id)
+        a = account(gw, c.account_id)
+    assert entry["status"] == 200 and entry["cost"] >= 250_000 * NANO
+    assert a.reserved == 0 and a.spent == entry["cost"]
