@@ -9,7 +9,7 @@
 local acct, key, resv, queue, rl, hist, daily = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local now, rid, month, day = tonumber(ARGV[1]), ARGV[2], ARGV[4], ARGV[5]
 -- Counts go to redis.call as the strings they came in as ('1', ARGV[3]): a Lua number is formatted with
--- printf('%.17g') on every call, ~20 % of this script's time (measured in bench/RESULTS.md).
+-- printf('%.17g') on every call, ~15 % of this script's time (measured in bench/RESULTS.md).
 
 local release, rmonth = 0, month
 if ARGV[8] == '1' then
