@@ -7,6 +7,7 @@ answers, HEAD, Expect: 100-continue, HTTP/1.0, malformed and oversized heads, di
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -86,21 +87,30 @@ async def _json(send: Any, status: int, doc: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.fixture(scope="module")
-def base() -> Iterator[tuple[str, int]]:
+@contextlib.contextmanager
+def serving(asgi: Any, **options: Any) -> Iterator[tuple[str, int]]:
+    """`asgi` under uvicorn with our protocol, in a thread with its own event loop, until the block ends."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=HttpProtocol, loop="asyncio", lifespan="on",
-                            log_level="critical", timeout_keep_alive=1)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, http=HttpProtocol, loop="asyncio",
+                                           lifespan="on", log_level="critical", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.01)
-    yield ("127.0.0.1", port)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield ("127.0.0.1", port)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert not thread.is_alive(), "server did not stop"
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[tuple[str, int]]:
+    with serving(app, timeout_keep_alive=1) as addr:
+        yield addr
 
 
 def connect(base: tuple[str, int]) -> socket.socket:
@@ -390,21 +400,8 @@ def test_a_server_that_has_stopped_leaves_its_event_loop_to_be_freed() -> None:
         seen.append(weakref.ref(asyncio.get_running_loop()))
         await _json(send, 200, {"ok": True})
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(one, host="127.0.0.1", port=port, http=HttpProtocol, loop="asyncio",
-                                           lifespan="on", log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    with connect(("127.0.0.1", port)) as s:
+    with serving(one) as addr, connect(addr) as s:
         s.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(s, bytearray())[0] == 200
-    server.should_exit = True
-    thread.join(10)
-    assert not thread.is_alive()
-    del server, thread
     gc.collect()
     assert seen and seen[0]() is None, "the stopped server's event loop is still referenced"
