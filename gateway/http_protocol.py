@@ -489,9 +489,9 @@ class _Sweeper:
 
     _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper]] = weakref.WeakKeyDictionary()
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # weak, as in gateway.pacing: the registry keeps the sweeper while the loop lives, not the reverse
-        self.loop = weakref.ref(loop)
+    def __init__(self) -> None:
+        # no reference to its loop (as in gateway.pacing): the registry keeps the sweeper while the loop
+        # lives, and a reference back would keep every closed loop
         self.conns: weakref.WeakSet[HttpProtocol] = weakref.WeakSet()
         self.armed = False  # a sweep is scheduled (a flag, not the timer handle: that holds the loop)
 
@@ -499,17 +499,14 @@ class _Sweeper:
     def watch(cls, proto: HttpProtocol) -> None:
         sweeper = cls._by_loop.get(proto.loop)
         if sweeper is None:
-            sweeper = cls._by_loop[proto.loop] = cls(proto.loop)
+            sweeper = cls._by_loop[proto.loop] = cls()
         sweeper.conns.add(proto)
         if not sweeper.armed:
             sweeper.armed = True
             proto.loop.call_later(SWEEP_SECONDS, sweeper.sweep)
 
     def sweep(self) -> None:
-        loop = self.loop()
-        if loop is None:
-            self.armed = False
-            return
+        loop = asyncio.get_running_loop()  # sweep runs as the loop's callback
         now = loop.time()
         for proto in list(self.conns):
             t = proto.transport

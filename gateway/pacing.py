@@ -46,9 +46,8 @@ def cpu_demand_ns() -> int:
 
 class Pacer:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # weak: the registry below keeps this pacer for as long as the loop lives, so a strong reference
-        # back to the loop would keep every closed loop (and what hangs off it) for good
-        self._loop = weakref.ref(loop)
+        # No reference to `loop` is kept (the running loop is asked instead): the registry below keeps
+        # this pacer for as long as the loop lives, and a reference back would keep every closed loop.
         self._pending: deque[Start] = deque()
         self._budget = PER_TURN
         self._scheduled = False
@@ -74,20 +73,18 @@ class Pacer:
 
     def _schedule(self) -> None:
         if not self._scheduled:
-            loop = self._loop()
-            if loop is not None:
-                self._scheduled = True
-                loop.call_soon(self._turn)
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._turn)
 
     def _turn(self) -> None:
         """Once per loop turn while there is work: a new budget, spent on the oldest waiting starts. It
         runs one turn more than there is work for, so the budget is whole again when it stops."""
         self._budget = PER_TURN
+        self._scheduled = False
         pending = self._pending
         if not pending:
-            self._scheduled = False
             return
-        asyncio.get_running_loop().call_soon(self._turn)  # first: a start that raises must not stop the turns
+        self._schedule()  # first: a start that raises must not stop the turns
         self._look()
         if not self._pacing:
             self._launch_all()
@@ -103,10 +100,7 @@ class Pacer:
     def _look(self) -> None:
         """At most once per WINDOW, and only when a burst asks: pacing on or off, from the loop thread's
         demand for CPU since the last look (reading it costs a /proc read, ~75 µs on a cold CPU)."""
-        loop = self._loop()
-        if loop is None:
-            return
-        now = loop.time()
+        now = asyncio.get_running_loop().time()
         elapsed = now - self._since
         if elapsed < WINDOW:
             return
