@@ -67,6 +67,7 @@ class GatewayApp:
         self.auth = Authenticator(self.redis, self.keyspace)
         self.billing = BillingGate(self.ledger, self.prices, s)
         self._limit = config.settings.max_body_bytes
+        self.server_limits = s.limits  # read by the HTTP protocol (gateway.http_protocol)
         self._models_body = orjson.dumps({"object": "list", "data": [self._model_card(m) for m in config.enabled_models]})
         self._exact: dict[str, dict[str, Handler]] = {
             "/v1": {"GET": self.index}, "/v1/": {"GET": self.index},

@@ -9,6 +9,13 @@ handle per request (idle keep-alive connections are closed by one sweep per seco
 ASGI 3 HTTP: request bodies streamed with back-pressure, `http.disconnect` on a lost client, chunked
 responses when no Content-Length is given, HEAD, `Expect: 100-continue`, pipelined requests answered in
 order, HTTP/1.0 close semantics. No WebSocket (the gateway serves none).
+
+What a client may cost is bounded (`ServerLimits`, issue 14): raw head bytes (431) and head time (408), a
+minimum body rate once a grace period is over (408), open connections per worker (503, with a reserve for
+health checks), and body bytes in flight per worker (503). Deadlines are checked by the one-per-second
+sweep, not by timers per request. Every complete request is answered before the connection closes: after
+a client's half-close, after garbage that follows a request, after a request that follows `Connection:
+close`; a framing error of a request not yet answered gets its 400 (or 431/408/503) in the seed's shape.
 """
 
 from __future__ import annotations
@@ -24,18 +31,23 @@ from urllib.parse import unquote
 
 import httptools
 
+from gateway.config.model import ServerLimits
 from gateway.errors import InternalError, error_body
 from gateway.pacing import pacer_for
 
 log = logging.getLogger("gateway.http")
 
-MAX_HEAD_BYTES = 64 * 1024        # request line + headers; more → 431 and close
+DEFAULT_LIMITS = ServerLimits()
+MAX_HEAD_BYTES = DEFAULT_LIMITS.max_head_bytes   # request line + headers; more → 431 and close (the default)
 BODY_HIGH_WATER = 256 * 1024      # buffered, unread request body before we stop reading the socket
 SWEEP_SECONDS = 1.0
 LINGER_SECONDS = 2.0              # after a last answer: how long to read (and drop) what the client still sends
+LINGER_MAX_BYTES = 1024 * 1024    # ... and how much of it, before the connection is simply closed
 
 ASGI = {"version": "3.0", "spec_version": "2.3"}
 _BAD_VALUE = re.compile(b"[\x00\r\n]")   # a header value that would split the response
+
+HEALTH_PATHS = frozenset(("/healthz", "/readyz"))   # what a connection over the cap may still ask
 
 
 def _status_line(code: int) -> bytes:
@@ -72,6 +84,7 @@ class HttpProtocol(asyncio.Protocol):
         if not config.loaded:
             config.load()
         self.app = config.loaded_app
+        self.limits: ServerLimits = _limits_of(self.app)
         self.loop = _loop or asyncio.get_event_loop()
         self.pacer = pacer_for(self.loop)
         self.server_state = server_state
@@ -90,24 +103,45 @@ class HttpProtocol(asyncio.Protocol):
         self.drain: asyncio.Future[None] | None = None
         self.reading_paused = False
         self.lingering = False
+        self.dropped = 0                         # bytes read and dropped after the last answer
+        self.reserve_only = False                # over the connection cap: health checks only
+        self.eof = False                         # the client half-closed: answer what it asked, then close
+        self.deferred: tuple[int, str] | None = None   # an error to answer once the requests before it are
+        self.in_head = False
+        self.head_started = 0.0
+        self.head_raw = 0                        # raw bytes of the head being received (all of its packets
+        self._fresh = False                      # but the one it began in, which one read bounds)
+        self._refusal: tuple[int, str] | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
+        self._hosts = 0
+        self._length = 0
         self._continue = False
 
     # -- connection --------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
-        self.server_state.connections.add(self)
+        connections = self.server_state.connections
+        connections.add(self)
         self.server = _addr(transport.get_extra_info("sockname"))
         self.client = _addr(transport.get_extra_info("peername"))
         self.idle_since = self.loop.time()
+        open_now = len(connections)
+        cap = _cap(self.limits)
+        if open_now > cap:
+            if open_now > cap + self.limits.health_reserve:
+                log.warning("connection refused: %d open connections (cap %d + %d for health checks)",
+                            open_now - 1, cap, self.limits.health_reserve)
+                self._answer_error(503, "the server is at its connection limit; try again shortly")
+                return
+            self.reserve_only = True
         _Sweeper.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
-        self.waiting.clear()
+        self._drop_waiting()
         for ex in (self.current, self.parsing):
             if ex is not None:
                 ex.lost()
@@ -116,18 +150,43 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering:
+        if self.lingering or self.deferred is not None:  # after a last answer or an error nothing is parsed
+            self.dropped += len(data)
+            if self.dropped > LINGER_MAX_BYTES:
+                self.transport.close()  # type: ignore[union-attr]
             return
+        counted = self.in_head  # a head that began in an earlier packet: this one counts towards its size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # no protocol switching here: the request is answered as plain HTTP, then the connection closes
-        except httptools.HttpParserError as exc:
-            status = 431 if isinstance(exc, _HeadTooLarge) or self._head_bytes > MAX_HEAD_BYTES else 400
-            self._refuse(status, "request header too large" if status == 431 else "invalid HTTP request")
+        except httptools.HttpParserError:
+            refusal, self._refusal = self._refusal, None
+            self._protocol_error(*(refusal or (400, "invalid HTTP request")))
+            return
+        if self.in_head:
+            if counted and not self._fresh:
+                self.head_raw += len(data)
+                if self.head_raw > self.limits.max_head_bytes:
+                    self._protocol_error(431, "request header too large")
+            self._fresh = False
 
     def eof_received(self) -> bool | None:
-        return None  # half-close closes the connection; an answer in flight is dropped with it
+        """The client closed its side. Requests it sent in full are still answered (then the connection
+        closes); a request cut short by the close is dropped with it. An app that waits for the end of
+        the exchange gets `http.disconnect` (as Go's server cancels the request's context), since a
+        client that has left and one that half-closed look the same until a write fails."""
+        self.eof = True
+        ex = self.current
+        if ex is not None:
+            ex.eof = True  # an app waiting for the end of the exchange is told (as a disconnect)
+            ex.wake()
+        if self.parsing is None and not self.lingering and (self.waiting or (ex is not None and not ex.complete)):
+            for w in [w for w in self.waiting if w.more_body]:
+                self.waiting.remove(w)
+                w.lost()
+            return True  # keep the write side open
+        return None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -144,15 +203,44 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()  # type: ignore[union-attr]
         else:
             self.current.keep_alive = False
-            self.waiting.clear()
+            self._drop_waiting()
 
-    def _refuse(self, status: int, message: str) -> None:
-        if self.current is not None and not self.current.complete:
-            self.transport.close()  # type: ignore[union-attr]
-            return
+    def _drop_waiting(self) -> None:
+        for ex in self.waiting:
+            ex.lost()
+        self.waiting.clear()
+
+    # -- errors the protocol answers itself ---------------------------------------------------------------
+
+    def _protocol_error(self, status: int, message: str) -> None:
+        """A request that cannot be served (bad framing, over a limit). Requests before it that arrived in
+        full are answered first; this answer follows them, then the connection closes."""
+        ex = self.parsing
+        if ex is not None:  # the broken part is this request's body
+            self.parsing = None
+            if ex is self.current:
+                if ex.started:  # its answer has begun: nothing can be said any more
+                    ex.lost()
+                    self.transport.close()  # type: ignore[union-attr]
+                    return
+                ex.lost()  # the app stops reading; what it still sends is dropped
+                self.current = None
+            elif ex in self.waiting:
+                self.waiting.remove(ex)
+                ex.lost()
+        if self.current is None and not self.waiting:
+            self._answer_error(status, message)
+        else:  # answered after the requests in flight (see _finished)
+            self.deferred = (status, message)
+            self._pause_reading()
+
+    def _answer_error(self, status: int, message: str) -> None:
         body = error_body(status, message)
-        self.transport.write(STATUS_LINES[status] + b"content-type: application/json\r\ncontent-length: "  # type: ignore[union-attr]
-                             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(STATUS_LINES[status] + _DefaultHeaders.get(self.server_state.default_headers)
+                    + b"content-type: application/json\r\ncontent-length: " + str(len(body)).encode()
+                    + b"\r\nconnection: close\r\n\r\n" + body)
         self._linger()
 
     def _linger(self) -> None:
@@ -163,14 +251,51 @@ class HttpProtocol(asyncio.Protocol):
         t = self.transport
         if t is None or t.is_closing():
             return
+        if self.eof:  # the client sends nothing more: nothing to drain
+            t.close()
+            return
         self.lingering = True
-        self.waiting.clear()
+        self._drop_waiting()
         if t.can_write_eof():
-            t.write_eof()
+            try:
+                t.write_eof()
+            except OSError:  # the client is already gone (asyncio's transport raises ENOTCONN)
+                t.close()
+                return
         if self.reading_paused:
             self.reading_paused = False
             t.resume_reading()
         self.loop.call_later(LINGER_SECONDS, t.close)
+
+    def check_deadlines(self, now: float) -> bool:
+        """The sweep's look at this connection; True when it was closed. Idle keep-alive connections are
+        closed; a head or a body that comes too slowly is answered 408."""
+        if self.lingering:
+            return False
+        if self.idle_since is not None:
+            if now - self.idle_since >= self.keep_alive_timeout:
+                self.transport.close()  # type: ignore[union-attr]
+                return True
+            return False
+        limits = self.limits
+        if self.in_head and now - self.head_started > limits.head_timeout_s:
+            log.info("request head from %s not complete within %g s: closed", _peer(self), limits.head_timeout_s)
+            self.in_head = False
+            self._protocol_error(408, "the request head did not arrive in time")
+            return True
+        ex = self.parsing
+        if ex is None or not ex.more_body:
+            return False
+        if self.reading_paused or ex.expect_continue or ex.rate_since < 0:
+            # our own back-pressure, or the client waits for its 100 Continue: the window starts anew
+            ex.rate_since, ex.rate_base = now, ex.received
+            return False
+        elapsed = now - ex.rate_since
+        if elapsed > limits.body_grace_s and ex.received - ex.rate_base < limits.body_min_rate * elapsed:
+            log.info("request body from %s slower than %d B/s: closed", _peer(self), limits.body_min_rate)
+            self._protocol_error(408, f"the request body arrived slower than {limits.body_min_rate} bytes/s")
+            return True
+        return False
 
     # -- httptools callbacks -----------------------------------------------------------------------------
 
@@ -178,26 +303,45 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_bytes = 0
+        self._hosts = 0
+        self._length = 0
         self._continue = False
+        self.in_head = True
+        self._fresh = True
+        self.head_raw = 0
+        self.idle_since = None  # a head is coming: its own deadline applies
+        self.head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise _HeadTooLarge()
+        if self._head_bytes > self.limits.max_head_bytes:
+            self._refuse(431, "request header too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise _HeadTooLarge()
+        if self._head_bytes > self.limits.max_head_bytes:
+            self._refuse(431, "request header too large")
         name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
+        if name == b"host":
+            self._hosts += 1
+        elif name == b"content-length":
+            self._length = int(value)  # llhttp has checked it is digits, and one value
+        elif name == b"expect" and value.lower() == b"100-continue":
             self._continue = True
         self._headers.append((name, value))
 
+    def _refuse(self, status: int, message: str) -> None:
+        """Stop parsing from inside a callback; data_received answers `status`."""
+        self._refusal = (status, message)
+        raise _Refused(message)
+
     def on_headers_complete(self) -> None:
-        self.idle_since = None  # a head trickling in for longer than the keep-alive timeout is swept too
+        self.in_head = False
         parser = self.parser
+        version = parser.get_http_version()
+        if self._hosts != 1 and (self._hosts > 1 or version != "1.0"):
+            self._refuse(400, "a request must carry exactly one Host header")
         url = self._url
         raw_path, _, query = url.partition(b"?")
         if b"#" in query:
@@ -205,7 +349,8 @@ class HttpProtocol(asyncio.Protocol):
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
-        version = parser.get_http_version()
+        if self.reserve_only and path not in HEALTH_PATHS:
+            self._refuse(503, "the server is at its connection limit; try again shortly")
         scope: dict[str, Any] = {
             "type": "http", "asgi": ASGI, "http_version": version, "method": parser.get_method().decode("ascii"),
             "scheme": "http", "path": self.root_path + path if self.root_path else path,
@@ -216,6 +361,8 @@ class HttpProtocol(asyncio.Protocol):
             scope["state"] = self.app_state.copy()
         keep_alive = version != "1.0" and parser.should_keep_alive() and not parser.should_upgrade()
         ex = Exchange(self, scope, keep_alive, self._continue)
+        if not _BUDGET.take(self.server_state, ex, self._length, self.limits.max_inflight_body_bytes):
+            self._refuse(503, "the server holds too many request bodies right now; try again shortly")
         self.parsing = ex
         if self.current is None:
             self._start(ex)
@@ -228,7 +375,11 @@ class HttpProtocol(asyncio.Protocol):
         if ex is None or ex.complete or ex.disconnected:
             return
         ex.body.append(body)
-        ex.buffered += len(body)
+        n = len(body)
+        ex.buffered += n
+        ex.received += n
+        if ex.received > ex.budgeted and not _BUDGET.grow(self.server_state, ex, n, self.limits.max_inflight_body_bytes):
+            self._refuse(503, "the server holds too many request bodies right now; try again shortly")
         if ex.buffered > BODY_HIGH_WATER:
             self._pause_reading()
         ex.wake()
@@ -266,9 +417,13 @@ class HttpProtocol(asyncio.Protocol):
         self.current = None
         if self.waiting:
             self._start(self.waiting.popleft())
+        elif self.deferred is not None:
+            self._answer_error(*self.deferred)
+        elif self.eof:
+            transport.close()
         else:
             self.idle_since = self.loop.time()
-        self._resume_reading()
+            self._resume_reading()
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:
@@ -276,7 +431,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self.reading_paused and self.transport is not None and not self.waiting:
+        if self.reading_paused and self.transport is not None and not self.waiting and self.deferred is None:
             self.reading_paused = False
             self.transport.resume_reading()
 
@@ -286,8 +441,69 @@ class HttpProtocol(asyncio.Protocol):
         await self.drain
 
 
-class _HeadTooLarge(httptools.HttpParserError):
-    pass
+class _Refused(httptools.HttpParserError):
+    """Raised in a parser callback to stop parsing; the protocol answers the refusal it recorded."""
+
+
+class _BodyBudget:
+    """Request body bytes held per server (worker): each request takes its Content-Length when its head
+    arrives (a chunked one, what arrives), and gives it back when its exchange ends. Beyond the budget a
+    request is answered 503 before its body is read, so a burst of large bodies cannot take the memory."""
+
+    @staticmethod
+    def take(state: Any, ex: Exchange, n: int, budget: int) -> bool:
+        used = getattr(state, "body_bytes_held", 0)
+        if n and used + n > budget:
+            return False
+        state.body_bytes_held = used + n
+        ex.budgeted = n
+        ex.holder = state
+        return True
+
+    @staticmethod
+    def grow(state: Any, ex: Exchange, n: int, budget: int) -> bool:
+        used = state.body_bytes_held
+        if used + n > budget:
+            return False
+        state.body_bytes_held = used + n
+        ex.budgeted += n
+        return True
+
+    @staticmethod
+    def give_back(ex: Exchange) -> None:
+        state = ex.holder
+        if state is not None:
+            ex.holder = None
+            state.body_bytes_held -= ex.budgeted
+
+
+_BUDGET = _BodyBudget()
+
+
+def _limits_of(app: Any) -> ServerLimits:
+    """The limits the app carries (through wrappers that keep an `app` attribute), else the defaults."""
+    for _ in range(8):
+        limits = getattr(app, "server_limits", None)
+        if isinstance(limits, ServerLimits):
+            return limits
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return DEFAULT_LIMITS
+
+
+_caps: dict[ServerLimits, int] = {}
+
+
+def _cap(limits: ServerLimits) -> int:
+    cap = _caps.get(limits)
+    if cap is None:
+        cap = _caps[limits] = limits.connection_cap()
+    return cap
+
+
+def _peer(proto: HttpProtocol) -> str:
+    return f"{proto.client[0]}:{proto.client[1]}" if proto.client else "?"
 
 
 class Exchange:
@@ -295,17 +511,23 @@ class Exchange:
 
     __slots__ = (
         "body",
+        "budgeted",
         "buffered",
         "chunked",
         "complete",
         "disconnected",
+        "eof",
         "expect_continue",
         "handed_all",
         "head",
         "head_only",
+        "holder",
         "keep_alive",
         "more_body",
         "proto",
+        "rate_base",
+        "rate_since",
+        "received",
         "remaining",
         "scope",
         "started",
@@ -319,10 +541,16 @@ class Exchange:
         self.expect_continue = expect_continue
         self.body: list[bytes] = []
         self.buffered = 0
+        self.received = 0                   # body bytes so far (the minimum-rate check reads it)
+        self.rate_since = -1.0              # start of the body-rate window, set by the sweep
+        self.rate_base = 0
+        self.budgeted = 0                   # body bytes taken from the worker's budget
+        self.holder: Any = None             # whose budget (the server state), until given back
         self.more_body = True
         self.waiter: asyncio.Future[None] | None = None
         self.handed_all = False             # the last body message went to the app
         self.disconnected = False
+        self.eof = False                    # the client closed its side; the answer can still be written
         self.started = False
         self.complete = False
         self.head: bytes | None = None      # status line + headers, written with the first body bytes
@@ -337,6 +565,8 @@ class Exchange:
 
     def lost(self) -> None:
         self.disconnected = True
+        if self.holder is not None:
+            _BUDGET.give_back(self)
         self.wake()
 
     async def run(self, app: Any) -> None:
@@ -386,6 +616,8 @@ class Exchange:
                 else:
                     self.handed_all = True
                 return {"type": "http.request", "body": data, "more_body": more}
+            if self.eof and not self.more_body:
+                return {"type": "http.disconnect"}
             # nothing to hand over: wait for more body, or (body all read) for the end of the exchange
             if self.more_body:
                 proto._resume_reading()
@@ -437,6 +669,8 @@ class Exchange:
             if self.remaining > 0 and not self.head_only:
                 raise RuntimeError("response body shorter than its Content-Length")
             self.complete = True
+            if self.holder is not None:
+                _BUDGET.give_back(self)
             self.wake()
             proto._finished(self)
 
@@ -484,8 +718,8 @@ class Exchange:
 
 
 class _Sweeper:
-    """Closes keep-alive connections idle for longer than their timeout: one timer per event loop and
-    second, instead of one timer handle armed and cancelled per request."""
+    """Applies the connections' deadlines (idle keep-alive, head, body rate): one timer per event loop
+    and second, instead of timer handles armed and cancelled per request."""
 
     _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper]] = weakref.WeakKeyDictionary()
 
@@ -510,10 +744,7 @@ class _Sweeper:
         now = loop.time()
         for proto in list(self.conns):
             t = proto.transport
-            if t is None or t.is_closing():
-                self.conns.discard(proto)
-            elif proto.idle_since is not None and now - proto.idle_since >= proto.keep_alive_timeout:
-                t.close()
+            if t is None or t.is_closing() or proto.check_deadlines(now):
                 self.conns.discard(proto)
         self.armed = bool(self.conns)
         if self.armed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
 from multiprocessing.synchronize import Event
@@ -44,6 +45,7 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
         return 1
     s = config.settings
     configure_logging(s.log_level)
+    raise_fd_limit()
     embedded = embedded_redis_for(config)
     if embedded is not None:
         os.environ["REDIS_URL"] = embedded.url
@@ -103,6 +105,26 @@ def _uvicorn_config(host: str, port: int, log_level: str) -> uvicorn.Config:
 
 def _exit_normally(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one (workers inherit it): the default 1,024 would
+    let a few hundred idle clients starve everyone of sockets. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            target = int(open("/proc/sys/fs/nr_open").read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d: %s", soft, exc)
+    log.info("open-files limit %d", soft)
+    return soft
 
 
 def _redact(url: str) -> str:

@@ -374,16 +374,6 @@ def test_idle_keep_alive_connection_is_closed_after_the_timeout(base: tuple[str,
     assert 0.9 <= time.monotonic() - t0 <= 3.5   # timeout 1 s, swept once a second
 
 
-def test_head_that_never_completes_is_closed_after_the_timeout(base: tuple[str, int]) -> None:
-    sock = connect(base)
-    sock.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n")  # and never the blank line
-    t0 = time.monotonic()
-    time.sleep(0.5)
-    sock.sendall(b"X-Slow: 1\r\n")                     # still trickling: no extension
-    assert closed_by_server(sock, timeout=5)
-    assert 0.9 <= time.monotonic() - t0 <= 3.5
-
-
 def test_a_server_that_has_stopped_leaves_its_event_loop_to_be_freed() -> None:
     """Whatever the protocol keeps per event loop (pacing, the idle sweep) must not outlive the loop:
     a process that runs servers one after another (tests, embedded use) would keep every loop and what

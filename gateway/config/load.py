@@ -6,6 +6,8 @@ ConfigError with the full list.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from collections.abc import Mapping
 from decimal import Decimal
@@ -21,6 +23,7 @@ from gateway.config.model import (
     Price,
     Provider,
     Route,
+    ServerLimits,
     Settings,
     pattern_matches,
 )
@@ -258,7 +261,14 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         web_login_max_failures=int(web.get("login_max_failures", d.web_login_max_failures)),
         web_login_window_s=int(web.get("login_window_s", d.web_login_window_s)),
         web_public_url=str(web.get("public_url", d.web_public_url)).rstrip("/"),
+        limits=_limits(server.get("limits") or {}),
     )
+
+
+def _limits(doc: Mapping[str, Any]) -> ServerLimits:
+    """`server.limits`: each value converted to the type of its default (the schema has checked it)."""
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(ServerLimits)}
+    return ServerLimits(**{name: kinds[name](value) for name, value in doc.items() if name in kinds})
 
 
 def _payment(name: str, spec: Mapping[str, Any]) -> PaymentProvider:

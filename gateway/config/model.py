@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What one client may cost a worker before it is cut off (config/gateway.yaml `server.limits`).
+    The HTTP protocol applies the connection, head and body limits; the app the request-shape ones."""
+
+    max_head_bytes: int = 64 * 1024        # raw bytes of request line + headers; more → 431
+    head_timeout_s: float = 10.0           # from a head's first byte to its end; slower → 408
+    body_min_rate: int = 1024              # bytes/s a request body must average once the grace is over
+    body_grace_s: float = 5.0              # → 408 for a body that trickles
+    max_connections: int = 0               # per worker; 0: from the file-descriptor limit
+    health_reserve: int = 16               # connections beyond the cap that may still ask /healthz, /readyz
+    max_inflight_body_bytes: int = 256 * 1024 * 1024   # request bodies held per worker; more → 503
+    max_concurrent_per_key: int = 64       # requests in flight per API key and worker; more → 429
+    max_messages: int = 10_000             # chat messages / Responses input items per request → 400
+    max_content_parts: int = 10_000        # content parts over all messages of a request → 400
+    max_tools: int = 512                   # tool definitions per request → 400
+
+    def connection_cap(self) -> int:
+        """Open client connections a worker accepts for any request. Each one may need an upstream
+        connection too, and Redis, logs and the journal need a few: half of what is left of the
+        process's file descriptors, when not set."""
+        if self.max_connections > 0:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(16, (soft - 64 - self.health_reserve) // 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +58,7 @@ class Settings:
     web_login_max_failures: int = 5         # per login (and 4x per client address) in the window
     web_login_window_s: int = 900
     web_public_url: str = ""                # base of the payment return URL; empty: from the request
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,16 +74,22 @@ def merge_consecutive(items: Iterable[Mapping[str, Any]], key: str = "role", fie
     """Merge neighbours with the same `key` by concatenating their list `field` (providers that
     demand alternating turns; tool results of one turn become one message)."""
     out: list[dict] = []
+    owned: set[int] = set()  # ids of the lists this call made: extended in place (linear, not quadratic)
     for item in items:
         if out and out[-1].get(key) == item.get(key):
             prev = out[-1]
-            prev[field] = _as_list(prev.get(field)) + _as_list(item.get(field))
+            merged = prev.get(field)
+            if id(merged) not in owned:
+                merged = prev[field] = _as_list(merged)
+                owned.add(id(merged))
+            merged.extend(_as_list(item.get(field)))
         else:
             out.append(dict(item))
     return out
 
 
 def _as_list(value: Any) -> list:
+    """A fresh list (the caller may extend it)."""
     if value is None:
         return []
     if isinstance(value, list):
@@ -95,11 +101,16 @@ def merge_tool_calls(messages: Iterable[Mapping[str, Any]]) -> list[dict]:
     """Fold an assistant turn that only carries tool calls into the assistant turn just before it
     (Responses items list each call separately; chat wants one assistant message with all of them)."""
     out: list[dict] = []
+    owned: set[int] = set()  # as in merge_consecutive: lists made here grow in place
     for m in messages:
         prev = out[-1] if out else None
         if (prev is not None and m.get("role") == "assistant" and prev.get("role") == "assistant"
                 and not m.get("content") and m.get("tool_calls")):
-            prev["tool_calls"] = list(prev.get("tool_calls") or []) + list(m["tool_calls"])
+            calls = prev.get("tool_calls")
+            if id(calls) not in owned:
+                calls = prev["tool_calls"] = list(calls or [])
+                owned.add(id(calls))
+            calls.extend(m["tool_calls"])
         else:
             out.append(dict(m))
     return out
