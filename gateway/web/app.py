@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -267,6 +268,12 @@ def build_web_app(accounts: Accounts, config: Config, redis: Redis, keyspace: Ke
         message = "There is no such page." if exc.status_code == 404 else str(exc.detail)
         return await web.render(request, "error.html", viewer, exc.status_code, title=_title(exc.status_code),
                                 message=message)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        # a normal event (a closed tab, a dropped network): one short line, no traceback; the answer goes nowhere
+        log.debug("client left during %s %s", request.method, request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
