@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.client_address import ForwardedHeaders, TrustedProxies
 from gateway.config.model import Config
 from gateway.operations import Money
 from gateway.pricing import PriceBook
@@ -281,7 +282,8 @@ def build_web_app(accounts: Accounts, config: Config, redis: Redis, keyspace: Ke
         return HTMLResponse("<!doctype html><title>Error</title><p>Something went wrong on our side. "
                             "Please try again.</p>", status_code=500)
 
-    return _Headers(app)
+    s = config.settings
+    return ForwardedHeaders(_Headers(app), TrustedProxies(s.forwarded_allow_ips), s.forwarded_header)
 
 
 def _title(status: int) -> str:
