@@ -4,13 +4,16 @@ from the right so that what a client prepends is ignored; the scheme from X-Forw
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.client_address import TrustedProxies, parse_network, resolve
 from gateway.config import ConfigError, load_config
+from tests.gateway_server import copy_root
 from tests.support import REPO
 from tests.web_support import Cabinet, Stack, new_email, web_stack
 
@@ -132,7 +135,7 @@ def test_a_long_header_is_linear() -> None:
     assert resolve(_scope("127.0.0.1", ("forwarded", junk)), TRUSTED, "forwarded") == ("unknown", 0, "http")
 
 
-def test_config_rejects_what_is_not_an_address(tmp_path: Any) -> None:
+def test_config_rejects_what_is_not_an_address(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         parse_network("localhost")
     env = {"GATEWAY_FORWARDED_ALLOW_IPS": "10.0.0.0/8, not-an-ip", "REDIS_URL": "redis://x"}
@@ -142,3 +145,9 @@ def test_config_rejects_what_is_not_an_address(tmp_path: Any) -> None:
     s = load_config(REPO, {"GATEWAY_FORWARDED_ALLOW_IPS": " 10.0.0.0/8 ,::1,*", "REDIS_URL": "redis://x"}).settings
     assert s.forwarded_allow_ips == ("10.0.0.0/8", "::1", "*")
     assert load_config(REPO, {"REDIS_URL": "redis://x"}).settings.forwarded_allow_ips == ("127.0.0.1", "::1")
+    root = copy_root(tmp_path)
+    yaml_file = root / "config" / "gateway.yaml"
+    yaml_file.write_text(re.sub(r"forwarded_allow_ips: .*", "forwarded_allow_ips: []", yaml_file.read_text()))
+    nobody = load_config(root, {"REDIS_URL": "redis://x"}).settings.forwarded_allow_ips
+    assert nobody == ()
+    assert "127.0.0.1" not in TrustedProxies(nobody)
