@@ -42,7 +42,8 @@ class GatewayServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         cfg = uvicorn.Config(wrap(self.app) if wrap else self.app, host="127.0.0.1", port=self.port, loop="asyncio", http=HttpProtocol,
-                             lifespan="on", log_level="warning", access_log=False)
+                             lifespan="on", log_level="warning", access_log=False,
+                             proxy_headers=False)  # as `gateway serve`: forwarding headers are the app's to read
         self._server = uvicorn.Server(cfg)
         self._thread = threading.Thread(target=self._server.run, name=f"gateway-{self.port}", daemon=True)
         self._thread.start()

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gateway.client_address import parse_network
 from gateway.config.model import (
     CatalogueModel,
     Config,
@@ -98,6 +99,7 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
     payments_doc = ld.read(payments_path, "payments") if payments_path.exists() else {}
 
     settings = _settings(settings_doc or {}, env)
+    _check_settings(ld, settings)
     models = {name: CatalogueModel(name=name, **spec) for name, spec in ((models_doc or {}).get("models") or {}).items()}
     routes = tuple(Route(tuple(r["match"]), r["primary"], r.get("fallback"))
                    for r in (routing_doc or {}).get("routes", []))
@@ -239,6 +241,21 @@ def _as_bool(v: Any) -> bool:
     return v if isinstance(v, bool) else str(v).lower() in ("true", "1", "yes")
 
 
+def _list(v: Any) -> tuple[str, ...]:
+    """A YAML list, or one comma-separated string (what an environment variable can carry)."""
+    items = v if isinstance(v, (list, tuple)) else str(v).split(",")
+    return tuple(str(i).strip() for i in items if str(i).strip())
+
+
+def _check_settings(ld: _Loader, s: Settings) -> None:
+    for entry in s.forwarded_allow_ips:
+        if entry != "*":
+            try:
+                parse_network(entry)
+            except ValueError as exc:
+                ld.err("config/gateway.yaml", "server.forwarded_allow_ips", str(exc))
+
+
 def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     server, upstream, redis = doc.get("server", {}), doc.get("upstream", {}), doc.get("redis", {})
     auth, billing, web = doc.get("auth", {}), doc.get("billing", {}), doc.get("web", {})
@@ -248,6 +265,8 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         workers=int(server.get("workers", d.workers)),
         max_body_bytes=int(server.get("max_body_bytes", d.max_body_bytes)),
         streaming=_as_bool(server.get("streaming", d.streaming)), log_level=server.get("log_level", d.log_level),
+        forwarded_allow_ips=_list(server.get("forwarded_allow_ips", d.forwarded_allow_ips)),
+        forwarded_header=server.get("forwarded_header", d.forwarded_header),
         timeout_ms=int(upstream.get("timeout_ms", d.timeout_ms)), pool_size=int(upstream.get("pool_size", d.pool_size)),
         redis_url=redis.get("url", d.redis_url), data_dir=redis.get("data_dir", d.data_dir),
         redis_prefix=redis.get("prefix", d.redis_prefix),

@@ -43,6 +43,8 @@ class Settings:
     max_body_bytes: int = 20 * 1024 * 1024
     streaming: bool = True
     log_level: str = "info"
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")   # reverse proxies whose headers are believed
+    forwarded_header: str = "x-forwarded-for"                    # or "forwarded" (RFC 7239)
     timeout_ms: int = 8000
     pool_size: int = 256
     redis_url: str = ""

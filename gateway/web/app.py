@@ -24,9 +24,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.client_address import ForwardedHeaders, TrustedProxies
 from gateway.config.model import Config
 from gateway.operations import Money
 from gateway.pricing import PriceBook
@@ -268,13 +270,20 @@ def build_web_app(accounts: Accounts, config: Config, redis: Redis, keyspace: Ke
         return await web.render(request, "error.html", viewer, exc.status_code, title=_title(exc.status_code),
                                 message=message)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        # a normal event (a closed tab, a dropped network): one short line, no traceback; the answer goes nowhere
+        log.debug("client left during %s %s", request.method, request.url.path)
+        return Response(status_code=400)
+
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
         log.exception("cabinet page %s failed", request.url.path)
         return HTMLResponse("<!doctype html><title>Error</title><p>Something went wrong on our side. "
                             "Please try again.</p>", status_code=500)
 
-    return _Headers(app)
+    s = config.settings
+    return ForwardedHeaders(_Headers(app), TrustedProxies(s.forwarded_allow_ips), s.forwarded_header)
 
 
 def _title(status: int) -> str:

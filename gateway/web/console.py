@@ -204,6 +204,7 @@ def register(app: FastAPI, web: Web) -> None:
                     ("Token cache", f"{s.token_cache_ms} ms"), ("Default USD→RUB rate", str(s.usd_rub_default)),
                     ("Current USD→RUB rate", str(money.rate)), ("Session time out", f"{s.web_session_ttl_s} s"),
                     ("Secure cookies", "on" if s.web_cookie_secure else "off"),
+                    ("Trusted proxies", f"{', '.join(s.forwarded_allow_ips) or 'none'} ({s.forwarded_header})"),
                     ("Admin API", "enabled" if s.admin_token else "disabled")]
         providers = [{"name": p.name, "wire": p.wire.split("+")[0], "base_url": p.base_url,
                       "configured": p.configured, "timeout_ms": p.timeout_ms, "source": p.source}

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from gateway.client_address import client_host
 from gateway.money import MoneyError, usd_to_nano
 from gateway.operations import ID_RE, account_doc, check_limit, check_models, decimal_of, key_doc, ledger_doc
 from gateway.store.accounts import ConflictError, InvalidInput, NotFoundError
@@ -24,7 +25,8 @@ log = logging.getLogger("gateway.web")
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "-"
+    """The customer's address: the TCP peer, or the client a trusted reverse proxy names (`client_address`)."""
+    return client_host(request.scope)
 
 
 def today() -> date:
