@@ -18,12 +18,14 @@ class UpstreamReply:
 
 
 class UpstreamFailure(Exception):
-    """The provider could not be reached or did not answer in time (try the fallback)."""
+    """The provider could not be reached or did not answer in time (try the fallback). `reason` is plain
+    words the client may see; `detail` is for the log only."""
 
-    def __init__(self, provider: str, reason: str) -> None:
+    def __init__(self, provider: str, reason: str, detail: str = "") -> None:
         super().__init__(f"{provider}: {reason}")
         self.provider = provider
         self.reason = reason
+        self.detail = detail
 
 
 KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"request-id"))  # what we read
@@ -32,7 +34,7 @@ KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"re
 def _failure(provider: Provider, exc: HTTPError) -> UpstreamFailure:
     if exc.timeout:
         return UpstreamFailure(provider.name, f"timeout after {provider.timeout_ms} ms")
-    return UpstreamFailure(provider.name, f"connection error: {exc}")
+    return UpstreamFailure(provider.name, str(exc), exc.detail)
 
 
 class UpstreamStream:
@@ -58,7 +60,7 @@ class UpstreamStream:
         except HTTPError as exc:
             if exc.timeout:
                 raise UpstreamFailure(self._provider.name, "stream stalled: no data within the timeout") from None
-            raise UpstreamFailure(self._provider.name, f"stream broken: {exc}") from None
+            raise UpstreamFailure(self._provider.name, f"stream broken: {exc}", exc.detail) from None
 
     def close(self) -> None:
         """Drop the upstream connection at once if the answer is still coming (the client went away)."""
