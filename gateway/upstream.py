@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from gateway.config.model import Provider
 from gateway.http_client import HTTPError, Pool, Response
+from gateway.proxy import parse_proxy
 from gateway.translate.operation import UpstreamRequest
 
 
@@ -27,6 +29,8 @@ class UpstreamFailure(Exception):
         self.reason = reason
         self.detail = detail
 
+
+log = logging.getLogger("gateway.upstream")
 
 KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"request-id"))  # what we read
 
@@ -82,7 +86,10 @@ class UpstreamPool:
             headers.update(dict(p.headers))
             if p.api_key:
                 headers[p.auth_header] = f"{p.auth_prefix}{p.api_key}"
-            self._pools[name] = Pool(p.base_url, headers, max_idle=p.pool_size, keep_headers=KEPT_HEADERS)
+            self._pools[name] = Pool(p.base_url, headers, max_idle=p.pool_size, keep_headers=KEPT_HEADERS,
+                                     proxy=p.proxy, ca_file=p.ca_file, ca_dir=p.ca_dir)
+            if p.proxy:
+                log.info("provider %s goes through the proxy at %s", name, parse_proxy(p.proxy).address)
 
     async def close(self) -> None:
         for pool in self._pools.values():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -116,15 +117,17 @@ def last_user_text(req: RawRequest) -> str:
 
 
 class RawUpstream:
-    def __init__(self, script: Callable[[RawRequest], list[Step]]) -> None:
+    def __init__(self, script: Callable[[RawRequest], list[Step]], tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: serve https with this server context."""
         self.script = script
+        self._tls = tls
         self.requests: list[RawRequest] = []
         self.connections = 0
         self._lock = threading.Lock()
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._sock.settimeout(0.2)
         self.port = self._sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._stop = threading.Event()
         self._open: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, name=f"raw-upstream-{self.port}", daemon=True)
@@ -146,6 +149,8 @@ class RawUpstream:
         conn.settimeout(30)
         buf = b""
         try:
+            if self._tls is not None:
+                conn = self._tls.wrap_socket(conn, server_side=True)
             while not self._stop.is_set():
                 while b"\r\n\r\n" not in buf:
                     data = conn.recv(65536)
