@@ -4,6 +4,10 @@ Why not aiohttp (or httpx): measured in the benchmark (issue 6), aiohttp's clien
 CPU per request at 64 concurrent calls — half the gateway's whole budget — and httpx's transport ~2.6 ms
 more. Upstream traffic is narrow (POST JSON, read JSON or SSE), so a purpose-built client does the same
 work in a fraction of that: request bytes from a prebuilt header block, responses parsed by httptools in C.
+Measured again for issue 14 (bench/upstream_clients.py, bench/RESULTS.md), against clients that bring 1xx,
+proxies, content codings and HTTP/2 of their own: pyreqwest (Rust reqwest) costs 2.3x our CPU per whole
+answer and 3.3x per stream, aiohttp 6.3x and 4.7x. The rule was to switch to a library within 10 % of
+ours; none is, so ours stays, with the edge cases below handled and tested (tests/hardening).
 
 Semantics kept: a total deadline for whole answers, a connect deadline plus an idle-read deadline for
 streams, keep-alive reuse only of connections whose previous answer was read to the end, one silent
@@ -126,6 +130,8 @@ class Response:
             raise self._error
         body = b"".join(self._chunks)
         self._chunks.clear()
+        if self._decoder is not None:
+            body = self._decoded(body, end=True)
         self._release()
         return body
 
@@ -137,14 +143,33 @@ class Response:
                 self._chunks.clear()
                 self._buffered = 0
                 self._conn.resume()
+                if self._decoder is not None:
+                    data = self._decoded(data, end=False)
+                    if not data:
+                        continue
                 yield data
                 continue
             if self._error is not None:
                 raise self._error
             if self._done:
+                tail = self._decoded(b"", end=True) if self._decoder is not None else b""
                 self._release()
+                if tail:
+                    yield tail
                 return
             await self._wait()
+
+    def _decoded(self, data: bytes, end: bool) -> bytes:
+        """Content-Encoding undone where the body is consumed (the parser's callbacks stay as lean as
+        for an identity answer); a corrupt or cut body drops the connection."""
+        assert self._decoder is not None
+        try:
+            out = self._decoder.decode(data)
+            return out + self._decoder.end() if end else out
+        except DecodeError as exc:
+            self._error = HTTPError("upstream answer could not be decompressed", detail=str(exc))
+            self.close()
+            raise self._error from None
 
     def finish(self) -> None:
         """Done with the answer: a connection whose answer was read to its end goes back to the pool
@@ -183,9 +208,6 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.response is None:  # bytes nobody asked for: this connection is out of step, never reuse it
-            self.abort()
-            return
         if self._idle_timeout is not None:
             self._arm(self._idle_timeout)
         try:
@@ -205,10 +227,7 @@ class _Connection(asyncio.Protocol):
         r = self.response
         if r is not None and not r._done:
             if r._until_close and exc is None:  # the close is the end of this body
-                try:
-                    self._complete(r)
-                except HTTPError as error:
-                    self._fail(error)
+                self._complete(r)
                 return
             self._fail(HTTPError("connection error: the upstream closed the connection",
                                  retryable=self.reused and not r._got_bytes,
@@ -217,8 +236,8 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         r = self.response
-        if r is not None and r._done:
-            raise HTTPError("invalid answer from upstream: two answers to one request")
+        if r is None or r._done:  # an answer nobody asked for: this connection is out of step, drop it
+            raise HTTPError("invalid answer from upstream: an answer to no request")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.response is not None:
@@ -256,13 +275,6 @@ class _Connection(asyncio.Protocol):
         r = self.response
         if r is None:
             return
-        if r._decoder is not None:
-            try:
-                body = r._decoder.decode(body)
-            except DecodeError as exc:
-                raise HTTPError("upstream answer could not be decompressed", detail=str(exc)) from None
-            if not body:
-                return
         r._chunks.append(body)
         r._buffered += len(body)
         if r._buffered > _PAUSE_AT and not self._paused and self.transport is not None:
@@ -280,14 +292,6 @@ class _Connection(asyncio.Protocol):
         self._complete(r)
 
     def _complete(self, r: Response) -> None:
-        if r._decoder is not None:
-            try:
-                tail = r._decoder.end()
-            except DecodeError as exc:
-                raise HTTPError("upstream answer could not be decompressed", detail=str(exc)) from None
-            if tail:
-                r._chunks.append(tail)
-                r._buffered += len(tail)
         r._done = True
         self._cancel_timer()
         r._wake()
