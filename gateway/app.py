@@ -351,7 +351,8 @@ async def relay_stream(call: StreamCall, send: Send) -> str | None:
         async for data in call.frames():
             await send({"type": "http.response.body", "body": data, "more_body": True})
     except (StreamFailed, UpstreamFailure) as exc:
-        log.warning("stream from %s failed: %s", call.provider, exc)
+        detail = getattr(exc, "detail", "")
+        log.warning("stream from %s failed: %s%s", call.provider, exc, f" ({detail})" if detail else "")
         return str(exc)
     except Exception:  # the headers are out: the only way left to tell the client is an error event
         log.exception("stream from %s broke in the gateway", call.provider)

@@ -250,7 +250,8 @@ class Pipeline:
             try:
                 return await attempt(provider, plan)
             except UpstreamFailure as exc:
-                log.warning("upstream %s failed for %s: %s", provider.name, request_id, exc.reason)
+                log.warning("upstream %s failed for %s: %s%s", provider.name, request_id, exc.reason,
+                            f" ({exc.detail})" if exc.detail else "")
                 last = UpstreamUnavailable(f"provider '{provider.name}' unavailable: {exc.reason}")
         assert last is not None
         raise last

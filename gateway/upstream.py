@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from gateway.config.model import Provider
 from gateway.http_client import HTTPError, Pool, Response
+from gateway.proxy import parse_proxy
 from gateway.translate.operation import UpstreamRequest
 
 
@@ -18,13 +20,17 @@ class UpstreamReply:
 
 
 class UpstreamFailure(Exception):
-    """The provider could not be reached or did not answer in time (try the fallback)."""
+    """The provider could not be reached or did not answer in time (try the fallback). `reason` is plain
+    words the client may see; `detail` is for the log only."""
 
-    def __init__(self, provider: str, reason: str) -> None:
+    def __init__(self, provider: str, reason: str, detail: str = "") -> None:
         super().__init__(f"{provider}: {reason}")
         self.provider = provider
         self.reason = reason
+        self.detail = detail
 
+
+log = logging.getLogger("gateway.upstream")
 
 KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"request-id"))  # what we read
 
@@ -32,7 +38,7 @@ KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"re
 def _failure(provider: Provider, exc: HTTPError) -> UpstreamFailure:
     if exc.timeout:
         return UpstreamFailure(provider.name, f"timeout after {provider.timeout_ms} ms")
-    return UpstreamFailure(provider.name, f"connection error: {exc}")
+    return UpstreamFailure(provider.name, str(exc), exc.detail)
 
 
 class UpstreamStream:
@@ -58,7 +64,7 @@ class UpstreamStream:
         except HTTPError as exc:
             if exc.timeout:
                 raise UpstreamFailure(self._provider.name, "stream stalled: no data within the timeout") from None
-            raise UpstreamFailure(self._provider.name, f"stream broken: {exc}") from None
+            raise UpstreamFailure(self._provider.name, f"stream broken: {exc}", exc.detail) from None
 
     def close(self) -> None:
         """Drop the upstream connection at once if the answer is still coming (the client went away)."""
@@ -80,7 +86,10 @@ class UpstreamPool:
             headers.update(dict(p.headers))
             if p.api_key:
                 headers[p.auth_header] = f"{p.auth_prefix}{p.api_key}"
-            self._pools[name] = Pool(p.base_url, headers, max_idle=p.pool_size, keep_headers=KEPT_HEADERS)
+            self._pools[name] = Pool(p.base_url, headers, max_idle=p.pool_size, keep_headers=KEPT_HEADERS,
+                                     proxy=p.proxy, ca_file=p.ca_file, ca_dir=p.ca_dir)
+            if p.proxy:
+                log.info("provider %s goes through the proxy at %s", name, parse_proxy(p.proxy).address)
 
     async def close(self) -> None:
         for pool in self._pools.values():

@@ -28,6 +28,7 @@ from gateway.config.model import (
     Settings,
     pattern_matches,
 )
+from gateway.config.outbound import outbound
 from gateway.config.schemas import schema_errors
 from gateway.envsubst import substitute_tree
 from gateway.plans import ENDPOINTS, NATIVE_ENDPOINT, plan_for
@@ -137,12 +138,14 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
             merged = _merge(wire_docs[wire_name], {"operations": doc["overrides"]})
             wire_name = f"{wire_name}+{name}"
             _compile_wire(ld, wires, wire_name, merged, jinja, file)
+        reach = outbound(doc, doc["base_url"], env, base, lambda where, msg, file=file: ld.err(file, where, msg))
         providers[name] = Provider(
             name=name, wire=wire_name, base_url=doc["base_url"].rstrip("/"), api_key=doc.get("api_key", ""),
             auth_header=auth["header"], auth_prefix=auth.get("prefix", ""),
             headers=tuple((k, str(v)) for k, v in (doc.get("headers") or {}).items()),
             timeout_ms=int(doc.get("timeout_ms", settings.timeout_ms)),
-            pool_size=int(doc.get("pool_size", settings.pool_size)), source=file)
+            pool_size=int(doc.get("pool_size", settings.pool_size)), source=file,
+            proxy=reach.proxy, ca_file=reach.ca_file, ca_dir=reach.ca_dir)
 
     prices: dict[str, Price] = {}
     for path in sorted((base / "pricing.d").glob("*.yaml")):

@@ -108,6 +108,9 @@ class Provider:
     timeout_ms: int
     pool_size: int
     source: str
+    proxy: str = ""         # http:// proxy URL (from the file or the environment), "" for direct
+    ca_file: str = ""       # TLS trust: only these CAs when set (gateway.config.outbound)
+    ca_dir: str = ""
 
     @property
     def configured(self) -> bool:
