@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, TypeVar
@@ -30,14 +31,20 @@ from gateway.auth import Authenticator
 from gateway.billing import Admitting, BillingGate, Ticket, rate_headers
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NotFound, Unauthorized
-from gateway.pipeline import BODY_CHECKS, Outcome, Pipeline, Reply, count_images, parse_json_body
+from gateway.key_slots import KeySlots
+from gateway.large_bodies import INLINE_PARSE_BYTES, LargeBodies
+from gateway.memory import return_freed_memory
+from gateway.pipeline import Outcome, Pipeline, Reply, count_images
 from gateway.pricing import PriceBook
+from gateway.request_body import BODY_CHECKS
 from gateway.routing import ENDPOINT_OF_KIND, ENDPOINTS, Router
 from gateway.store.accounts import Accounts, InvalidInput
 from gateway.store.connection import async_client
 from gateway.store.keys import KeySpace
-from gateway.store.ledger import Ledger
+from gateway.store.ledger import Caller, Ledger
+from gateway.store.precheck import can_spend
 from gateway.streaming import StreamCall, StreamFailed, estimate
+from gateway.translate.json_pieces import dumps
 from gateway.upstream import UpstreamFailure, UpstreamPool
 from gateway.web import build_web_app
 
@@ -52,7 +59,9 @@ class GatewayApp:
         self.config = config
         self.router = Router(config)
         self.pool = UpstreamPool(config.providers)
-        self.pipeline = Pipeline(config, self.router, self.pool)
+        self.large = LargeBodies(config.settings.limits)
+        self.key_slots = KeySlots(config.settings.limits.max_concurrent_per_key)
+        self.pipeline = Pipeline(config, self.router, self.pool, self.large)
         self.prices = PriceBook(config.prices)
         self.keyspace = KeySpace(config.settings.redis_prefix)
         self.redis_url = redis_url or config.settings.redis_url
@@ -104,6 +113,7 @@ class GatewayApp:
                 return
 
     async def startup(self) -> None:
+        return_freed_memory()
         await self.redis.ping()
         await self.ledger.connect()
         await self.pool.start()
@@ -114,6 +124,7 @@ class GatewayApp:
         gc.freeze()
 
     async def shutdown(self) -> None:
+        self.large.close()
         await self.pool.close()
         await self.ledger.close()
         await self.accounts.close()
@@ -206,18 +217,31 @@ class GatewayApp:
         """One paid call: auth → body → route → admit (sent) → prepare upstream request → (admitted) → forward →
         settle (sent) → answer → (settled)."""
         caller = await self.auth.caller(header(scope, b"authorization"))
+        self.key_slots.take(caller.key_id)  # before the body: one key cannot hold the worker's memory
+        try:
+            await self._paid(endpoint, caller, scope, receive, send, request_id, params)
+        finally:
+            self.key_slots.give_back(caller.key_id)
+
+    async def _paid(self, endpoint: str, caller: Caller, scope: Scope, receive: Receive, send: Send, request_id: str,
+                    params: dict[str, str]) -> None:
         raw = await read_body(scope, receive, self._limit)
-        body = parse_json_body(raw)
+        if len(raw) > INLINE_PARSE_BYTES:  # refuse a key that can spend nothing before reading megabytes for it
+            await can_spend(self.redis, self.keyspace, caller, int(time.time() * 1000))
+        body = await self.large.parse(raw)
+        changed = False
         if "model" in params:
             body["model"] = params["model"]
-            raw = orjson.dumps(body)
-        BODY_CHECKS[endpoint](body)
+            changed = True
+        BODY_CHECKS[endpoint](body, self.server_limits)
         decision = self.pipeline.route(body, endpoint)
         streaming = body.get("stream") is True
         if streaming and not self.config.settings.streaming:  # the seed's behaviour: plain JSON
             body["stream"] = False
             body.pop("stream_options", None)
-            raw, streaming = orjson.dumps(body), False
+            changed, streaming = True, False
+        if changed:
+            raw = orjson.dumps(body) if len(raw) <= INLINE_PARSE_BYTES else await self.large.run(dumps, body)
         admitting = self.billing.admit(caller, decision, body, raw, request_id, ENDPOINTS[endpoint])
         if streaming:
             await self._stream(endpoint, decision, body, raw, request_id, admitting, receive, send)

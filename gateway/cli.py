@@ -41,7 +41,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Print the upstream request an OpenAI request would become (to preview a template change)."""
     from gateway.config import ConfigError, load_config
     from gateway.errors import GatewayError
-    from gateway.pipeline import Pipeline, parse_json_body
+    from gateway.pipeline import Pipeline
+    from gateway.request_body import parse_json_body
     from gateway.routing import Router
 
     try:

@@ -18,6 +18,7 @@ from jinja2 import TemplateError
 
 from gateway.config.model import Config, Provider
 from gateway.errors import BadRequest, GatewayError, RateLimited, UpstreamUnavailable, error_for_status
+from gateway.large_bodies import INLINE_PARSE_BYTES, INLINE_TRANSLATE_BYTES, LargeBodies
 from gateway.routing import Plan, RouteDecision, Router
 from gateway.streaming import (
     ChatToResponses,
@@ -32,6 +33,7 @@ from gateway.streaming import (
     client_wants_usage,
     with_usage_requested,
 )
+from gateway.translate.json_pieces import dumps_like
 from gateway.translate.operation import Operation, Wire
 from gateway.upstream import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.usage import Usage
@@ -39,7 +41,6 @@ from gateway.usage import Usage
 log = logging.getLogger("gateway.pipeline")
 T = TypeVar("T")
 
-_ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
 # provider statuses after which the fallback candidate is tried (our key/config at fault, or the provider)
 _RETRYABLE = frozenset((401, 403, 408, 409, 500, 502, 503, 504, 520, 521, 522, 524, 529))
 
@@ -62,83 +63,6 @@ class Reply:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def parse_json_body(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise BadRequest("request body is empty; send a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
-
-
-def check_chat_body(body: dict[str, Any]) -> None:
-    """The checks every chat request must pass before any provider sees it (seed §14: 400)."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required and must be a non-empty array")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise BadRequest(f"messages[{i}] must be an object")
-        role = m.get("role")
-        if role not in _ROLES:
-            raise BadRequest(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}")
-        content = m.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise BadRequest(f"messages[{i}].content must be a string or an array of content parts")
-    _check_common(body, ("max_tokens", "max_completion_tokens", "n"),
-                  ("temperature", "top_p", "presence_penalty", "frequency_penalty"))
-
-
-def check_responses_body(body: dict[str, Any]) -> None:
-    inp = body.get("input")
-    if not isinstance(inp, (str, list)) or not inp:
-        raise BadRequest("'input' is required: a string or a non-empty array of input items")
-    if isinstance(inp, list) and not all(isinstance(i, dict) for i in inp):
-        raise BadRequest("'input' items must be objects")
-    if "instructions" in body and body["instructions"] is not None and not isinstance(body["instructions"], str):
-        raise BadRequest("'instructions' must be a string")
-    _check_common(body, ("max_output_tokens",))
-
-
-def check_text_body(body: dict[str, Any]) -> None:
-    prompt = body.get("prompt")
-    if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
-        raise BadRequest("'prompt' is required: a string or an array of strings")
-    _check_common(body, ("max_tokens", "n"))
-
-
-def check_image_body(body: dict[str, Any]) -> None:
-    if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
-        raise BadRequest("'prompt' is required and must be a non-empty string")
-    n = body.get("n", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
-        raise BadRequest("'n' must be an integer from 1 to 10")
-    for key in ("size", "quality", "response_format"):
-        if key in body and body[key] is not None and not isinstance(body[key], str):
-            raise BadRequest(f"'{key}' must be a string")
-
-
-def _check_common(body: dict[str, Any], positive_ints: tuple[str, ...],
-                  numbers: tuple[str, ...] = ("temperature", "top_p")) -> None:
-    """Types of the fields every endpoint shares: counts, sampling numbers, stream, tools."""
-    for key in positive_ints:
-        v = body.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise BadRequest(f"'{key}' must be a positive integer")
-    for key in numbers:
-        v = body.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
-            raise BadRequest(f"'{key}' must be a number")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise BadRequest("'stream' must be a boolean")
-    tools = body.get("tools")
-    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
-        raise BadRequest("'tools' must be an array of objects")
-
-
 def count_images(outcome: Outcome) -> None:
     """Images are billed by count: the number of `data` items in the answer the client gets. An
     answer without any image is a failure the client can act on, not something to charge."""
@@ -149,9 +73,6 @@ def count_images(outcome: Outcome) -> None:
     usage = outcome.usage or Usage()
     outcome.usage = dataclasses.replace(usage, images=len(data))
 
-
-BODY_CHECKS = {"chat": check_chat_body, "responses": check_responses_body, "completion": check_text_body,
-               "image": check_image_body}
 
 
 _UNTRANSLATABLE = (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError)
@@ -179,8 +100,9 @@ def translation_errors() -> _TranslationErrors:
 
 
 class Pipeline:
-    def __init__(self, config: Config, router: Router, pool: UpstreamPool) -> None:
+    def __init__(self, config: Config, router: Router, pool: UpstreamPool, large: LargeBodies | None = None) -> None:
         self._config = config
+        self._large = large
         self._router = router
         self._pool = pool
         self._wires: dict[str, Wire] = config.wires  # type: ignore[assignment]
@@ -205,10 +127,13 @@ class Pipeline:
         async def attempt(provider: Provider, plan: Plan) -> Reply:
             wire = self._wires[provider.wire]
             op = wire.operations[plan.operation]
-            bodies, upstream_request = self.prepare(plan, op, body, raw, variables)
-            await admitted()
+            bodies, upstream_request = await self._translated(admitted, raw, self.prepare, plan, op, body, raw,
+                                                              variables)
             reply = await self._pool.send(provider, upstream_request)
             self._check_status(provider, wire, reply, outcome)
+            if len(reply.body) > INLINE_PARSE_BYTES and self._large is not None:
+                return await self._large.run(self.translate_back, plan, op, provider, reply, bodies, variables,
+                                             outcome)
             return self.translate_back(plan, op, provider, reply, bodies, variables, outcome)
 
         return await self._first_that_answers(decision, request_id, outcome, attempt)
@@ -223,13 +148,8 @@ class Pipeline:
             op = wire.operations[plan.operation]
             if op.stream is None and not op.passthrough:
                 raise BadRequest(f"streaming is not available for model '{decision.model.name}' on this endpoint")
-            bodies, _ = self.prepare(plan, op, body, raw, variables)
-            inner = bodies[-1]
-            if op.passthrough and plan.operation != "responses":
-                inner = with_usage_requested(inner)
-            with translation_errors():
-                upstream_request = op.build_request(inner, orjson.dumps(inner), variables)
-            await admitted()
+            bodies, upstream_request = await self._translated(admitted, raw, self.prepare_stream, plan, op, body,
+                                                              raw, variables)
             upstream = await self._pool.open_stream(provider, upstream_request)
             if upstream.status != 200:
                 reply = UpstreamReply(upstream.status, upstream.headers, await upstream.read_all())
@@ -290,6 +210,28 @@ class Pipeline:
         return StreamCall(provider, upstream, source, adapters, framer,
                           usage_forwarded=isinstance(source, PassthroughChat) and wants_usage and raw_relay)
 
+    async def _translated(self, admitted: Callable[[], Awaitable[Any]], raw: bytes | bytearray,
+                          translate: Callable[..., T], *args: Any) -> T:
+        """`translate(*args)` while Redis runs the admission, then the admission awaited — except for a large
+        body (gateway.large_bodies): admitted first, so a refused request costs no translation, then
+        translated in the thread pool, off the event loop."""
+        if len(raw) <= INLINE_TRANSLATE_BYTES or self._large is None:
+            done = translate(*args)
+            await admitted()
+            return done
+        await admitted()
+        return await self._large.run(translate, *args)
+
+    def prepare_stream(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
+                       variables: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+        """As prepare(), for a streaming call (pass-through asks the provider for usage in the stream)."""
+        bodies, _ = self.prepare(plan, op, body, raw, variables)
+        inner = bodies[-1]
+        if op.passthrough and plan.operation != "responses":
+            inner = with_usage_requested(inner)
+        with translation_errors():
+            return bodies, op.build_request(inner, dumps_like(inner, raw), variables)
+
     def prepare(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
                variables: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
         """The upstream request, and the body as each layer saw it (client's first, the wire's last)."""
@@ -298,7 +240,7 @@ class Pipeline:
             for name in plan.adapters:
                 bodies.append(self._adapters[name].render_request(bodies[-1], variables))
             if len(bodies) > 1:
-                raw = orjson.dumps(bodies[-1])
+                raw = dumps_like(bodies[-1], raw)
             return bodies, op.build_request(bodies[-1], raw, variables)
 
     def translate_back(self, plan: Plan, op: Operation, provider: Provider, reply: UpstreamReply,

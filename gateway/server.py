@@ -114,7 +114,8 @@ def raise_fd_limit() -> int:
     target = hard
     if hard == resource.RLIM_INFINITY:
         try:
-            target = int(open("/proc/sys/fs/nr_open").read())
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
         except (OSError, ValueError):
             target = 1 << 20
     if soft != resource.RLIM_INFINITY and soft < target:

@@ -7,7 +7,6 @@ ConfigError with the full list.
 from __future__ import annotations
 
 import dataclasses
-
 import os
 from collections.abc import Mapping
 from decimal import Decimal

@@ -20,10 +20,12 @@ class ServerLimits:
     max_connections: int = 0               # per worker; 0: from the file-descriptor limit
     health_reserve: int = 16               # connections beyond the cap that may still ask /healthz, /readyz
     max_inflight_body_bytes: int = 256 * 1024 * 1024   # request bodies held per worker; more → 503
-    max_concurrent_per_key: int = 64       # requests in flight per API key and worker; more → 429
+    max_concurrent_per_key: int = 256      # requests in flight per API key and worker; more → 429
     max_messages: int = 10_000             # chat messages / Responses input items per request → 400
     max_content_parts: int = 10_000        # content parts over all messages of a request → 400
     max_tools: int = 512                   # tool definitions per request → 400
+    max_json_depth: int = 64               # nesting of objects and arrays → 400
+    max_json_values: int = 200_000         # JSON values in a large body (checked before this process parses it)
 
     def connection_cap(self) -> int:
         """Open client connections a worker accepts for any request. Each one may need an upstream

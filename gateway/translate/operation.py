@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.errors import BadRequest
 from gateway.translate.environment import OMIT
+from gateway.translate.json_pieces import dumps_like
 from gateway.translate.stream import MappedStream, StreamMapping
 from gateway.translate.tree import MACROS_VAR, Node, TreeError, compile_tree, new_context
 from gateway.usage import Usage, UsageMap, dig
@@ -72,7 +72,7 @@ class Operation:
             return self._passthrough_request(body, raw, variables)
         ctx = self._context(body, variables)
         payload = self._render(ctx, body)
-        return UpstreamRequest(self.method, self._render_path(ctx), orjson.dumps(payload))
+        return UpstreamRequest(self.method, self._render_path(ctx), dumps_like(payload, raw))
 
     def render_request(self, body: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
         """The translated request as a document (adapters between OpenAI's own API shapes)."""
@@ -114,7 +114,7 @@ class Operation:
         if changed or drops:
             body = {k: v for k, v in body.items() if k not in drops}
             body["model"] = upstream_model
-            raw = orjson.dumps(body)
+            raw = dumps_like(body, raw)
         path = self._path_const if self._path_const is not None and self._stream_path is None else \
             self._render_path(self._context(body, variables))
         return UpstreamRequest(self.method, path, raw)

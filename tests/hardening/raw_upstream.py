@@ -147,7 +147,7 @@ class RawUpstream:
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         conn.settimeout(30)
-        buf = b""
+        buf = bytearray()  # grows in place: a 20 MiB body is not copied once per packet
         try:
             if self._tls is not None:
                 conn = self._tls.wrap_socket(conn, server_side=True)
@@ -157,7 +157,8 @@ class RawUpstream:
                     if not data:
                         return
                     buf += data
-                head, buf = buf.split(b"\r\n\r\n", 1)
+                head_b, buf = buf.split(b"\r\n\r\n", 1)
+                head = bytes(head_b)
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = lines[0].split(" ", 2)
                 headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
@@ -167,7 +168,7 @@ class RawUpstream:
                     if not data:
                         return
                     buf += data
-                body, buf = buf[:size], buf[size:]
+                body, buf = bytes(buf[:size]), buf[size:]
                 req = RawRequest(method, target, headers, body, number)
                 with self._lock:
                     self.requests.append(req)

@@ -1,0 +1,157 @@
+"""What a request body must be before anyone spends on it: JSON, an object, the endpoint's shape (seed §14:
+400), and within the request-shape limits of `server.limits` (issue 14: message, part and tool counts,
+nesting depth, JSON values in all), so that no body can make translation or serialisation blow up.
+
+Every check here is linear in the body and cheap for the bodies the hot path sees: the depth walk runs only
+when the raw body has more brackets than the depth limit, the value count only in the helper process that
+reads large bodies (gateway.large_bodies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.config.model import ServerLimits
+from gateway.errors import BadRequest
+
+_ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
+
+
+def parse_json_body(raw: bytes | bytearray) -> dict[str, Any]:
+    if not raw:
+        raise BadRequest("request body is empty; send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith("Recursion limit"):
+            raise BadRequest("request body is nested too deeply") from None
+        raise BadRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def check_chat_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    """The checks every chat request must pass before any provider sees it (seed §14: 400)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' is required and must be a non-empty array")
+    if len(messages) > limits.max_messages:
+        raise BadRequest(f"too many messages: {len(messages)}, at most {limits.max_messages} per request")
+    parts = 0
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise BadRequest(f"messages[{i}] must be an object")
+        role = m.get("role")
+        if role not in _ROLES:
+            raise BadRequest(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}")
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            if not isinstance(content, list):
+                raise BadRequest(f"messages[{i}].content must be a string or an array of content parts")
+            parts += len(content)
+    if parts > limits.max_content_parts:
+        raise BadRequest(f"too many content parts: {parts}, at most {limits.max_content_parts} per request")
+    _check_common(body, limits, ("max_tokens", "max_completion_tokens", "n"),
+                  ("temperature", "top_p", "presence_penalty", "frequency_penalty"))
+
+
+def check_responses_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    inp = body.get("input")
+    if not isinstance(inp, (str, list)) or not inp:
+        raise BadRequest("'input' is required: a string or a non-empty array of input items")
+    if isinstance(inp, list):
+        if len(inp) > limits.max_messages:
+            raise BadRequest(f"too many input items: {len(inp)}, at most {limits.max_messages} per request")
+        parts = 0
+        for item in inp:
+            if not isinstance(item, dict):
+                raise BadRequest("'input' items must be objects")
+            content = item.get("content")
+            if isinstance(content, list):
+                parts += len(content)
+        if parts > limits.max_content_parts:
+            raise BadRequest(f"too many content parts: {parts}, at most {limits.max_content_parts} per request")
+    if "instructions" in body and body["instructions"] is not None and not isinstance(body["instructions"], str):
+        raise BadRequest("'instructions' must be a string")
+    _check_common(body, limits, ("max_output_tokens",))
+
+
+def check_text_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    prompt = body.get("prompt")
+    if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
+        raise BadRequest("'prompt' is required: a string or an array of strings")
+    if isinstance(prompt, list) and len(prompt) > limits.max_messages:
+        raise BadRequest(f"too many prompts: {len(prompt)}, at most {limits.max_messages} per request")
+    _check_common(body, limits, ("max_tokens", "n"))
+
+
+def check_image_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
+        raise BadRequest("'prompt' is required and must be a non-empty string")
+    n = body.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+        raise BadRequest("'n' must be an integer from 1 to 10")
+    for key in ("size", "quality", "response_format"):
+        if key in body and body[key] is not None and not isinstance(body[key], str):
+            raise BadRequest(f"'{key}' must be a string")
+
+
+def _check_common(body: dict[str, Any], limits: ServerLimits, positive_ints: tuple[str, ...],
+                  numbers: tuple[str, ...] = ("temperature", "top_p")) -> None:
+    """Types of the fields every endpoint shares: counts, sampling numbers, stream, tools."""
+    for key in positive_ints:
+        v = body.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise BadRequest(f"'{key}' must be a positive integer")
+    for key in numbers:
+        v = body.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise BadRequest(f"'{key}' must be a number")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise BadRequest("'stream' must be a boolean")
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+            raise BadRequest("'tools' must be an array of objects")
+        if len(tools) > limits.max_tools:
+            raise BadRequest(f"too many tools: {len(tools)}, at most {limits.max_tools} per request")
+
+
+BODY_CHECKS: dict[str, Callable[[dict[str, Any], ServerLimits], None]] = {
+    "chat": check_chat_body, "responses": check_responses_body, "completion": check_text_body,
+    "image": check_image_body,
+}
+
+
+def check_depth(body: Any, raw: bytes | bytearray, limit: int) -> None:
+    """400 for a body nested deeper than `limit` (translation and serialisation recurse). Walked only
+    when the raw body holds more brackets than the limit: a shallower nesting cannot be deeper."""
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            raise BadRequest(f"request body is nested more than {limit} levels deep")
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+
+
+def count_values(body: Any, limit: int) -> int:
+    """JSON values in `body` (containers and scalars), stopping with a 400 past `limit`."""
+    count = 1
+    stack: list[Any] = [body]
+    while stack:
+        value = stack.pop()
+        children = value.values() if isinstance(value, dict) else value
+        count += len(children)
+        if count > limit:
+            raise BadRequest(f"request body holds more than {limit} JSON values")
+        stack.extend(c for c in children if isinstance(c, (dict, list)))
+    return count
