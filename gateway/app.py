@@ -165,7 +165,8 @@ class GatewayApp:
             raise NotFound(f"no such endpoint: {path}")
         handler = methods.get(method)
         if handler is None:
-            raise MethodNotAllowed(f"{method} is not allowed on {path}; use {', '.join(methods)}")
+            raise MethodNotAllowed(f"{method} is not allowed on {path}; use {', '.join(methods)}",
+                                   headers={"Allow": ", ".join(methods)})
         return handler, params
 
     # -- endpoints -------------------------------------------------------------------------------------

@@ -79,24 +79,27 @@ _UNTRANSLATABLE = (TemplateError, TypeError, KeyError, AttributeError, ValueErro
 
 
 class _TranslationErrors:
-    """A request the templates cannot translate is the client's 400, not a crash. (A class rather than
-    @contextmanager: this runs on every request, and a generator-based manager costs ~3× as much.)"""
+    """A request the templates cannot translate is the client's 400, not a crash; the client is told so in
+    plain words with the request id, and the Python details go to the log. (A class rather than
+    @contextmanager: this runs on every request, and a generator-based manager costs ~3x as much.)"""
 
-    __slots__ = ()
+    __slots__ = ("request_id",)
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc is not None and not isinstance(exc, GatewayError) and isinstance(exc, _UNTRANSLATABLE):
-            raise BadRequest(f"request cannot be translated for this model: {exc}") from None
+            log.info("request %s cannot be translated: %s: %s", self.request_id, type(exc).__name__, exc)
+            raise BadRequest("the request cannot be translated for this model (a field has a type or value the "
+                             f"model's provider cannot take); quote request id {self.request_id}") from None
 
 
-_TRANSLATION_ERRORS = _TranslationErrors()
-
-
-def translation_errors() -> _TranslationErrors:
-    return _TRANSLATION_ERRORS
+def translation_errors(variables: dict[str, Any]) -> _TranslationErrors:
+    return _TranslationErrors(variables["request_id"])
 
 
 class Pipeline:
@@ -229,13 +232,13 @@ class Pipeline:
         inner = bodies[-1]
         if op.passthrough and plan.operation != "responses":
             inner = with_usage_requested(inner)
-        with translation_errors():
+        with translation_errors(variables):
             return bodies, op.build_request(inner, dumps_like(inner, raw), variables)
 
     def prepare(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
                variables: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
         """The upstream request, and the body as each layer saw it (client's first, the wire's last)."""
-        with translation_errors():
+        with translation_errors(variables):
             bodies = [body]
             for name in plan.adapters:
                 bodies.append(self._adapters[name].render_request(bodies[-1], variables))

@@ -81,6 +81,8 @@ class Operation:
     def _render(self, ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
         assignments: list[tuple[tuple[str, ...], Any]] = []
         for key, value in body.items():
+            if value is None:  # OpenAI's parameters are nullable: null means "not set", so nothing to map
+                continue
             param = self._params.get(key)
             if param is None:
                 if self.unknown_params == "reject":

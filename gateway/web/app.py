@@ -267,8 +267,10 @@ def build_web_app(accounts: Accounts, config: Config, redis: Redis, keyspace: Ke
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         viewer = await web.viewer(request)
         message = "There is no such page." if exc.status_code == 404 else str(exc.detail)
-        return await web.render(request, "error.html", viewer, exc.status_code, title=_title(exc.status_code),
-                                message=message)
+        response = await web.render(request, "error.html", viewer, exc.status_code, title=_title(exc.status_code),
+                                    message=message)
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(ClientDisconnect)
     async def client_left(request: Request, exc: ClientDisconnect) -> Response:
