@@ -9,6 +9,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -105,7 +106,7 @@ class _SilentServer:
         self.accepted = 0
         self.port = 0
 
-    async def __aenter__(self) -> "_SilentServer":
+    async def __aenter__(self) -> Self:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.accepted += 1
             while await reader.read(65536):
