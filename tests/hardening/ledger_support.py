@@ -42,17 +42,17 @@ class OwnRedis:
     def url(self) -> str:
         return f"unix://{self.folder / 'redis.sock'}"
 
-    def start(self) -> "OwnRedis":
+    def start(self) -> OwnRedis:
         self._server = EmbeddedRedis(self.folder).start()
         assert self._server.pid is not None, "another server already serves this folder"
         self.pid = self._server.pid
         return self
 
     def _reap(self) -> None:
-        proc = self._server._proc if self._server is not None else None  # noqa: SLF001 - ours to reap
+        proc = self._server._proc if self._server is not None else None
         if proc is not None:
             proc.wait(timeout=20)
-            self._server._proc = None  # noqa: SLF001
+            self._server._proc = None
 
     def kill(self) -> None:
         """kill -9: no shutdown, whatever Redis had not answered yet is gone or half done."""
@@ -110,7 +110,7 @@ class Serve:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"gateway serve exited:\n{self.log()}"
             pids = self.worker_pids()
-            if len(pids) == self.workers and gone not in pids:
+            if len(pids) == self.workers and gone not in pids and all(_listens(p, self.port) for p in pids):
                 try:
                     if httpx.get(self.base + "/v1", timeout=2).status_code == 200:
                         return pids
@@ -140,6 +140,26 @@ class Serve:
             self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def _listens(pid: int, port: int) -> bool:
+    """`pid` holds a listening TCP socket on `port` (each worker has one of its own)."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":
+            listening.add(f"socket:[{f[9]}]")
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) in listening:
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def _cmdline(pid: int) -> bytes:

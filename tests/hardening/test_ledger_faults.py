@@ -41,7 +41,7 @@ class ClientLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
-    def start(self) -> "ClientLoop":
+    def start(self) -> ClientLoop:
         self._thread.start()
         return self
 
@@ -79,36 +79,40 @@ def test_every_delivered_answer_is_charged_once_through_redis_and_worker_crashes
     own = OwnRedis(tmp_path / "redis").start()
     data = tmp_path / "data"
     root = edited_root(tmp_path / "root", redis={"connect_timeout_ms": 500, "command_timeout_ms": 1000},
-                       billing={"reservation_ttl_s": 4, "sweep_interval_s": 0.5})
+                       billing={"reservation_ttl_s": 2, "sweep_interval_s": 0.5})
     env = fake_env(fakes) | {"REDIS_URL": own.url, "GATEWAY_REDIS_PREFIX": PREFIX, "GATEWAY_DATA_DIR": str(data)}
     fakes["openai"].delay_ms = 150  # calls stay in flight long enough for every fault to catch some
     gw = Serve(root, env, workers=2)
     loop: ClientLoop | None = None
+    started = time.monotonic()
     try:
         workers = gw.wait_up()
         holder = make_holder(own.url, usd="100")
         loop = ClientLoop(gw.base, holder.secret).start()
         time.sleep(2)
         own.freeze()          # settlements in flight meet the command deadline: retried, journaled
-        time.sleep(2.5)
-        own.thaw()            # ... and the frozen ones Redis runs now are not charged twice
         time.sleep(2)
+        own.thaw()            # ... and the frozen ones Redis runs now are not charged twice
+        time.sleep(1.5)
         own.kill()            # settlements on the wire are lost with the server
         time.sleep(1)
         own.start()
-        time.sleep(2.5)
+        time.sleep(1.5)
         own.kill()
         time.sleep(0.4)       # the settlements this broke are in the worker's journal and nowhere else ...
         os.kill(workers[0], signal.SIGKILL)   # ... when the worker dies too
-        time.sleep(1)
+        time.sleep(0.6)
         own.start()
-        gw.wait_up(gone=workers[0])  # the replacement replays the dead worker's journal
-        time.sleep(1.5)
+        gw.wait_up(gone=workers[0])  # the replacement (or the other worker's sweeper) replays the journal
+        time.sleep(1)
         own.terminate()       # Redis's own shutdown while calls run
         time.sleep(0.5)
         own.start()
-        time.sleep(2.5)
-        loop.stop()
+        time.sleep(1.5)
+        os.kill(workers[1], signal.SIGKILL)    # Redis up: its calls in flight leave reservations behind,
+        time.sleep(0.1)
+        loop.stop()                            # and no later call of the account releases them: the sweeper must
+        faults_done = time.monotonic()
         assert gw.stop() == 0, gw.log()  # SIGTERM: what is not confirmed is in the journal
 
         # a fresh start replays whatever is left; its sweeper releases the reservations of killed calls
@@ -118,19 +122,21 @@ def test_every_delivered_answer_is_charged_once_through_redis_and_worker_crashes
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 state = ledger_state(own.url, holder)
-                if state.reserved == 0 and not any(data.joinpath("journal").glob("*.jnl")):
-                    break
+                if state.reserved == 0 and not any(f.stat().st_size for f in data.joinpath("journal").iterdir()):
+                    break  # every reservation released, every journaled settlement confirmed
                 time.sleep(0.25)
         finally:
             assert again.stop() == 0, again.log()
         state = ledger_state(own.url, holder)
+        assert not list(data.joinpath("journal").iterdir()), "a clean stop leaves no journal behind"
     finally:
         if loop is not None:
             loop.stop()
         gw.stop(signal.SIGKILL)
         own.stop()
 
-    print("answers by status:", loop.statuses, "delivered:", len(loop.delivered), "history:", len(state.history))
+    print(f"answers by status: {loop.statuses}, delivered {len(loop.delivered)}, history {len(state.history)}; "
+          f"faults {faults_done - started:.1f} s, settled {time.monotonic() - faults_done:.1f} s")
     assert len(loop.delivered) > 50 and loop.statuses.get(503), loop.statuses
     assert not loop.unexpected, loop.unexpected[:5]
     assert_ledger_exact(state, loop.delivered)
