@@ -1,8 +1,9 @@
 """The settlement journal: settlements Redis has not confirmed, on local disk, so that none is lost when
 the process stops first (SIGTERM, a crash, kill -9).
 
-One file per process under the journal folder, `settle-<host>-<pid>-<random>.jnl`, held under an exclusive
-flock(2) for as long as the process lives; the kernel drops the lock when the process dies, however it
+One file per process under the journal folder, `settle-<redis>-<host>-<pid>-<random>.jnl` (<redis>: a
+hash of the Redis address, so a settlement is only ever replayed to the Redis it was meant for), held under
+an exclusive flock(2) for as long as the process lives; the kernel drops the lock when the process dies, however it
 dies. So a file whose lock can be taken belongs to a dead process: the process that takes it copies its
 entries into its own file and then deletes it, and no two processes ever replay the same file.
 
@@ -28,7 +29,6 @@ import orjson
 
 log = logging.getLogger("gateway.journal")
 
-PATTERN = "settle-*.jnl*"   # own files, and the .tmp of one being created or compacted
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +83,13 @@ def parse(data: bytes, source: str) -> list[Settlement]:
 
 
 class Journal:
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], scope: str = "any") -> None:
+        """`scope`: which Redis the settlements belong to (letters and digits); only files of the same
+        scope are adopted."""
         self.folder = Path(folder)
+        self.scope = scope
         self.path: Path | None = None
+        self._foreign: set[str] = set()
         self._fd = -1
         self.lines = 0                  # lines in our file since it was last emptied or compacted
         self._dirty = False
@@ -96,7 +100,7 @@ class Journal:
         self.folder.mkdir(parents=True, exist_ok=True)
         host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:60] or "host"
         for attempt in range(3):
-            self.path = self.folder / f"settle-{host}-{os.getpid()}-{os.urandom(4).hex()}.jnl"
+            self.path = self.folder / f"settle-{self.scope}-{host}-{os.getpid()}-{os.urandom(4).hex()}.jnl"
             try:
                 self._fd = self._create_locked(self.path)
                 return
@@ -194,8 +198,14 @@ class Journal:
         """Take over the files of dead processes: their entries are written to (and fsync'd in) this
         process's file, then the files are deleted, still locked. Returns the entries, to be replayed."""
         adopted: list[Settlement] = []
-        for path in sorted(self.folder.glob(PATTERN)):
+        mine = f"settle-{self.scope}-"
+        for path in sorted(self.folder.glob("settle-*.jnl*")):  # with the .tmp/.new of one being made
             if path == self.path:
+                continue
+            if not path.name.startswith(mine):
+                if path.name not in self._foreign:
+                    self._foreign.add(path.name)
+                    log.warning("journal %s belongs to another Redis: not replayed here", path.name)
                 continue
             taken = self._take(path)
             if taken is None:

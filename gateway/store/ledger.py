@@ -5,6 +5,7 @@ is kept and sent again (gateway.store.settlements), and expired reservations are
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ class Ledger:
 
     def open_journal(self, folder: str | Path) -> None:
         """Keep unconfirmed settlements on disk from now on, and replay those dead processes left there."""
-        journal = Journal(folder)
+        journal = Journal(folder, scope=hashlib.sha1(self._resp.address.encode()).hexdigest()[:10])
         journal.open()
         self.unconfirmed.journal = journal
         self.unconfirmed.adopt(journal.adopt_orphans())

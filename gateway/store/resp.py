@@ -36,7 +36,8 @@ class RespConnectionError(ConnectionError):
 
 
 class StoreUnavailable(RespConnectionError):
-    """The circuit breaker is open (Redis did not connect or answer in time): the call was not sent."""
+    """The call was not sent: the circuit breaker is open (Redis did not connect or answer in time), or
+    the connection it was to go on could not be opened."""
 
 
 # what a call to Redis raises when Redis is unreachable, late, restarting (LOADING) or refuses a command
@@ -128,6 +129,12 @@ class RespClient:
         self._probe: asyncio.Task[None] | None = None
         self._up: asyncio.Event | None = None
         self._ticker: asyncio.TimerHandle | None = None
+
+    @property
+    def address(self) -> str:
+        """Which server and database this client talks to (no credentials)."""
+        where = f"unix:{self._unix}" if self._unix else f"{self._host}:{self._port}"
+        return f"{where}/{self._db}"
 
     async def _open(self) -> _Protocol:
         """A new connection, set up, within the connect deadline (else RespConnectionError)."""
@@ -281,7 +288,7 @@ class RespClient:
         except ConnectionError as exc:
             for f in futures:
                 if not f.done():
-                    f.set_exception(exc)
+                    f.set_exception(exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc)))
             return
         proto.waiting.extend(futures)
         proto.transport.write(data)  # type: ignore[union-attr]

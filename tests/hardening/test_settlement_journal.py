@@ -72,11 +72,12 @@ def test_a_dead_process_journal_is_replayed_by_exactly_one_live_process(tmp_path
     assert [s.request_id for s in Journal(folder)._take(left)[1]] == ["req_1", "req_2"]
 
 
-def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path, caplog) -> None:
+def test_a_line_cut_short_by_a_crash_is_skipped_and_another_redis_journal_is_left_alone(tmp_path: Path, caplog) -> None:
     folder = tmp_path / "journal"
     folder.mkdir()
     whole = _settlement(1).line() + _settlement(2).line()
-    (folder / "settle-gone-1-abcd.jnl").write_bytes(whole + _settlement(3).line()[:40])
+    (folder / "settle-any-gone-1-abcd.jnl").write_bytes(whole + _settlement(3).line()[:40])
+    (folder / "settle-0ther-gone-2-abcd.jnl").write_bytes(whole)  # meant for another Redis: left alone
 
     async def go() -> list[Settlement]:
         j = Journal(folder)
@@ -91,7 +92,7 @@ def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path, caplog) -> None:
     assert [s.request_id for s in adopted] == ["req_1", "req_2"]
     assert adopted[0].args == _settlement(1).args  # replayed byte for byte as first sent
     assert "1 unreadable line(s) skipped" in caplog.text
-    assert list(folder.iterdir()) == []
+    assert [p.name for p in folder.iterdir()] == ["settle-0ther-gone-2-abcd.jnl"]
 
 
 def test_compaction_keeps_only_what_is_unconfirmed_and_stays_locked(tmp_path: Path) -> None:

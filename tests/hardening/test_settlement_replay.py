@@ -15,7 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.billing import BillingGate
+from gateway.errors import UpstreamUnavailable
+from gateway.pipeline import Outcome
 from gateway.store.connection import async_client
+from gateway.store.journal import Settlement
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
 from tests.conftest import fake_env
@@ -159,3 +163,38 @@ def test_a_settlement_unconfirmed_when_the_process_stops_is_replayed_at_the_next
     finally:
         own.stop()
     assert_ledger_exact(state, [answered.headers["x-request-id"]])
+
+
+def test_paid_calls_are_refused_while_too_many_settlements_wait_for_redis(gateway) -> None:
+    """Memory stays bounded without dropping a charge: at the limit, new paid calls get 503 until Redis
+    confirms what waits (a settlement needs an admission first, so no new one can pile up)."""
+    c = make_customer(gateway, usd="5")
+    caller, prefix = Caller(c.account_id, c.key_id), gateway.config.settings.redis_prefix
+    app = gateway.app
+    decision = app.router.resolve("gpt-4o-mini", "chat")
+    raw = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+
+    async def go() -> tuple[str, int]:
+        client = async_client(REDIS_URL)
+        ledger = Ledger(client, KeySpace(prefix), max_unconfirmed=1)
+        gate = BillingGate(ledger, app.prices, gateway.config.settings)
+        try:
+            await ledger.connect()
+            waiting = Settlement.of(ledger._keys(caller), [int(time.time() * 1000), "req_never_admitted", 0, "2026-01",
+                                                           "2026-01-01", 0, 1000, "1", b"{}"])
+            ledger.unconfirmed.add(waiting, "test")
+            with pytest.raises(UpstreamUnavailable) as refused:
+                gate.admit(caller, decision, body, raw, "req_refused", "/v1/chat/completions")
+            assert await ledger.unconfirmed.drain(10)  # Redis confirms (a no-op: nothing was reserved)
+            ticket = await gate.admit(caller, decision, body, raw, "req_after", "/v1/chat/completions").ticket()
+            await gate.settle(ticket, Outcome(status=503, error="test"))
+            return refused.value.message, refused.value.status
+        finally:
+            await ledger.close()
+            await client.aclose()
+
+    message, status = asyncio.run(go())
+    assert status == 503 and message.startswith("billing is temporarily unavailable")
+    state = ledger_state(REDIS_URL, Holder(c.account_id, c.key_id, c.secret), prefix)
+    assert [e["rid"] for e in state.history] == ["req_after"] and state.reserved == 0
