@@ -92,8 +92,9 @@ def async_client(url: str, max_connections: int = 64, connect_timeout_ms: int = 
                                    socket_timeout=command_timeout_ms / 1000)
 
 
-def sync_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=False)
+def sync_client(url: str, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=False, socket_connect_timeout=connect_timeout_ms / 1000,
+                                socket_timeout=command_timeout_ms / 1000)
 
 
 def data_dir(config: Config) -> Path:
