@@ -75,6 +75,16 @@ class ClientLoop:
             self.statuses[kind] = self.statuses.get(kind, 0) + 1
 
 
+def _journaled_bytes(folder: Path) -> int:
+    total = 0
+    for f in folder.iterdir():
+        try:
+            total += f.stat().st_size
+        except FileNotFoundError:  # adopted and deleted meanwhile
+            pass
+    return total
+
+
 def test_every_delivered_answer_is_charged_once_through_redis_and_worker_crashes(tmp_path: Path, fakes) -> None:
     own = OwnRedis(tmp_path / "redis").start()
     data = tmp_path / "data"
@@ -122,7 +132,7 @@ def test_every_delivered_answer_is_charged_once_through_redis_and_worker_crashes
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 state = ledger_state(own.url, holder)
-                if state.reserved == 0 and not any(f.stat().st_size for f in data.joinpath("journal").iterdir()):
+                if state.reserved == 0 and not _journaled_bytes(data / "journal"):
                     break  # every reservation released, every journaled settlement confirmed
                 time.sleep(0.25)
         finally:
