@@ -39,10 +39,11 @@ from gateway.pricing import PriceBook
 from gateway.request_body import BODY_CHECKS
 from gateway.routing import ENDPOINT_OF_KIND, ENDPOINTS, Router
 from gateway.store.accounts import Accounts, InvalidInput
-from gateway.store.connection import async_client
+from gateway.store.connection import async_client, journal_dir
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
 from gateway.store.precheck import can_spend
+from gateway.store.sweeper import Sweeper
 from gateway.streaming import StreamCall, StreamFailed, estimate
 from gateway.translate.json_pieces import dumps
 from gateway.upstream import UpstreamFailure, UpstreamPool
@@ -68,12 +69,19 @@ class GatewayApp:
         if not self.redis_url:
             raise ValueError("no Redis URL: set REDIS_URL or run `gateway serve`, which starts the embedded Redis")
         s = config.settings
-        self.redis = async_client(self.redis_url, max_connections=max(64, s.pool_size))
-        self.ledger = Ledger(self.redis, self.keyspace, history_max=s.history_max)
+        self.redis = async_client(self.redis_url, max_connections=max(64, s.pool_size),
+                                  connect_timeout_ms=s.redis_connect_timeout_ms,
+                                  command_timeout_ms=s.redis_command_timeout_ms)
+        self.ledger = Ledger(self.redis, self.keyspace, history_max=s.history_max,
+                             reservation_ttl_ms=s.reservation_ttl_s * 1000,
+                             late_settlement_window_ms=s.late_settlement_window_s * 1000,
+                             connect_timeout_ms=s.redis_connect_timeout_ms, command_timeout_ms=s.redis_command_timeout_ms,
+                             max_unconfirmed=s.max_unconfirmed_settlements)
+        self.sweeper = Sweeper(self.ledger, s.sweep_interval_s)
         self.accounts = Accounts(self.redis, self.keyspace, s.usd_rub_default)
         self.admin = build_admin_app(self.accounts, s.admin_token)
         self.web = build_web_app(self.accounts, config, self.redis, self.keyspace)  # cabinet + console pages
-        self.auth = Authenticator(self.redis, self.keyspace)
+        self.auth = Authenticator(self.redis, self.keyspace, down=lambda: self.ledger.down)
         self.billing = BillingGate(self.ledger, self.prices, s)
         self._limit = config.settings.max_body_bytes
         self.server_limits = s.limits  # read by the HTTP protocol (gateway.http_protocol)
@@ -116,6 +124,8 @@ class GatewayApp:
         return_freed_memory()
         await self.redis.ping()
         await self.ledger.connect()
+        self.ledger.open_journal(journal_dir(self.config))  # and replay what dead processes left there
+        self.sweeper.start()
         await self.pool.start()
         # Everything built so far (config, compiled templates, price book) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which would otherwise walk it again and
@@ -126,7 +136,8 @@ class GatewayApp:
     async def shutdown(self) -> None:
         self.large.close()
         await self.pool.close()
-        await self.ledger.close()
+        await self.sweeper.stop()
+        await self.ledger.close(drain_s=2.0)  # what Redis does not confirm by then stays in the journal
         await self.accounts.close()
         await self.redis.aclose()
 

@@ -22,11 +22,11 @@ from gateway.pipeline import Outcome
 from gateway.pricing import PriceBook
 from gateway.routing import RouteDecision
 from gateway.store.ledger import ADMIT_OK, REJECTIONS, Admission, Caller, Ledger
-from gateway.store.resp import RespError
+from gateway.store.resp import STORE_ERRORS, RespError, StoreUnavailable
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.billing")
-STORE_ERRORS = (ConnectionError, OSError, RespError)
+UNAVAILABLE = "billing is temporarily unavailable; nothing was charged, try again"
 
 
 @dataclass(slots=True)
@@ -107,7 +107,10 @@ class BillingGate:
 
     def admit(self, caller: Caller, decision: RouteDecision, body: dict[str, Any], raw: bytes,
               request_id: str, endpoint: str) -> Admitting:
-        """Send the admission to Redis now; the request can be prepared while Redis answers."""
+        """Send the admission to Redis now; the request can be prepared while Redis answers. While Redis
+        is known to be down, or too many settlements wait for its confirmation, refuse at once (503)."""
+        if self._ledger.down or self._ledger.unconfirmed.full:
+            raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"})
         reserve = self.reservation(decision, body, raw)
         pending = self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)
         return Admitting(self._ticket(pending, caller, request_id, decision, endpoint, reserve))
@@ -116,9 +119,13 @@ class BillingGate:
                       endpoint: str, reserve: int) -> Ticket:
         try:
             a = await pending
-        except STORE_ERRORS:
-            log.exception("admission of %s failed: the store is unreachable", request_id)
-            raise UpstreamUnavailable("billing is temporarily unavailable; nothing was charged, try again") from None
+        except STORE_ERRORS as exc:
+            if not isinstance(exc, (StoreUnavailable, RespError)):  # sent, and maybe run: release what it
+                log.warning("admission of %s failed: %s", request_id, exc)  # may hold once Redis is back
+                self._ledger.settle_later(caller, request_id, 0, {
+                    "key": caller.key_id, "model": decision.model.name, "provider": "-", "endpoint": endpoint,
+                    "status": 503, "error": f"billing unavailable: {exc}"[:300]})
+            raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}) from None
         if a.code != ADMIT_OK:
             status, message = REJECTIONS[a.code]
             if status == 401:
@@ -140,7 +147,8 @@ class BillingGate:
         The settlement is written to Redis before this returns (only a connection lost and being reopened
         delays the write; the connections are opened at start-up), so the caller may answer its client
         while Redis runs it: whatever anyone sends after the answer reaches Redis after the charge.
-        The awaitable (which must be awaited) gives the cost once Redis has confirmed it."""
+        The awaitable (which must be awaited) gives the cost once Redis has confirmed it, or has failed
+        to in time: then the ledger keeps the settlement, journals it and sends it again until it does."""
         if ticket.settled:
             return _no_charge()
         ticket.settled = True
@@ -175,10 +183,5 @@ async def _no_charge() -> int:
 
 
 async def _charged(pending: Awaitable[bool], request_id: str, cost: int) -> int:
-    try:
-        await pending
-    except STORE_ERRORS:
-        # the answer exists and the provider will bill us for it: the client still gets it; the open
-        # reservation is released by the sweep in admit.lua, so the call ends up uncharged (logged)
-        log.error("settlement of %s failed (%d nano-USD uncharged): the store is unreachable", request_id, cost)
+    await pending  # never a store error: an unconfirmed settlement is kept and retried by the ledger
     return cost

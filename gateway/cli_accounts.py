@@ -92,9 +92,10 @@ async def _call(url: str, config: Config, args: argparse.Namespace, body: Body) 
     from gateway.store.connection import async_client
     from gateway.store.keys import KeySpace
 
-    client = async_client(url, max_connections=4)
+    s = config.settings
+    client = async_client(url, max_connections=4, connect_timeout_ms=s.redis_connect_timeout_ms,
+                          command_timeout_ms=s.redis_command_timeout_ms)
     try:
-        s = config.settings
         return await body(Accounts(client, KeySpace(s.redis_prefix), s.usd_rub_default), args)
     finally:
         await client.aclose()

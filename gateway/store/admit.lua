@@ -5,7 +5,8 @@
 -- KEYS[4] reservation queue (zset: request id → expiry ms)   KEYS[5] rate-limit hash of the key
 -- KEYS[6] history stream (a rejected request is recorded there, charged nothing)
 -- ARGV: 1 now_ms, 2 request id, 3 key id, 4 model, 5 reserve (nano-USD), 6 month (YYYY-MM),
---       7 reservation ttl ms, 8 history max len, 9 endpoint, 10 key hash name prefix (for swept reservations)
+--       7 reservation ttl ms, 8 history max len, 9 endpoint, 10 key hash name prefix (for swept reservations),
+--       11 late-settlement window ms (how long an expired reservation's record stays to charge a late settlement)
 -- Returns {code, rpm_limit, rpm_remaining, tpm_limit, tpm_remaining, reset_ms}
 --   code 0 admitted; 1 unknown key; 2 key revoked; 3 account blocked; 4 model not allowed;
 --   5 requests per minute exceeded; 6 tokens per minute exceeded; 7 insufficient balance;
@@ -16,7 +17,9 @@ local rid, kid, model = ARGV[2], ARGV[3], ARGV[4]
 local reserve = tonumber(ARGV[5])  -- for the checks; what is written is ARGV[5] itself (see settle.lua)
 local month = ARGV[6]
 
--- Release reservations whose request died with its gateway process (bounded work per call).
+-- Release reservations whose request died with its gateway process (bounded work per call); sweep.lua
+-- does the same for accounts that do not call again. An expired reservation keeps its record (state
+-- 'expired') for the late-settlement window: a settlement replayed meanwhile is still charged, once.
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[1], 'LIMIT', '0', '20')) do
   local v = redis.call('HGET', resv, old)
   if v then
@@ -25,7 +28,7 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[1], 'LIMIT'
       redis.call('HINCRBY', acct, 'reserved', 0 - tonumber(amount))  -- never '-0'
       redis.call('HINCRBY', ARGV[10] .. okid, 'mr:' .. omonth, 0 - tonumber(amount))
       redis.call('HSET', resv, old, amount .. '|' .. okid .. '|' .. omonth .. '|expired')
-      redis.call('ZADD', queue, now + 86400000, old)
+      redis.call('ZADD', queue, now + tonumber(ARGV[11]), old)
     else
       redis.call('HDEL', resv, old)
       redis.call('ZREM', queue, old)

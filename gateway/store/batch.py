@@ -40,21 +40,29 @@ class ScriptBatcher:
         """Queue (or send) the call now; the returned awaitable gives its reply. Lets the caller work
         while Redis runs the script. The awaitable must be awaited. `now`: handed to the connection
         before this returns, with whatever is queued ahead of it (the order is kept)."""
+        command = ["EVALSHA", self._shas[name], len(keys), *keys, *args]
+        return self._reply(name, command, self._enqueue(pack(command), now))
+
+    def send(self, command: list[Any]) -> asyncio.Future[Any]:
+        """A plain command with the calls of this loop iteration; the future gets its reply (an error
+        reply as a RespError value) and must be awaited."""
+        return self._enqueue(pack(command), False)
+
+    def _enqueue(self, packed: bytes, now: bool) -> asyncio.Future[Any]:
         loop = self._client.loop()
         future: asyncio.Future[Any] = loop.create_future()
-        command = ["EVALSHA", self._shas[name], len(keys), *keys, *args]
         if not self._packed and self._client.idle():
             # nothing in flight: Redis would wait for us, so send now rather than at the end of the iteration
-            self._client.send_packed(pack(command), [future])
+            self._client.send_packed(packed, [future])
         else:
-            self._packed.append(pack(command))
+            self._packed.append(packed)
             self._futures.append(future)
             if now or len(self._packed) >= MAX_BATCH:
                 self._send_pending()  # the flush already scheduled sends what comes after
             elif not self._scheduled:
                 self._scheduled = True
                 loop.call_soon(self._flush)
-        return self._reply(name, command, future)
+        return future
 
     async def _reply(self, name: str, command: list[Any], future: asyncio.Future[Any]) -> Any:
         result = await future
@@ -80,6 +88,10 @@ class ScriptBatcher:
 
     async def connect(self) -> None:
         await self._client.connect()
+
+    @property
+    def client(self) -> RespClient:
+        return self._client
 
     async def close(self) -> None:
         await self._client.close()

@@ -47,7 +47,7 @@ class EmbeddedRedis:
         except redis.RedisError:
             return False
 
-    def start(self) -> "EmbeddedRedis":
+    def start(self) -> EmbeddedRedis:
         if self._alive():
             log.info("using the embedded Redis already running at %s", self.socket)
             return self
@@ -84,21 +84,33 @@ class EmbeddedRedis:
         self._proc = None
 
 
-def async_client(url: str, max_connections: int = 64) -> aioredis.Redis:
+def async_client(url: str, max_connections: int = 64, connect_timeout_ms: int = 1000,
+                 command_timeout_ms: int = 2000) -> aioredis.Redis:
+    """redis-py for everything off the paid path (tokens, accounts, pages), with the same deadlines."""
     return aioredis.Redis.from_url(url, max_connections=max_connections, decode_responses=False,
-                                   health_check_interval=30)
+                                   health_check_interval=30, socket_connect_timeout=connect_timeout_ms / 1000,
+                                   socket_timeout=command_timeout_ms / 1000)
 
 
-def sync_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=False)
+def sync_client(url: str, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=False, socket_connect_timeout=connect_timeout_ms / 1000,
+                                socket_timeout=command_timeout_ms / 1000)
 
 
-def data_dir(config: "Config") -> Path:
+def data_dir(config: Config) -> Path:
     d = Path(config.settings.data_dir)
     return d if d.is_absolute() else Path(config.root) / d
 
 
-def embedded_redis_for(config: "Config") -> EmbeddedRedis | None:
+def journal_dir(config: Config) -> Path:
+    """Where unconfirmed settlements are kept: billing.journal_dir (relative to the root), else <data_dir>/journal."""
+    if config.settings.journal_dir:
+        d = Path(config.settings.journal_dir)
+        return d if d.is_absolute() else Path(config.root) / d
+    return data_dir(config) / "journal"
+
+
+def embedded_redis_for(config: Config) -> EmbeddedRedis | None:
     """Start (or reuse) the embedded Redis when no REDIS_URL is configured."""
     if config.settings.redis_url:
         return None

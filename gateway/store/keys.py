@@ -55,6 +55,10 @@ class KeySpace:
     def key_owner(self, kid: str) -> str:
         return f"{self.p}:keyacct:{kid}"
 
+    def reservation_index(self) -> str:
+        """Accounts that hold reservations → when the sweeper should look at them (outside any hash tag)."""
+        return f"{self.p}:resvidx"
+
     def accounts(self) -> str:
         return f"{self.p}:accounts"
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from gateway.store.batch import ScriptBatcher
 from gateway.store.resp import RespClient
 
-NAMES = ("admit", "settle", "credit")
+NAMES = ("admit", "settle", "credit", "sweep", "unindex")
 
 
 def _source(name: str) -> str:
@@ -19,8 +19,9 @@ def _source(name: str) -> str:
 
 
 class Scripts:
-    def __init__(self, client: Redis) -> None:
-        self._batcher = ScriptBatcher(RespClient.like(client), {name: _source(name) for name in NAMES})
+    def __init__(self, client: Redis, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> None:
+        resp = RespClient.like(client, connect_timeout_ms=connect_timeout_ms, command_timeout_ms=command_timeout_ms)
+        self._batcher = ScriptBatcher(resp, {name: _source(name) for name in NAMES})
 
     def admit(self, keys: list[str], args: list[Any]) -> Awaitable[Any]:
         """Sent now, answered when awaited."""
@@ -33,6 +34,25 @@ class Scripts:
 
     async def credit(self, keys: list[str], args: list[Any]) -> Any:
         return await self._batcher.call("credit", keys, args)
+
+    async def sweep(self, keys: list[str], args: list[Any]) -> Any:
+        return await self._batcher.call("sweep", keys, args)
+
+    async def unindex(self, keys: list[str], args: list[Any]) -> Any:
+        return await self._batcher.call("unindex", keys, args)
+
+    def send(self, command: list[Any]) -> Awaitable[Any]:
+        """A plain command, batched with the scripts; its reply (an error reply as a RespError value)."""
+        return self._batcher.send(command)
+
+    @property
+    def resp(self) -> RespClient:
+        """The client under the scripts (its `down`: the circuit breaker is open, calls fail at once)."""
+        return self._batcher.client
+
+    async def available(self) -> None:
+        """Return once calls go through again."""
+        await self._batcher.client.available()
 
     async def connect(self) -> None:
         await self._batcher.connect()
