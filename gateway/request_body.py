@@ -53,6 +53,12 @@ def check_chat_body(body: dict[str, Any], limits: ServerLimits) -> None:
             if not isinstance(content, list):
                 raise BadRequest(f"messages[{i}].content must be a string or an array of content parts")
             parts += len(content)
+            _check_parts(content, f"messages[{i}].content")
+        if len(m) > 2:  # more than role and content: the fields a translation reads must have their types
+            _check_fields(m, _MESSAGE_FIELDS, f"messages[{i}].")
+            calls = m.get("tool_calls")
+            if calls is not None:
+                _check_tool_calls(calls, f"messages[{i}].tool_calls")
     if parts > limits.max_content_parts:
         raise BadRequest(f"too many content parts: {parts}, at most {limits.max_content_parts} per request")
     _check_common(body, limits, ("max_tokens", "max_completion_tokens", "n"),
@@ -113,12 +119,85 @@ def _check_common(body: dict[str, Any], limits: ServerLimits, positive_ints: tup
             raise BadRequest(f"'{key}' must be a number")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise BadRequest("'stream' must be a boolean")
+    _check_fields(body, _COMMON_FIELDS, "")
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
             raise BadRequest("'tools' must be an array of objects")
         if len(tools) > limits.max_tools:
             raise BadRequest(f"too many tools: {len(tools)}, at most {limits.max_tools} per request")
+        for i, tool in enumerate(tools):
+            fn = tool.get("function")
+            if fn is not None and (not isinstance(fn, dict) or not isinstance(fn.get("name"), str)
+                                   or not isinstance(fn.get("parameters", {}), (dict, type(None)))
+                                   or not isinstance(fn.get("description", ""), (str, type(None)))):
+                raise BadRequest(f"tools[{i}].function must be an object with a string 'name' and an object "
+                                 "'parameters'")
+
+
+# The OpenAI fields a translation reads, and the JSON types OpenAI's API takes for them (null = not set).
+_STR, _INT, _BOOL, _OBJ, _LIST = (str,), (int,), (bool,), (dict,), (list,)
+_COMMON_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "user": (_STR, "a string"),
+    "seed": (_INT, "an integer"),
+    "stop": (_STR + _LIST, "a string or an array of strings"),
+    "metadata": (_OBJ, "an object"),
+    "response_format": (_OBJ, "an object"),
+    "text": (_OBJ, "an object"),
+    "reasoning": (_OBJ, "an object"),
+    "stream_options": (_OBJ, "an object"),
+    "tool_choice": (_STR + _OBJ, "a string or an object"),
+    "parallel_tool_calls": (_BOOL, "a boolean"),
+    "logprobs": (_BOOL + _INT, "a boolean"),
+    "top_logprobs": (_INT, "an integer"),
+    "reasoning_effort": (_STR, "a string"),
+    "service_tier": (_STR, "a string"),
+    "suffix": (_STR, "a string"),
+}
+_MESSAGE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": (_STR, "a string"),
+    "tool_call_id": (_STR, "a string"),
+    "tool_calls": (_LIST, "an array"),
+    "refusal": (_STR, "a string"),
+}
+
+
+def _check_fields(doc: dict[str, Any], table: dict[str, tuple[tuple[type, ...], str]], where: str) -> None:
+    for key, (types, words) in table.items():
+        v = doc.get(key)
+        if v is not None and (not isinstance(v, types) or (v is True or v is False) and bool not in types):
+            raise BadRequest(f"'{where}{key}' must be {words}")
+    stop = doc.get("stop")
+    if isinstance(stop, list) and not all(isinstance(x, str) for x in stop):
+        raise BadRequest(f"'{where}stop' must be a string or an array of strings")
+    metadata = doc.get("metadata")
+    if isinstance(metadata, dict) and not all(isinstance(v, str) for v in metadata.values()):
+        raise BadRequest(f"'{where}metadata' values must be strings")
+
+
+def _check_tool_calls(calls: list[Any], where: str) -> None:
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if (not isinstance(fn, dict) or not isinstance(call.get("id", ""), str) or not isinstance(fn.get("name"), str)
+                or not isinstance(fn.get("arguments", ""), (str, dict))):
+            raise BadRequest(f"{where}[{j}] must be an object with a string 'id' and a 'function' with a string "
+                             "'name' and 'arguments'")
+
+
+def _check_parts(parts: list[Any], where: str) -> None:
+    for j, part in enumerate(parts):
+        if not isinstance(part, dict):
+            if isinstance(part, str):
+                continue  # some clients send bare strings; translation reads them as text
+            raise BadRequest(f"{where}[{j}] must be a content part object")
+        kind = part.get("type")
+        if kind in ("text", "input_text", "output_text") and not isinstance(part.get("text"), str):
+            raise BadRequest(f"{where}[{j}].text must be a string")
+        if kind == "image_url":
+            ref = part.get("image_url")
+            url = ref.get("url") if isinstance(ref, dict) else ref
+            if not isinstance(url, str):
+                raise BadRequest(f"{where}[{j}].image_url must be an object with a string 'url'")
 
 
 BODY_CHECKS: dict[str, Callable[[dict[str, Any], ServerLimits], None]] = {
