@@ -36,12 +36,12 @@ from gateway.large_bodies import INLINE_PARSE_BYTES, LargeBodies
 from gateway.memory import return_freed_memory
 from gateway.pipeline import Outcome, Pipeline, Reply, count_images
 from gateway.pricing import PriceBook
-from gateway.request_body import BODY_CHECKS
+from gateway.request_body import BODY_CHECKS, parse_json_body
 from gateway.routing import ENDPOINT_OF_KIND, ENDPOINTS, Router
 from gateway.store.accounts import Accounts, InvalidInput
 from gateway.store.connection import async_client, journal_dir
 from gateway.store.keys import KeySpace
-from gateway.store.ledger import Caller, Ledger
+from gateway.store.ledger import Ledger
 from gateway.store.precheck import can_spend
 from gateway.store.sweeper import Sweeper
 from gateway.streaming import StreamCall, StreamFailed, estimate
@@ -229,48 +229,54 @@ class GatewayApp:
         """One paid call: auth → body → route → admit (sent) → prepare upstream request → (admitted) → forward →
         settle (sent) → answer → (settled)."""
         caller = await self.auth.caller(header(scope, b"authorization"))
-        self.key_slots.take(caller.key_id)  # before the body: one key cannot hold the worker's memory
+        # requests in flight per key (gateway.key_slots), counted before the body is read; inline: per request
+        slots, kid = self.key_slots.used, caller.key_id
+        n = slots.get(kid, 0)
+        if n >= self.key_slots.limit:
+            self.key_slots.refuse()
+        slots[kid] = n + 1
         try:
-            await self._paid(endpoint, caller, scope, receive, send, request_id, params)
+            raw = await read_body(scope, receive, self._limit)
+            if len(raw) > INLINE_PARSE_BYTES:  # refuse a key that can spend nothing before reading megabytes for it
+                await can_spend(self.redis, self.keyspace, caller, int(time.time() * 1000))
+            body = parse_json_body(raw, self.server_limits.max_json_depth) if len(raw) <= INLINE_PARSE_BYTES \
+                else await self.large.parse(raw)
+            changed = False
+            if "model" in params:
+                body["model"] = params["model"]
+                changed = True
+            BODY_CHECKS[endpoint](body, self.server_limits)
+            decision = self.pipeline.route(body, endpoint)
+            streaming = body.get("stream") is True
+            if streaming and not self.config.settings.streaming:  # the seed's behaviour: plain JSON
+                body["stream"] = False
+                body.pop("stream_options", None)
+                changed, streaming = True, False
+            if changed:
+                raw = orjson.dumps(body) if len(raw) <= INLINE_PARSE_BYTES else await self.large.run(dumps, body)
+            admitting = self.billing.admit(caller, decision, body, raw, request_id, ENDPOINTS[endpoint])
+            if streaming:
+                await self._stream(endpoint, decision, body, raw, request_id, admitting, receive, send)
+                return
+            outcome = Outcome()
+            call = self.pipeline.forward(decision, body, raw, request_id, outcome, admitting.ticket)
+            reply, ticket = await self._answered(admitting, outcome, with_image_count(call, outcome) if endpoint == "image"
+                                                 else call)
+            # The settlement is written to Redis before the answer goes out, so whatever the client does next
+            # sees the charge; the answer does not wait for Redis's reply (one round trip off every call).
+            settling = self.billing.settle(ticket, outcome, len(raw), len(reply.body), image_size=str(body.get("size") or "*"),
+                                           image_quality=str(body.get("quality") or "*"))
+            try:
+                extra = ((b"x-gateway-provider", outcome.provider.encode()),) + rate_headers(ticket.admission)
+                await send_bytes(send, reply.status, reply.body, request_id, extra)
+            finally:
+                await settling
         finally:
-            self.key_slots.give_back(caller.key_id)
-
-    async def _paid(self, endpoint: str, caller: Caller, scope: Scope, receive: Receive, send: Send, request_id: str,
-                    params: dict[str, str]) -> None:
-        raw = await read_body(scope, receive, self._limit)
-        if len(raw) > INLINE_PARSE_BYTES:  # refuse a key that can spend nothing before reading megabytes for it
-            await can_spend(self.redis, self.keyspace, caller, int(time.time() * 1000))
-        body = await self.large.parse(raw)
-        changed = False
-        if "model" in params:
-            body["model"] = params["model"]
-            changed = True
-        BODY_CHECKS[endpoint](body, self.server_limits)
-        decision = self.pipeline.route(body, endpoint)
-        streaming = body.get("stream") is True
-        if streaming and not self.config.settings.streaming:  # the seed's behaviour: plain JSON
-            body["stream"] = False
-            body.pop("stream_options", None)
-            changed, streaming = True, False
-        if changed:
-            raw = orjson.dumps(body) if len(raw) <= INLINE_PARSE_BYTES else await self.large.run(dumps, body)
-        admitting = self.billing.admit(caller, decision, body, raw, request_id, ENDPOINTS[endpoint])
-        if streaming:
-            await self._stream(endpoint, decision, body, raw, request_id, admitting, receive, send)
-            return
-        outcome = Outcome()
-        call = self.pipeline.forward(decision, body, raw, request_id, outcome, admitting.ticket)
-        reply, ticket = await self._answered(admitting, outcome, with_image_count(call, outcome) if endpoint == "image"
-                                             else call)
-        # The settlement is written to Redis before the answer goes out, so whatever the client does next
-        # sees the charge; the answer does not wait for Redis's reply (one round trip off every call).
-        settling = self.billing.settle(ticket, outcome, len(raw), len(reply.body), image_size=str(body.get("size") or "*"),
-                                       image_quality=str(body.get("quality") or "*"))
-        try:
-            extra = ((b"x-gateway-provider", outcome.provider.encode()),) + rate_headers(ticket.admission)
-            await send_bytes(send, reply.status, reply.body, request_id, extra)
-        finally:
-            await settling
+            n = slots[kid] - 1
+            if n:
+                slots[kid] = n
+            else:
+                del slots[kid]
 
     async def _stream(self, endpoint: str, decision: Any, body: dict[str, Any], raw: bytes, request_id: str,
                       admitting: Admitting, receive: Receive, send: Send) -> None:

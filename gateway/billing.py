@@ -87,6 +87,9 @@ class Admitting:
 class BillingGate:
     def __init__(self, ledger: Ledger, prices: PriceBook, settings: Settings) -> None:
         self._ledger = ledger
+        self._resp = ledger.resp
+        self._waiting = ledger.unconfirmed.pending
+        self._max_waiting = ledger.unconfirmed.limit
         self._prices = prices
         self._default_cap = settings.default_max_output_tokens
 
@@ -109,7 +112,7 @@ class BillingGate:
               request_id: str, endpoint: str) -> Admitting:
         """Send the admission to Redis now; the request can be prepared while Redis answers. While Redis
         is known to be down, or too many settlements wait for its confirmation, refuse at once (503)."""
-        if self._ledger.down or self._ledger.unconfirmed.full:
+        if self._resp.down or len(self._waiting) >= self._max_waiting:  # attributes, not properties: per request
             raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"})
         reserve = self.reservation(decision, body, raw)
         pending = self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)

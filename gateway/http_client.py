@@ -289,7 +289,11 @@ class _Connection(asyncio.Protocol):
         r = self.response
         if r is None:
             return
-        self._complete(r)
+        r._done = True  # as _complete(r), inline: once per answer
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        r._wake()
 
     def _complete(self, r: Response) -> None:
         r._done = True

@@ -125,6 +125,8 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
         connections = self.server_state.connections
         connections.add(self)
+        if not hasattr(self.server_state, "body_bytes_held"):  # the worker's budget of body bytes (see _BodyBudget)
+            self.server_state.body_bytes_held = 0
         self.server = _addr(transport.get_extra_info("sockname"))
         self.client = _addr(transport.get_extra_info("peername"))
         self.idle_since = self.loop.time()
@@ -310,7 +312,7 @@ class HttpProtocol(asyncio.Protocol):
         self._fresh = True
         self.head_raw = 0
         self.idle_since = None  # a head is coming: its own deadline applies
-        self.head_started = self.loop.time()
+        self.head_started = _clock[0]  # the sweep's clock (≤ 1 s old): no call per request
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -361,8 +363,15 @@ class HttpProtocol(asyncio.Protocol):
             scope["state"] = self.app_state.copy()
         keep_alive = version != "1.0" and parser.should_keep_alive() and not parser.should_upgrade()
         ex = Exchange(self, scope, keep_alive, self._continue)
-        if not _BUDGET.take(self.server_state, ex, self._length, self.limits.max_inflight_body_bytes):
-            self._refuse(503, "the server holds too many request bodies right now; try again shortly")
+        n = self._length
+        if n:  # the declared body is taken from the worker's budget now (inline: this runs per request)
+            state = self.server_state
+            held = state.body_bytes_held + n
+            if held > self.limits.max_inflight_body_bytes:
+                self._refuse(503, "the server holds too many request bodies right now; try again shortly")
+            state.body_bytes_held = held
+            ex.budgeted = n
+            ex.holder = state
         self.parsing = ex
         if self.current is None:
             self._start(ex)
@@ -447,26 +456,19 @@ class _Refused(httptools.HttpParserError):
 
 class _BodyBudget:
     """Request body bytes held per server (worker): each request takes its Content-Length when its head
-    arrives (a chunked one, what arrives), and gives it back when its exchange ends. Beyond the budget a
-    request is answered 503 before its body is read, so a burst of large bodies cannot take the memory."""
-
-    @staticmethod
-    def take(state: Any, ex: Exchange, n: int, budget: int) -> bool:
-        used = getattr(state, "body_bytes_held", 0)
-        if n and used + n > budget:
-            return False
-        state.body_bytes_held = used + n
-        ex.budgeted = n
-        ex.holder = state
-        return True
+    arrives (on_headers_complete; a chunked one, what arrives), and gives it back when its exchange ends.
+    Beyond the budget a request is answered 503 before its body is read, so a burst of large bodies cannot
+    take the memory."""
 
     @staticmethod
     def grow(state: Any, ex: Exchange, n: int, budget: int) -> bool:
+        """A chunked body takes what arrives (a declared one took its length with its head)."""
         used = state.body_bytes_held
         if used + n > budget:
             return False
         state.body_bytes_held = used + n
         ex.budgeted += n
+        ex.holder = state
         return True
 
     @staticmethod
@@ -669,8 +671,10 @@ class Exchange:
             if self.remaining > 0 and not self.head_only:
                 raise RuntimeError("response body shorter than its Content-Length")
             self.complete = True
-            if self.holder is not None:
-                _BUDGET.give_back(self)
+            holder = self.holder
+            if holder is not None:  # the body's bytes back to the worker's budget (inline: per request)
+                self.holder = None
+                holder.body_bytes_held -= self.budgeted
             self.wake()
             proto._finished(self)
 
@@ -717,6 +721,12 @@ class Exchange:
             transport.write(head)
 
 
+# The loop time at the last sweep or new connection: what a head's start is stamped with. While there are
+# connections the sweep runs every second, so it is never older than that (every loop's time is the
+# monotonic clock, so one value serves all loops of a process).
+_clock = [0.0]
+
+
 class _Sweeper:
     """Applies the connections' deadlines (idle keep-alive, head, body rate): one timer per event loop
     and second, instead of timer handles armed and cancelled per request."""
@@ -731,6 +741,7 @@ class _Sweeper:
 
     @classmethod
     def watch(cls, proto: HttpProtocol) -> None:
+        _clock[0] = proto.loop.time()
         sweeper = cls._by_loop.get(proto.loop)
         if sweeper is None:
             sweeper = cls._by_loop[proto.loop] = cls()
@@ -741,7 +752,7 @@ class _Sweeper:
 
     def sweep(self) -> None:
         loop = asyncio.get_running_loop()  # sweep runs as the loop's callback
-        now = loop.time()
+        now = _clock[0] = loop.time()
         for proto in list(self.conns):
             t = proto.transport
             if t is None or t.is_closing() or proto.check_deadlines(now):

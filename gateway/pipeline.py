@@ -78,28 +78,15 @@ def count_images(outcome: Outcome) -> None:
 _UNTRANSLATABLE = (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError)
 
 
-class _TranslationErrors:
-    """A request the templates cannot translate is the client's 400, not a crash; the client is told so in
-    plain words with the request id, and the Python details go to the log. (A class rather than
-    @contextmanager: this runs on every request, and a generator-based manager costs ~3x as much.)"""
-
-    __slots__ = ("request_id",)
-
-    def __init__(self, request_id: str) -> None:
-        self.request_id = request_id
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is not None and not isinstance(exc, GatewayError) and isinstance(exc, _UNTRANSLATABLE):
-            log.info("request %s cannot be translated: %s: %s", self.request_id, type(exc).__name__, exc)
-            raise BadRequest("the request cannot be translated for this model (a field has a type or value the "
-                             f"model's provider cannot take); quote request id {self.request_id}") from None
-
-
-def translation_errors(variables: dict[str, Any]) -> _TranslationErrors:
-    return _TranslationErrors(variables["request_id"])
+def untranslatable(exc: Exception, variables: dict[str, Any]) -> Exception:
+    """A request the templates cannot translate is the client's 400, not a crash: plain words and the request
+    id for the client, the Python details for the log."""
+    if isinstance(exc, GatewayError):
+        return exc
+    rid = variables["request_id"]
+    log.info("request %s cannot be translated: %s: %s", rid, type(exc).__name__, exc)
+    return BadRequest("the request cannot be translated for this model (a field has a type or value the "
+                      f"model's provider cannot take); quote request id {rid}")
 
 
 class Pipeline:
@@ -130,8 +117,12 @@ class Pipeline:
         async def attempt(provider: Provider, plan: Plan) -> Reply:
             wire = self._wires[provider.wire]
             op = wire.operations[plan.operation]
-            bodies, upstream_request = await self._translated(admitted, raw, self.prepare, plan, op, body, raw,
-                                                              variables)
+            if len(raw) <= INLINE_TRANSLATE_BYTES or self._large is None:  # the hot path: no extra await level
+                bodies, upstream_request = self.prepare(plan, op, body, raw, variables)
+                await admitted()
+            else:
+                bodies, upstream_request = await self._translated_large(admitted, self.prepare, plan, op, body, raw,
+                                                                        variables)
             reply = await self._pool.send(provider, upstream_request)
             self._check_status(provider, wire, reply, outcome)
             if len(reply.body) > INLINE_PARSE_BYTES and self._large is not None:
@@ -151,8 +142,12 @@ class Pipeline:
             op = wire.operations[plan.operation]
             if op.stream is None and not op.passthrough:
                 raise BadRequest(f"streaming is not available for model '{decision.model.name}' on this endpoint")
-            bodies, upstream_request = await self._translated(admitted, raw, self.prepare_stream, plan, op, body,
-                                                              raw, variables)
+            if len(raw) <= INLINE_TRANSLATE_BYTES or self._large is None:
+                bodies, upstream_request = self.prepare_stream(plan, op, body, raw, variables)
+                await admitted()
+            else:
+                bodies, upstream_request = await self._translated_large(admitted, self.prepare_stream, plan, op, body,
+                                                                        raw, variables)
             upstream = await self._pool.open_stream(provider, upstream_request)
             if upstream.status != 200:
                 reply = UpstreamReply(upstream.status, upstream.headers, await upstream.read_all())
@@ -213,16 +208,13 @@ class Pipeline:
         return StreamCall(provider, upstream, source, adapters, framer,
                           usage_forwarded=isinstance(source, PassthroughChat) and wants_usage and raw_relay)
 
-    async def _translated(self, admitted: Callable[[], Awaitable[Any]], raw: bytes | bytearray,
-                          translate: Callable[..., T], *args: Any) -> T:
-        """`translate(*args)` while Redis runs the admission, then the admission awaited — except for a large
-        body (gateway.large_bodies): admitted first, so a refused request costs no translation, then
-        translated in the thread pool, off the event loop."""
-        if len(raw) <= INLINE_TRANSLATE_BYTES or self._large is None:
-            done = translate(*args)
-            await admitted()
-            return done
+    async def _translated_large(self, admitted: Callable[[], Awaitable[Any]], translate: Callable[..., T],
+                                *args: Any) -> T:
+        """A small body is translated while Redis runs the admission (see the callers); a large one
+        (gateway.large_bodies) only once admitted, so a refused request costs no translation, and in the
+        thread pool, off the event loop."""
         await admitted()
+        assert self._large is not None
         return await self._large.run(translate, *args)
 
     def prepare_stream(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
@@ -232,19 +224,23 @@ class Pipeline:
         inner = bodies[-1]
         if op.passthrough and plan.operation != "responses":
             inner = with_usage_requested(inner)
-        with translation_errors(variables):
+        try:  # (try/except, not a context manager: free unless something is raised; this runs per request)
             return bodies, op.build_request(inner, dumps_like(inner, raw), variables)
+        except _UNTRANSLATABLE as exc:
+            raise untranslatable(exc, variables) from None
 
     def prepare(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
                variables: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
         """The upstream request, and the body as each layer saw it (client's first, the wire's last)."""
-        with translation_errors(variables):
+        try:
             bodies = [body]
             for name in plan.adapters:
                 bodies.append(self._adapters[name].render_request(bodies[-1], variables))
             if len(bodies) > 1:
                 raw = dumps_like(bodies[-1], raw)
             return bodies, op.build_request(bodies[-1], raw, variables)
+        except _UNTRANSLATABLE as exc:
+            raise untranslatable(exc, variables) from None
 
     def translate_back(self, plan: Plan, op: Operation, provider: Provider, reply: UpstreamReply,
                         bodies: list[dict[str, Any]], variables: dict[str, Any], outcome: Outcome) -> Reply:

@@ -20,7 +20,8 @@ from gateway.errors import BadRequest
 _ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
 
 
-def parse_json_body(raw: bytes | bytearray) -> dict[str, Any]:
+def parse_json_body(raw: bytes | bytearray, max_depth: int = 0) -> dict[str, Any]:
+    """The body as a JSON object (400 otherwise), nested at most `max_depth` deep when that is given."""
     if not raw:
         raise BadRequest("request body is empty; send a JSON object")
     try:
@@ -31,6 +32,8 @@ def parse_json_body(raw: bytes | bytearray) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    if max_depth:
+        check_depth(body, raw, max_depth)
     return body
 
 
@@ -119,7 +122,10 @@ def _check_common(body: dict[str, Any], limits: ServerLimits, positive_ints: tup
             raise BadRequest(f"'{key}' must be a number")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise BadRequest("'stream' must be a boolean")
-    _check_fields(body, _COMMON_FIELDS, "")
+    for key, v in body.items():  # the fields a translation reads (a request names a few: look those up)
+        rule = _COMMON_FIELDS.get(key)
+        if rule is not None and v is not None:
+            _check_field(key, v, rule, "")
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
@@ -163,15 +169,19 @@ _MESSAGE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 
 
 def _check_fields(doc: dict[str, Any], table: dict[str, tuple[tuple[type, ...], str]], where: str) -> None:
-    for key, (types, words) in table.items():
-        v = doc.get(key)
-        if v is not None and (not isinstance(v, types) or (v is True or v is False) and bool not in types):
-            raise BadRequest(f"'{where}{key}' must be {words}")
-    stop = doc.get("stop")
-    if isinstance(stop, list) and not all(isinstance(x, str) for x in stop):
+    for key, v in doc.items():  # a request names a few fields: look up those, not the whole table
+        rule = table.get(key)
+        if rule is not None and v is not None:
+            _check_field(key, v, rule, where)
+
+
+def _check_field(key: str, v: Any, rule: tuple[tuple[type, ...], str], where: str) -> None:
+    types, words = rule
+    if not isinstance(v, types) or (v is True or v is False) and bool not in types:
+        raise BadRequest(f"'{where}{key}' must be {words}")
+    if key == "stop" and isinstance(v, list) and not all(isinstance(x, str) for x in v):
         raise BadRequest(f"'{where}stop' must be a string or an array of strings")
-    metadata = doc.get("metadata")
-    if isinstance(metadata, dict) and not all(isinstance(v, str) for v in metadata.values()):
+    if key == "metadata" and not all(isinstance(x, str) for x in v.values()):
         raise BadRequest(f"'{where}metadata' values must be strings")
 
 

@@ -41,21 +41,18 @@ class ScriptBatcher:
         while Redis runs the script. The awaitable must be awaited. `now`: handed to the connection
         before this returns, with whatever is queued ahead of it (the order is kept)."""
         command = ["EVALSHA", self._shas[name], len(keys), *keys, *args]
-        return self._reply(name, command, self._enqueue(pack(command), now))
+        return self._reply(name, command, self.send(command, now))
 
-    def send(self, command: list[Any]) -> asyncio.Future[Any]:
-        """A plain command with the calls of this loop iteration; the future gets its reply (an error
-        reply as a RespError value) and must be awaited."""
-        return self._enqueue(pack(command), False)
-
-    def _enqueue(self, packed: bytes, now: bool) -> asyncio.Future[Any]:
+    def send(self, command: list[Any], now: bool = False) -> asyncio.Future[Any]:
+        """Any command, with the calls of this loop iteration; the future gets its reply (an error reply as
+        a RespError value) and must be awaited."""
         loop = self._client.loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._packed and self._client.idle():
             # nothing in flight: Redis would wait for us, so send now rather than at the end of the iteration
-            self._client.send_packed(packed, [future])
+            self._client.send_packed(pack(command), [future])
         else:
-            self._packed.append(packed)
+            self._packed.append(pack(command))
             self._futures.append(future)
             if now or len(self._packed) >= MAX_BATCH:
                 self._send_pending()  # the flush already scheduled sends what comes after

@@ -80,7 +80,7 @@ class Ledger:
                  connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000,
                  max_unconfirmed: int = 100_000) -> None:
         self._scripts = Scripts(client, connect_timeout_ms, command_timeout_ms)
-        self._resp = self._scripts.resp
+        self._resp = self.resp = self._scripts.resp   # `resp.down`: the circuit breaker, read per request
         self._k = keys
         self._ttl = reservation_ttl_ms
         self._late_window = late_settlement_window_ms

@@ -37,22 +37,22 @@ class Unconfirmed:
         self.limit = limit
         self._late_window_ms = late_window_ms
         self.journal: Journal | None = None
-        self._pending: dict[str, Settlement] = {}
+        self.pending: dict[str, Settlement] = {}   # by request id; read (len) by every admission
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self.pending)
 
     @property
     def full(self) -> bool:
-        return len(self._pending) >= self.limit
+        return len(self.pending) >= self.limit
 
     def add(self, s: Settlement, reason: str) -> None:
         """Keep `s` (written to the journal now) and send it again until Redis confirms it."""
-        if s.request_id in self._pending:
+        if s.request_id in self.pending:
             return
-        self._pending[s.request_id] = s
+        self.pending[s.request_id] = s
         log.warning("settlement of %s (%d nano-USD) not confirmed (%s): kept and sent again until Redis confirms",
                     s.request_id, s.cost, reason)
         if self.journal is not None:
@@ -65,7 +65,7 @@ class Unconfirmed:
     def adopt(self, entries: list[Settlement]) -> None:
         """Settlements from the journal of a dead process (already copied into ours): replay them."""
         for s in entries:
-            self._pending.setdefault(s.request_id, s)
+            self.pending.setdefault(s.request_id, s)
         if entries:
             self._kick()
 
@@ -76,12 +76,12 @@ class Unconfirmed:
     async def _retry(self) -> None:
         delay = FIRST_DELAY_S
         try:
-            while self._pending:
+            while self.pending:
                 try:  # while the breaker is open nothing would be sent: wait for it (and try now and then)
                     await asyncio.wait_for(self._available(), MAX_DELAY_S)
                 except TimeoutError:
                     pass
-                batch = list(self._pending.values())[:BATCH]
+                batch = list(self.pending.values())[:BATCH]
                 results = await asyncio.gather(*(self._send(s) for s in batch), return_exceptions=True)
                 failed = 0
                 for s, result in zip(batch, results):
@@ -90,7 +90,7 @@ class Unconfirmed:
                         if not isinstance(result, STORE_ERRORS) or isinstance(result, RespError):
                             log.error("settlement of %s failed again: %r", s.request_id, result)
                         continue
-                    del self._pending[s.request_id]
+                    del self.pending[s.request_id]
                     self._confirmed(s, result)
                 self._compact()
                 if failed:
@@ -100,7 +100,7 @@ class Unconfirmed:
                     delay = FIRST_DELAY_S
         finally:
             self._task = None
-            if not self._pending and self._idle is not None:
+            if not self.pending and self._idle is not None:
                 self._idle.set()
 
     def _compact(self) -> None:
@@ -108,10 +108,10 @@ class Unconfirmed:
         if journal is None:
             return
         try:
-            if not self._pending:
+            if not self.pending:
                 journal.clear()
-            elif journal.lines > 2 * len(self._pending) + 1000:
-                journal.rewrite(list(self._pending.values()))
+            elif journal.lines > 2 * len(self.pending) + 1000:
+                journal.rewrite(list(self.pending.values()))
         except OSError as exc:
             log.error("cannot compact the journal %s: %s", journal.path, exc)
 
@@ -126,14 +126,14 @@ class Unconfirmed:
 
     async def drain(self, timeout: float) -> bool:
         """Wait up to `timeout` s for every settlement to be confirmed (at shutdown); True if none is left."""
-        if self._pending:
+        if self.pending:
             self._kick()
             self._idle = asyncio.Event()
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)
             except TimeoutError:
                 pass
-        return not self._pending
+        return not self.pending
 
     async def close(self) -> None:
         """Stop retrying; what is still unconfirmed stays in the journal for the next start."""
@@ -141,8 +141,8 @@ class Unconfirmed:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.journal is not None:
-            if self._pending:
+            if self.pending:
                 log.warning("%d unconfirmed settlement(s) stay in %s: replayed at the next start",
-                            len(self._pending), self.journal.path)
-            self.journal.close(keep=bool(self._pending))
+                            len(self.pending), self.journal.path)
+            self.journal.close(keep=bool(self.pending))
             self.journal = None
