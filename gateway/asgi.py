@@ -36,12 +36,12 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-PREALLOCATE_FROM = 64 * 1024   # a declared body this large is read into one buffer: no second copy to join
-
-
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | bytearray:
-    """The whole request body, refusing (413) anything over `limit` bytes before reading it all."""
+    """The whole request body, refusing (413) anything over `limit` bytes before reading it all. A body that
+    comes in one piece (the hot path) is returned as it came; one in pieces is gathered into one buffer —
+    of its declared length when it has one, so no second copy is made to join it."""
     declared = header(scope, b"content-length")
+    length = -1
     if declared is not None:
         try:
             length = int(declared)
@@ -49,47 +49,30 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | bytea
             raise BadRequest("invalid Content-Length header") from None
         if length > limit:
             raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
-        if length >= PREALLOCATE_FROM:
-            return await _read_into(receive, length)
-    chunks: list[bytes] = []
+    buf: bytearray | None = None
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone()
         chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
+        more = message.get("more_body", False)
+        if buf is None and not more:
+            if len(chunk) > limit:
                 raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _read_into(receive: Receive, length: int) -> bytearray:
-    """A body of a declared length (the HTTP parser holds the client to it) into one buffer."""
-    buf = bytearray(length)
-    view = memoryview(buf)
-    pos = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            end = pos + len(chunk)
-            if end > length:
-                raise BadRequest("request body longer than its Content-Length")
-            view[pos:end] = chunk
-            pos = end
-        if not message.get("more_body", False):
-            break
-    view.release()
-    if pos != length:
-        raise BadRequest("request body shorter than its Content-Length")
-    return buf
+            return chunk
+        if buf is None:
+            buf = bytearray(length) if length >= 0 else bytearray()
+        end = size + len(chunk)
+        if end > limit:
+            raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
+        if length >= 0:  # the HTTP parser holds the client to its Content-Length
+            buf[size:end] = chunk
+        else:
+            buf += chunk
+        size = end
+        if not more:
+            return buf
 
 
 class ClientGone(Exception):
