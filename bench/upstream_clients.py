@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Upstream client CPU per request: ours (gateway/http_client.py) against well-kept libraries, one run.
+"""Upstream client CPU per request: ours (gateway/http/client.py) against well-kept libraries, one run.
 
 Starts bench/fake_upstream.py (pinned to core 0 when taskset exists) and, in this one process (pinned to
 core 1), drives N requests at 64 concurrent calls through each client in turn — ours, aiohttp, and
@@ -11,7 +11,7 @@ driver with no HTTP at all: what every row carries besides its client.
     python3 bench/upstream_clients.py                       # 20,000 whole answers per client per round
     python3 bench/upstream_clients.py --stream --requests 3000 --chunks 200
     python3 bench/upstream_clients.py --append-results      # also appends the table to bench/RESULTS.md
-    git show REV:gateway/http_client.py > /tmp/old.py && python3 bench/upstream_clients.py --compare-file /tmp/old.py
+    git show REV:gateway/http/client.py > /tmp/old.py && python3 bench/upstream_clients.py --compare-file /tmp/old.py
 
 Clients are used as the gateway would use them: one keep-alive pool to the origin, POST of prebuilt JSON
 bytes with the provider's headers, the whole body read (or, with --stream, every chunk as it arrives).
@@ -42,7 +42,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.http_client import Pool
+from gateway.http.client import Pool
 
 HEADERS = {"Content-Type": "application/json", "User-Agent": "botech-gateway", "Authorization": "Bearer x"}
 CONCURRENCY = 64
@@ -157,7 +157,7 @@ async def harness(base: str, payload: bytes, stream: bool) -> Client:
 
 
 def other_version(path: str) -> Callable[[str, bytes, bool], Awaitable[Client]]:
-    """Our client as another file has it (e.g. `git show REV:gateway/http_client.py > /tmp/old.py`)."""
+    """Our client as another file has it (e.g. `git show REV:gateway/http/client.py > /tmp/old.py`)."""
     spec = importlib.util.spec_from_file_location("http_client_other", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -278,7 +278,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stream", action="store_true", help="SSE streams instead of whole answers")
     ap.add_argument("--chunks", type=int, default=200, help="content chunks per streamed answer")
-    ap.add_argument("--compare-file", help="another version of gateway/http_client.py, measured as a row of its own")
+    ap.add_argument("--compare-file", help="another version of gateway/http/client.py, measured as a row of its own")
     ap.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="the stock asyncio loop")
     ap.add_argument("--append-results", action="store_true", help="append the table to bench/RESULTS.md")
     args = ap.parse_args()

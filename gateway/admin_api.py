@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import error_body
 from gateway.money import MoneyError, parse_rate, usd_to_nano
-from gateway.operations import (
+from gateway.account_admin import (
     ID_RE,
     Money,
     account_doc,

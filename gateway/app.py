@@ -16,7 +16,7 @@ import orjson
 
 from gateway import __version__
 from gateway.admin_api import build_admin_app
-from gateway.asgi import (
+from gateway.http.asgi import (
     ClientGone,
     Receive,
     Scope,
@@ -28,25 +28,25 @@ from gateway.asgi import (
     send_error,
 )
 from gateway.auth import Authenticator
-from gateway.billing import Admitting, BillingGate, Ticket, rate_headers
+from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NotFound, Unauthorized
-from gateway.key_slots import KeySlots
-from gateway.large_bodies import INLINE_PARSE_BYTES, LargeBodies
+from gateway.proxy.key_slots import KeySlots
+from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, LargeBodies
 from gateway.memory import return_freed_memory
-from gateway.pipeline import Outcome, Pipeline, Reply, count_images
+from gateway.proxy.forwarding import Outcome, Pipeline, Reply, count_images
 from gateway.pricing import PriceBook
-from gateway.request_body import BODY_CHECKS, parse_json_body
-from gateway.routing import ENDPOINT_OF_KIND, ENDPOINTS, Router
+from gateway.proxy.request_body import BODY_CHECKS, parse_json_body
+from gateway.proxy.routing import ENDPOINT_OF_KIND, ENDPOINTS, Router
 from gateway.store.accounts import Accounts, InvalidInput
 from gateway.store.connection import async_client, journal_dir
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Ledger
 from gateway.store.precheck import can_spend
 from gateway.store.sweeper import Sweeper
-from gateway.streaming import StreamCall, StreamFailed, estimate
+from gateway.proxy.streaming import StreamCall, StreamFailed, estimate
 from gateway.translate.json_pieces import dumps
-from gateway.upstream import UpstreamFailure, UpstreamPool
+from gateway.http.upstreams import UpstreamFailure, UpstreamPool
 from gateway.web import build_web_app
 
 log = logging.getLogger("gateway.app")
@@ -84,7 +84,7 @@ class GatewayApp:
         self.auth = Authenticator(self.redis, self.keyspace, down=lambda: self.ledger.down)
         self.billing = BillingGate(self.ledger, self.prices, s)
         self._limit = config.settings.max_body_bytes
-        self.server_limits = s.limits  # read by the HTTP protocol (gateway.http_protocol)
+        self.server_limits = s.limits  # read by the HTTP protocol (gateway.http.server_protocol)
         self._models_body = orjson.dumps({"object": "list", "data": [self._model_card(m) for m in config.enabled_models]})
         self._exact: dict[str, dict[str, Handler]] = {
             "/v1": {"GET": self.index}, "/v1/": {"GET": self.index},
@@ -229,7 +229,7 @@ class GatewayApp:
         """One paid call: auth → body → route → admit (sent) → prepare upstream request → (admitted) → forward →
         settle (sent) → answer → (settled)."""
         caller = await self.auth.caller(header(scope, b"authorization"))
-        # requests in flight per key (gateway.key_slots), counted before the body is read; inline: per request
+        # requests in flight per key (gateway.proxy.key_slots), counted before the body is read; inline: per request
         slots, kid = self.key_slots.used, caller.key_id
         n = slots.get(kid, 0)
         if n >= self.key_slots.limit:

@@ -18,7 +18,7 @@ def _root(args: argparse.Namespace) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.server import serve
+    from gateway.http.serve import serve
 
     return serve(_root(args), args.host, args.port, args.workers)
 
@@ -41,9 +41,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Print the upstream request an OpenAI request would become (to preview a template change)."""
     from gateway.config import ConfigError, load_config
     from gateway.errors import GatewayError
-    from gateway.pipeline import Pipeline
-    from gateway.request_body import parse_json_body
-    from gateway.routing import Router
+    from gateway.proxy.forwarding import Pipeline
+    from gateway.proxy.request_body import parse_json_body
+    from gateway.proxy.routing import Router
 
     try:
         config = load_config(_root(args))

@@ -103,7 +103,7 @@ async def _call(url: str, config: Config, args: argparse.Namespace, body: Body) 
 
 def _decimal(value: str, what: str) -> Decimal:
     from gateway.money import MoneyError
-    from gateway.operations import decimal_of
+    from gateway.account_admin import decimal_of
 
     try:
         return decimal_of(value, what)
@@ -132,7 +132,7 @@ def _lines(pairs: Sequence[tuple[str, Any]]) -> str:
 
 
 async def _money(acc: Accounts) -> Any:
-    from gateway.operations import Money
+    from gateway.account_admin import Money
 
     return Money(await acc.usd_rub(), exact=True)
 
@@ -141,14 +141,14 @@ async def _money(acc: Accounts) -> Any:
 
 
 async def _account_create(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.operations import account_doc
+    from gateway.account_admin import account_doc
 
     view = await acc.create_account(args.login, "admin" if args.admin else "customer")
     return account_doc(view, await _money(acc)), view.id
 
 
 async def _account_list(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.operations import account_doc
+    from gateway.account_admin import account_doc
 
     views, total = await acc.list_accounts(args.query or "", args.offset, args.limit)
     money = await _money(acc)
@@ -178,7 +178,7 @@ def _account_text(d: dict[str, Any]) -> str:
 
 
 async def _account_show(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.operations import account_doc
+    from gateway.account_admin import account_doc
 
     view = await acc.account(args.account_id)
     keys = await acc.list_keys(args.account_id)
@@ -201,7 +201,7 @@ def _credit_text(doc: dict[str, Any], kind: str) -> str:
 
 
 async def _account_topup(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.operations import topup
+    from gateway.account_admin import topup
 
     usd = _decimal(args.usd, "--usd") if args.usd is not None else None
     rub = _decimal(args.rub, "--rub") if args.rub is not None else None
@@ -212,7 +212,7 @@ async def _account_topup(acc: Accounts, args: argparse.Namespace) -> Output:
 
 
 async def _account_correct(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.operations import correct
+    from gateway.account_admin import correct
 
     done = await correct(acc, args.account_id, _decimal(args.usd, "--usd"), args.reason,
                          operation_id=args.operation_id or "", actor=ACTOR)
@@ -222,7 +222,7 @@ async def _account_correct(acc: Accounts, args: argparse.Namespace) -> Output:
 
 def _account_status(status: str) -> Body:
     async def body(acc: Accounts, args: argparse.Namespace) -> Output:
-        from gateway.operations import account_doc
+        from gateway.account_admin import account_doc
 
         view = await acc.set_account_status(args.account_id, status)
         return account_doc(view, await _money(acc)), f"{view.id} ({view.login}) is {view.status}"
@@ -258,7 +258,7 @@ async def _account_set_password(acc: Accounts, args: argparse.Namespace) -> Outp
 
 
 async def _account_ledger(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.operations import ledger_doc
+    from gateway.account_admin import ledger_doc
 
     await acc.account(args.account_id)
     money = await _money(acc)
@@ -299,7 +299,7 @@ _KEY_HEADERS = ("ID", "PREFIX", "NAME", "STATUS", "LIMIT/MONTH USD", "MONTH USD"
 
 async def _key_create(acc: Accounts, args: argparse.Namespace) -> Output:
     from gateway.money import usd_to_nano
-    from gateway.operations import check_models, key_doc
+    from gateway.account_admin import check_models, key_doc
 
     limit = usd_to_nano(_decimal(args.monthly_limit_usd, "--monthly-limit-usd")) \
         if args.monthly_limit_usd is not None else None
@@ -316,7 +316,7 @@ async def _key_create(acc: Accounts, args: argparse.Namespace) -> Output:
 
 
 async def _key_list(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.operations import key_doc
+    from gateway.account_admin import key_doc
 
     money = await _money(acc)
     docs = [key_doc(k, money) for k in await acc.list_keys(args.account_id)]
@@ -324,7 +324,7 @@ async def _key_list(acc: Accounts, args: argparse.Namespace) -> Output:
 
 
 async def _key_revoke(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.operations import key_doc
+    from gateway.account_admin import key_doc
 
     view = await acc.revoke_key(args.key_id)
     return key_doc(view, await _money(acc)), f"{view.id} (prefix {view.prefix}) is {view.status}"
@@ -332,7 +332,7 @@ async def _key_revoke(acc: Accounts, args: argparse.Namespace) -> Output:
 
 async def _key_update(acc: Accounts, args: argparse.Namespace) -> Output:
     from gateway.money import usd_to_nano
-    from gateway.operations import check_limit, check_models, key_doc
+    from gateway.account_admin import check_limit, check_models, key_doc
 
     limit = usd_to_nano(_decimal(args.monthly_limit_usd, "--monthly-limit-usd")) \
         if args.monthly_limit_usd is not None else None
@@ -350,7 +350,7 @@ async def _key_update(acc: Accounts, args: argparse.Namespace) -> Output:
 
 
 async def _history(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.operations import history_doc
+    from gateway.account_admin import history_doc
 
     await acc.account(args.account_id)
     money = await _money(acc)

@@ -18,7 +18,7 @@ import uvicorn
 
 from gateway.app import GatewayApp
 from gateway.config import load_config
-from gateway.http_protocol import HttpProtocol
+from gateway.http.server_protocol import HttpProtocol
 from gateway.money import usd_to_nano
 from gateway.store.accounts import Accounts
 from gateway.store.connection import async_client

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.http_protocol import MAX_HEAD_BYTES, HttpProtocol
+from gateway.http.server_protocol import MAX_HEAD_BYTES, HttpProtocol
 from tests.gateway_server import free_port
 
 disconnects: list[str] = []
@@ -190,7 +190,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(base: tuple[str, int]
 
 
 def test_a_burst_on_many_connections_is_answered_even_when_some_clients_leave(base: tuple[str, int]) -> None:
-    """Requests that arrive together are started a few per loop turn (gateway.pacing): every one whose
+    """Requests that arrive together are started a few per loop turn (gateway.http.pacing): every one whose
     client stays is answered, on its own connection, and clients that leave mid-burst disturb nothing."""
     socks = [connect(base) for _ in range(48)]
     for i, sock in enumerate(socks):

@@ -9,7 +9,7 @@ import time
 import pytest
 import uvloop
 
-from gateway.pacing import PER_TURN, WINDOW, pacer_for
+from gateway.http.pacing import PER_TURN, WINDOW, pacer_for
 
 
 async def burst_order(loop: asyncio.AbstractEventLoop, pacer, n: int) -> list[str]:

@@ -8,7 +8,7 @@ import tracemalloc
 
 import orjson
 
-from gateway.routing import Router
+from gateway.proxy.routing import Router
 from tests.test_translation_snapshots import CFG, PIPELINE
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.sse import SSEParser
-from gateway.streaming import StreamFailed
+from gateway.http.sse import SSEParser
+from gateway.proxy.streaming import StreamFailed
 from tests.fakes.specs import validate
 from tests.support import FIXTURES
 from tests.test_translation_snapshots import CFG, PIPELINE, _candidate, _responses_only

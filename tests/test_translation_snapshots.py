@@ -12,9 +12,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.pipeline import Outcome, Pipeline
-from gateway.routing import ENDPOINTS, Router
-from gateway.upstream import UpstreamReply
+from gateway.proxy.forwarding import Outcome, Pipeline
+from gateway.proxy.routing import ENDPOINTS, Router
+from gateway.http.upstreams import UpstreamReply
 from tests.fakes.specs import validate
 from tests.support import (CLIENT_SCHEMA, REQUEST_SCHEMA, WIRE_RESPONSE_SCHEMA, load_json, model_for, repo_config,
                            request_fixtures, response_fixtures)

@@ -148,7 +148,7 @@ def test_a_replacement_that_cannot_start_is_retried_and_the_others_keep_serving(
     other worker serving and tries again, less often, until one starts (tests/fake_worker.py stands in
     for the gateway's worker: it starts when tmp_path/mode says "ok")."""
     (tmp_path / "mode").write_text("ok")
-    script = ("import sys; from gateway.workers import Supervisor; from tests.fake_worker import serve; "
+    script = ("import sys; from gateway.http.workers import Supervisor; from tests.fake_worker import serve; "
               f"sys.exit(Supervisor(2, serve, '127.0.0.1', {free_port()}).run())")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.PIPE,
                             env={**os.environ, "FAKE_WORKER_DIR": str(tmp_path)})

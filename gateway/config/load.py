@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gateway.client_address import parse_network
+from gateway.http.client_address import parse_network
 from gateway.config.model import (
     CatalogueModel,
     Config,
@@ -30,10 +30,10 @@ from gateway.config.model import (
 from gateway.config.outbound import outbound
 from gateway.config.schemas import schema_errors
 from gateway.envsubst import substitute_tree
-from gateway.plans import ENDPOINTS, NATIVE_ENDPOINT, plan_for
+from gateway.proxy.plans import ENDPOINTS, NATIVE_ENDPOINT, plan_for
 from gateway.translate.adapters import load_adapters
 from gateway.translate.environment import make_environment
-from gateway.translate.operation import Wire
+from gateway.translate.wire_operation import Wire
 from gateway.translate.tree import TreeError
 
 

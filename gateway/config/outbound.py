@@ -1,6 +1,6 @@
 """How the gateway reaches one provider: the proxy it goes through and the CAs its TLS trusts.
 
-Decided once, at config load, from the provider file and the environment (gateway.proxy explains the
+Decided once, at config load, from the provider file and the environment (gateway.http.outbound_proxy explains the
 proxy variables). TLS trust: the provider's `ca_file` (only that file), else `SSL_CERT_FILE` /
 `SSL_CERT_DIR` as OpenSSL reads them (each replaces the system's CA file / directory), else the system's.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.proxy import ProxyConfigError, parse_proxy, proxy_from_env
+from gateway.http.outbound_proxy import ProxyConfigError, parse_proxy, proxy_from_env
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
-from gateway.translate.operation import Operation
+from gateway.translate.wire_operation import Operation
 from gateway.translate.tree import compile_tree
 
 ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters"

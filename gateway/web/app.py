@@ -3,7 +3,7 @@ ASGI app serves for every path outside /v1 and /admin/.
 
 Every page and form needs a session (a cookie naming a session kept in Redis, see `sessions`); every form
 carries a CSRF token (the session's, or before login a double-submit cookie) and a cross-site Origin is
-refused. Pages show what `Accounts` and the documents of `gateway.operations` say: the same code paths as
+refused. Pages show what `Accounts` and the documents of `gateway.account_admin` say: the same code paths as
 /v1/balance, /v1/usage and the admin API. Answers are `no-store`, framed by nobody, with a strict CSP.
 """
 
@@ -28,9 +28,9 @@ from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.client_address import ForwardedHeaders, TrustedProxies
+from gateway.http.client_address import ForwardedHeaders, TrustedProxies
 from gateway.config.model import Config
-from gateway.operations import Money
+from gateway.account_admin import Money
 from gateway.pricing import PriceBook
 from gateway.store.accounts import Accounts, AccountView
 from gateway.store.keys import KeySpace

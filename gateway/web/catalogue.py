@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config.model import Config
-from gateway.operations import Money
+from gateway.account_admin import Money
 from gateway.pricing import PriceBook
-from gateway.routing import ENDPOINT_OF_KIND
+from gateway.proxy.routing import ENDPOINT_OF_KIND
 from gateway.usage import Usage
 
 M = 1_000_000

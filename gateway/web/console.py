@@ -12,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from gateway.config import ConfigError, load_config
 from gateway.money import MoneyError, parse_rate
-from gateway.operations import ID_RE, account_doc, correct, decimal_of, key_doc, ledger_doc, topup
+from gateway.account_admin import ID_RE, account_doc, correct, decimal_of, key_doc, ledger_doc, topup
 from gateway.store.accounts import ConflictError, InvalidInput, NotFoundError
 from gateway.web import history
 from gateway.web.app import Refused, Viewer, Web, redirect

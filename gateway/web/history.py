@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from gateway.operations import Money, history_doc
+from gateway.account_admin import Money, history_doc
 from gateway.store.accounts import Accounts
 
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")

@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 
 from gateway.config.model import PaymentProvider as ProviderConfig
 from gateway.money import MoneyError, nano_to_usd, rub_to_nano_usd, usd_to_nano
-from gateway.operations import topup
+from gateway.account_admin import topup
 from gateway.store.accounts import Accounts, InvalidInput, NotFoundError
 from gateway.store.keys import KeySpace
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.client_address import TrustedProxies, parse_network, resolve
+from gateway.http.client_address import TrustedProxies, parse_network, resolve
 from gateway.config import ConfigError, load_config
 from tests.gateway_server import copy_root
 from tests.support import REPO

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.http_protocol import ServerLimits
+from gateway.http.server_protocol import ServerLimits
 from tests.test_http_protocol import app as echo_app
 from tests.test_http_protocol import closed_by_server, read_response, serving
 

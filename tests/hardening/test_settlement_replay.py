@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.billing import BillingGate
+from gateway.proxy.billing import BillingGate
 from gateway.errors import UpstreamUnavailable
-from gateway.pipeline import Outcome
+from gateway.proxy.forwarding import Outcome
 from gateway.store.connection import async_client
 from gateway.store.journal import Settlement
 from gateway.store.keys import KeySpace

@@ -11,7 +11,7 @@ import zlib
 import httpx
 import pytest
 
-from gateway.http_client import HTTPError, Pool
+from gateway.http.client import HTTPError, Pool
 from gateway.usage import Usage
 from tests.gateway_server import GatewayServer, accounts_call, make_customer
 from tests.hardening.raw_upstream import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.http_client import HTTPError, Pool
+from gateway.http.client import HTTPError, Pool
 from tests.gateway_server import GatewayServer, accounts_call, make_customer
 from tests.hardening.raw_upstream import (
     CLOSE,

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.http_client import HTTPError, Pool, connect_error
+from gateway.http.client import HTTPError, Pool, connect_error
 from tests.gateway_server import GatewayServer, free_port, make_customer
 from tests.hardening.raw_upstream import RawUpstream, answer
 from tests.hardening.tls_certs import PKI, make_pki

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_config
-from gateway.http_client import HTTPError, Pool
-from gateway.proxy import bypasses, proxy_from_env
+from gateway.http.client import HTTPError, Pool
+from gateway.http.outbound_proxy import bypasses, proxy_from_env
 from gateway.usage import Usage
 from tests.gateway_server import GatewayServer, accounts_call, copy_root, free_port, make_customer
 from tests.hardening.connect_proxy import LoopbackProxy

@@ -4,7 +4,7 @@ nesting depth, JSON values in all), so that no body can make translation or seri
 
 Every check here is linear in the body and cheap for the bodies the hot path sees: the depth walk runs only
 when the raw body has more brackets than the depth limit, the value count only in the helper process that
-reads large bodies (gateway.large_bodies).
+reads large bodies (gateway.proxy.large_bodies).
 """
 
 from __future__ import annotations

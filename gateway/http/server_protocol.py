@@ -1,7 +1,7 @@
 """The gateway's own HTTP/1.1 server protocol (httptools), run by uvicorn in place of its own.
 
 uvicorn keeps what it does well — sockets, workers, signals, lifespan, graceful shutdown, the Date header
-ticker — and hands each connection to this protocol (`http="gateway.http_protocol:HttpProtocol"`). On the
+ticker — and hands each connection to this protocol (`http="gateway.http.server_protocol:HttpProtocol"`). On the
 hot path uvicorn's protocol was the largest single item of the profile (issue 6); this one does the same
 job with less per request: one write per response (head and body together), no asyncio.Event and no timer
 handle per request (idle keep-alive connections are closed by one sweep per second), a plain dict scope.
@@ -33,7 +33,7 @@ import httptools
 
 from gateway.config.model import ServerLimits
 from gateway.errors import InternalError, error_body
-from gateway.pacing import pacer_for
+from gateway.http.pacing import pacer_for
 
 log = logging.getLogger("gateway.http")
 
@@ -734,7 +734,7 @@ class _Sweeper:
     _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper]] = weakref.WeakKeyDictionary()
 
     def __init__(self) -> None:
-        # no reference to its loop (as in gateway.pacing): the registry keeps the sweeper while the loop
+        # no reference to its loop (as in gateway.http.pacing): the registry keeps the sweeper while the loop
         # lives, and a reference back would keep every closed loop
         self.conns: weakref.WeakSet[HttpProtocol] = weakref.WeakSet()
         self.armed = False  # a sweep is scheduled (a flag, not the timer handle: that holds the loop)

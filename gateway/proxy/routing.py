@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gateway.config.model import CatalogueModel, Config, Provider
 from gateway.errors import BadRequest, NotFound
-from gateway.plans import ENDPOINT_OF_KIND, ENDPOINTS, Plan, plan_for
+from gateway.proxy.plans import ENDPOINT_OF_KIND, ENDPOINTS, Plan, plan_for
 
 __all__ = ["ENDPOINTS", "ENDPOINT_OF_KIND", "Plan", "RouteDecision", "Router", "plan_for"]
 

@@ -18,14 +18,14 @@ from typing import Any
 
 from gateway.config.model import Settings
 from gateway.errors import Forbidden, RateLimited, Unauthorized, UpstreamUnavailable
-from gateway.pipeline import Outcome
+from gateway.proxy.forwarding import Outcome
 from gateway.pricing import PriceBook
-from gateway.routing import RouteDecision
+from gateway.proxy.routing import RouteDecision
 from gateway.store.ledger import ADMIT_OK, REJECTIONS, Admission, Caller, Ledger
 from gateway.store.resp import STORE_ERRORS, RespError, StoreUnavailable
 from gateway.usage import Usage
 
-log = logging.getLogger("gateway.billing")
+log = logging.getLogger("gateway.proxy.billing")
 UNAVAILABLE = "billing is temporarily unavailable; nothing was charged, try again"
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 
-log = logging.getLogger("gateway.workers")
+log = logging.getLogger("gateway.http.workers")
 
 STOP_TIMEOUT = 30.0  # seconds a worker gets to finish its open requests before it is killed
 RESTART_DELAY = 1.0  # between a worker's death and its replacement, doubled while replacements fail ...

@@ -2,7 +2,7 @@
 
 With REDIS_URL unset, `gateway serve` starts the embedded redis-server first and hands its socket to
 the workers through REDIS_URL, so every worker (and every host) shares state only through Redis.
-More than one worker: `gateway.workers` runs them, each on a socket of its own.
+More than one worker: `gateway.http.workers` runs them, each on a socket of its own.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import uvicorn
 from gateway.app import GatewayApp
 from gateway.config import ConfigError, load_config
 from gateway.store.connection import embedded_redis_for
-from gateway.workers import Supervisor, WorkersError, reuseport_socket
+from gateway.http.workers import Supervisor, WorkersError, reuseport_socket
 
-log = logging.getLogger("gateway.server")
+log = logging.getLogger("gateway.http.serve")
 
 
 def configure_logging(level: str = "info") -> None:
@@ -96,9 +96,9 @@ class _ReadyServer(uvicorn.Server):
 
 
 def _uvicorn_config(host: str, port: int, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config("gateway.server:create_app", factory=True, host=host, port=port,
+    return uvicorn.Config("gateway.http.serve:create_app", factory=True, host=host, port=port,
                           loop="uvloop", lifespan="on",
-                          http="gateway.http_protocol:HttpProtocol",  # ours: cheaper per request than uvicorn's
+                          http="gateway.http.server_protocol:HttpProtocol",  # ours: cheaper per request than uvicorn's
                           access_log=False, log_level=log_level, timeout_keep_alive=30,
                           proxy_headers=False, server_header=False)
 

@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from gateway.content_coding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
-from gateway.proxy import ProxyError, ProxyURL, open_tunnel, parse_proxy
+from gateway.http.content_coding import DecodeError, Decoder, UnsupportedEncoding, decoder_for
+from gateway.http.outbound_proxy import ProxyError, ProxyURL, open_tunnel, parse_proxy
 
 
 class HTTPError(Exception):
@@ -380,7 +380,7 @@ class Pool:
                  ca_dir: str = "") -> None:
         """`keep_headers`: the (lower-case) answer headers the caller reads; the others are not decoded
         (a provider sends ~20 per answer: rate limits, cookies, tracing). `proxy`: an http:// proxy URL
-        (gateway.proxy); `ca_file` / `ca_dir`: trust only these CAs for an https upstream."""
+        (gateway.http.outbound_proxy); `ca_file` / `ca_dir`: trust only these CAs for an https upstream."""
         self.keep_headers = None if keep_headers is None else keep_headers | _FRAMING
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https"):

@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 from gateway.config.model import ServerLimits
 from gateway.errors import BadRequest, UpstreamUnavailable
 from gateway.memory import return_freed_memory
-from gateway.request_body import check_depth, count_values, parse_json_body
+from gateway.proxy.request_body import check_depth, count_values, parse_json_body
 
-log = logging.getLogger("gateway.large_bodies")
+log = logging.getLogger("gateway.proxy.large_bodies")
 T = TypeVar("T")
 
 INLINE_PARSE_BYTES = 256 * 1024

@@ -18,9 +18,9 @@ from jinja2 import TemplateError
 
 from gateway.config.model import Config, Provider
 from gateway.errors import BadRequest, GatewayError, RateLimited, UpstreamUnavailable, error_for_status
-from gateway.large_bodies import INLINE_PARSE_BYTES, INLINE_TRANSLATE_BYTES, LargeBodies
-from gateway.routing import Plan, RouteDecision, Router
-from gateway.streaming import (
+from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, INLINE_TRANSLATE_BYTES, LargeBodies
+from gateway.proxy.routing import Plan, RouteDecision, Router
+from gateway.proxy.streaming import (
     ChatToResponses,
     ChatToText,
     Framer,
@@ -34,11 +34,11 @@ from gateway.streaming import (
     with_usage_requested,
 )
 from gateway.translate.json_pieces import dumps_like
-from gateway.translate.operation import Operation, Wire
-from gateway.upstream import UpstreamFailure, UpstreamPool, UpstreamReply
+from gateway.translate.wire_operation import Operation, Wire
+from gateway.http.upstreams import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.usage import Usage
 
-log = logging.getLogger("gateway.pipeline")
+log = logging.getLogger("gateway.proxy.forwarding")
 T = TypeVar("T")
 
 # provider statuses after which the fallback candidate is tried (our key/config at fault, or the provider)
@@ -211,7 +211,7 @@ class Pipeline:
     async def _translated_large(self, admitted: Callable[[], Awaitable[Any]], translate: Callable[..., T],
                                 *args: Any) -> T:
         """A small body is translated while Redis runs the admission (see the callers); a large one
-        (gateway.large_bodies) only once admitted, so a refused request costs no translation, and in the
+        (gateway.proxy.large_bodies) only once admitted, so a refused request costs no translation, and in the
         thread pool, off the event loop."""
         await admitted()
         assert self._large is not None

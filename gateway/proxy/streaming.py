@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from gateway.sse import DONE, SSEParser, frame
-from gateway.translate.operation import Operation
+from gateway.http.sse import DONE, SSEParser, frame
+from gateway.translate.wire_operation import Operation
 from gateway.translate.stream import MappedStream
 from gateway.usage import Usage, UsageMap
 

@@ -1,4 +1,4 @@
-"""One keep-alive connection pool per provider, created at start-up (gateway.http_client)."""
+"""One keep-alive connection pool per provider, created at start-up (gateway.http.client)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from gateway.config.model import Provider
-from gateway.http_client import HTTPError, Pool, Response
-from gateway.proxy import parse_proxy
-from gateway.translate.operation import UpstreamRequest
+from gateway.http.client import HTTPError, Pool, Response
+from gateway.http.outbound_proxy import parse_proxy
+from gateway.translate.wire_operation import UpstreamRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class UpstreamFailure(Exception):
         self.detail = detail
 
 
-log = logging.getLogger("gateway.upstream")
+log = logging.getLogger("gateway.http.upstreams")
 
 KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"request-id"))  # what we read
 
