@@ -23,8 +23,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, S
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import error_body
-from gateway.money import MoneyError, parse_rate, usd_to_nano
 from gateway.account_admin import (
     ID_RE,
     Money,
@@ -38,6 +36,8 @@ from gateway.account_admin import (
     ledger_doc,
     topup,
 )
+from gateway.errors import error_body
+from gateway.money import MoneyError, parse_rate, usd_to_nano
 from gateway.store.accounts import Accounts, ConflictError, InvalidInput, NotFoundError
 
 PREFIX = "/admin/v1"

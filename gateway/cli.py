@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from gateway.cli_accounts import register as register_accounts
+from gateway.proxy.endpoints import ENDPOINTS
 
 
 def _root(args: argparse.Namespace) -> str:
@@ -41,7 +42,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Print the upstream request an OpenAI request would become (to preview a template change)."""
     from gateway.config import ConfigError, load_config
     from gateway.errors import GatewayError
-    from gateway.proxy.forwarding import Pipeline
+    from gateway.proxy.forwarding import Forwarder
     from gateway.proxy.request_body import parse_json_body
     from gateway.proxy.routing import Router
 
@@ -56,19 +57,19 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 1
     router = Router(config)
-    pipeline = Pipeline(config, router, pool=None)  # type: ignore[arg-type]  # renders only, sends nothing
+    forwarder = Forwarder(config, pool=None)  # type: ignore[arg-type]  # renders only, sends nothing
     try:
         body = parse_json_body(raw)
         if args.model:
             body["model"] = args.model
-        decision = router.resolve(body.get("model"), args.endpoint)
+        decision = router.resolve(body.get("model"), ENDPOINTS[args.endpoint])
         candidates = [c for c in decision.candidates if not args.provider or c[0].name == args.provider]
         if not candidates:
             print(f"error: provider '{args.provider}' is not a candidate for this model", file=sys.stderr)
             return 1
         provider, plan = candidates[0]
-        op = config.wires[provider.wire].operations[plan.operation]  # type: ignore[attr-defined]
-        _, req = pipeline.prepare(plan, op, body, orjson.dumps(body), pipeline.variables(decision, "req_render"))
+        op = config.wire_of(provider).operations[plan.operation]
+        _, req = forwarder.prepare(plan, op, body, orjson.dumps(body), forwarder.variables(decision, "req_render"))
     except GatewayError as exc:
         print(f"error {exc.status}: {exc.message}", file=sys.stderr)
         return 1
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("file", nargs="?", help="request JSON file; '-' or nothing for stdin")
     render.add_argument("--model", help="override the request's model")
     render.add_argument("--provider", help="render for this candidate instead of the primary")
-    render.add_argument("--endpoint", default="chat", choices=["chat", "responses", "completion", "image"],
+    render.add_argument("--endpoint", default="chat", choices=list(ENDPOINTS),
                         help="the client endpoint the request is sent to (default chat)")
     render.set_defaults(func=cmd_render)
 

@@ -102,8 +102,8 @@ async def _call(url: str, config: Config, args: argparse.Namespace, body: Body) 
 
 
 def _decimal(value: str, what: str) -> Decimal:
-    from gateway.money import MoneyError
     from gateway.account_admin import decimal_of
+    from gateway.money import MoneyError
 
     try:
         return decimal_of(value, what)
@@ -298,8 +298,8 @@ _KEY_HEADERS = ("ID", "PREFIX", "NAME", "STATUS", "LIMIT/MONTH USD", "MONTH USD"
 
 
 async def _key_create(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.money import usd_to_nano
     from gateway.account_admin import check_models, key_doc
+    from gateway.money import usd_to_nano
 
     limit = usd_to_nano(_decimal(args.monthly_limit_usd, "--monthly-limit-usd")) \
         if args.monthly_limit_usd is not None else None
@@ -331,8 +331,8 @@ async def _key_revoke(acc: Accounts, args: argparse.Namespace) -> Output:
 
 
 async def _key_update(acc: Accounts, args: argparse.Namespace) -> Output:
-    from gateway.money import usd_to_nano
     from gateway.account_admin import check_limit, check_models, key_doc
+    from gateway.money import usd_to_nano
 
     limit = usd_to_nano(_decimal(args.monthly_limit_usd, "--monthly-limit-usd")) \
         if args.monthly_limit_usd is not None else None

@@ -22,10 +22,11 @@ import orjson
 class GatewayError(Exception):
     status: int = 500
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, provider: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.headers: dict[str, str] = headers or {}
+        self.provider = provider  # the provider whose answer this error passes on ("" when it is ours)
 
     def body(self) -> bytes:
         return error_body(self.status, self.message)
@@ -75,8 +76,9 @@ def error_body(status: int, message: str) -> bytes:
     return orjson.dumps({"statusCode": status, "error": _REASONS.get(status, "Error"), "message": message})
 
 
-def error_for_status(status: int, message: str, headers: dict[str, str] | None = None) -> GatewayError:
+def error_for_status(status: int, message: str, headers: dict[str, str] | None = None,
+                     provider: str = "") -> GatewayError:
     """A client-safe error carrying an arbitrary status (e.g. a provider's 400/404/413 passed on)."""
-    err = GatewayError(message, headers=headers)
+    err = GatewayError(message, headers=headers, provider=provider)
     err.status = status
     return err

@@ -12,6 +12,7 @@ import orjson
 import pytest
 import redis
 
+from gateway.proxy.endpoints import ENDPOINTS
 from gateway.money import NANO, usd_to_nano
 from gateway.store.keys import KeySpace
 from gateway.usage import Usage
@@ -157,7 +158,7 @@ def test_refused_admission_wins_over_a_request_the_provider_cannot_take(gateway,
 def test_monthly_limit_crossing(gateway, fakes) -> None:
     body = {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 10}
     raw = orjson.dumps(body)
-    reserve = gateway.app.billing.reservation(gateway.app.router.resolve("gpt-4o-mini", "chat"), body, raw)
+    reserve = gateway.app.billing.reservation(gateway.app.router.resolve("gpt-4o-mini", ENDPOINTS["chat"]), body, raw)
     c = make_customer(gateway, usd="5", monthly_limit=reserve)  # room for exactly one request's maximum
     h = {"Authorization": f"Bearer {c.secret}", "Content-Type": "application/json"}
     first = httpx.post(f"{gateway.base_url}/v1/chat/completions", content=raw, headers=h)
@@ -248,7 +249,7 @@ def test_concurrent_requests_never_overspend(gateway, fakes) -> None:
     """200 concurrent requests on a balance that covers 50 maximum-cost requests."""
     body = {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 200}
     raw = orjson.dumps(body)
-    reserve = gateway.app.billing.reservation(gateway.app.router.resolve("gpt-4o-mini", "chat"), body, raw)
+    reserve = gateway.app.billing.reservation(gateway.app.router.resolve("gpt-4o-mini", ENDPOINTS["chat"]), body, raw)
     c = make_customer(gateway, usd=str(Decimal(reserve * 50) / NANO))
     fakes["openai"].delay_ms = 1500  # every admission happens while the first 50 are in flight
 

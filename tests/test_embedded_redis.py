@@ -16,6 +16,7 @@ import httpx
 import openai
 import orjson
 
+from gateway.proxy.endpoints import ENDPOINTS
 from gateway.money import NANO
 from gateway.store.accounts import Accounts
 from gateway.store.connection import EmbeddedRedis, async_client
@@ -34,7 +35,7 @@ def test_paid_path_and_restart_on_embedded_redis(tmp_path: Path, fakes) -> None:
         with GatewayServer(REPO, env) as gw:
             body = {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 100}
             raw = orjson.dumps(body)
-            reserve = gw.app.billing.reservation(gw.app.router.resolve("gpt-4o-mini", "chat"), body, raw)
+            reserve = gw.app.billing.reservation(gw.app.router.resolve("gpt-4o-mini", ENDPOINTS["chat"]), body, raw)
             c = make_customer(gw, usd=str(Decimal(reserve * 10) / NANO))
             fakes["openai"].delay_ms = 1000
 

@@ -8,6 +8,7 @@ import tracemalloc
 
 import orjson
 
+from gateway.proxy.endpoints import ENDPOINTS
 from gateway.proxy.routing import Router
 from tests.test_translation_snapshots import CFG, PIPELINE
 
@@ -37,14 +38,14 @@ class SyntheticUpstream:
 
 
 def _peak_while_streaming(n: int, model: str = "gpt-4o-mini", endpoint: str = "chat") -> tuple[int, int]:
-    decision = Router(CFG).resolve(model, endpoint)
+    decision = Router(CFG).resolve(model, ENDPOINTS[endpoint])
     provider, plan = decision.candidates[0]
     body = {"model": model, "stream": True}
     body |= {"prompt": "hi"} if endpoint == "completion" else {"messages": [{"role": "user", "content": "hi"}]}
     variables = PIPELINE.variables(decision, "req_mem")
-    op = CFG.wires[provider.wire].operations[plan.operation]
+    op = CFG.wire_of(provider).operations[plan.operation]
     bodies, _ = PIPELINE.prepare(plan, op, body, orjson.dumps(body), variables)
-    call = PIPELINE._stream_chain(provider.name, SyntheticUpstream(n), plan, op, bodies, variables, endpoint)
+    call = PIPELINE._stream_chain(provider.name, SyntheticUpstream(n), plan, op, bodies, variables, decision)
 
     async def consume() -> int:
         sent = 0

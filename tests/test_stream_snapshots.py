@@ -38,7 +38,7 @@ class RecordedUpstream:
 def _grid():
     for path in sorted((FIXTURES / "streams").glob("*/*/*.sse")):
         wire, operation = path.parent.parent.name, path.parent.name
-        provider = next(p for p in sorted(CFG.providers) if CFG.providers[p].wire.split("+")[0] == wire)
+        provider = next(p for p in sorted(CFG.providers) if CFG.providers[p].wire == wire)
         for endpoint in ("chat", "responses", "completion"):
             found = _candidate(provider, endpoint)
             if endpoint == "chat" and operation == "responses":
@@ -56,9 +56,9 @@ async def _run(provider: str, endpoint: str, path: Path, found, include_usage: b
     if include_usage:
         request["stream_options"] = {"include_usage": True}
     variables = PIPELINE.variables(decision, "req_test") | {"created": 1777300000}
-    op = CFG.wires[prov.wire].operations[plan.operation]
+    op = CFG.wire_of(prov).operations[plan.operation]
     bodies, _ = PIPELINE.prepare(plan, op, request, orjson.dumps(request), variables)
-    call = PIPELINE._stream_chain(provider, RecordedUpstream(path.read_bytes(), size), plan, op, bodies, variables, endpoint)
+    call = PIPELINE._stream_chain(provider, RecordedUpstream(path.read_bytes(), size), plan, op, bodies, variables, decision)
     out = b""
     failed = False
     try:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.proxy.forwarding import Outcome, Pipeline
-from gateway.proxy.routing import ENDPOINTS, Router
+from gateway.proxy.forwarding import Forwarder
+from gateway.proxy.endpoints import ENDPOINTS
+from gateway.proxy.routing import Router
 from gateway.http.upstreams import UpstreamReply
 from tests.fakes.specs import validate
 from tests.support import (CLIENT_SCHEMA, REQUEST_SCHEMA, WIRE_RESPONSE_SCHEMA, load_json, model_for, repo_config,
@@ -21,14 +22,14 @@ from tests.support import (CLIENT_SCHEMA, REQUEST_SCHEMA, WIRE_RESPONSE_SCHEMA, 
 
 CFG = repo_config()
 ROUTER = Router(CFG)
-PIPELINE = Pipeline(CFG, ROUTER, pool=None)  # type: ignore[arg-type]  # nothing is sent
+PIPELINE = Forwarder(CFG, pool=None)  # type: ignore[arg-type]  # nothing is sent
 
 
 def _candidate(provider: str, endpoint: str):
     model = model_for(provider, endpoint)
     if model is None:
         return None
-    decision = ROUTER.resolve(model, endpoint)
+    decision = ROUTER.resolve(model, ENDPOINTS[endpoint])
     return next(((p, plan) for p, plan in decision.candidates if p.name == provider), None), decision
 
 
@@ -47,19 +48,19 @@ def test_upstream_request(provider: str, fixture, snapshot) -> None:
     (prov, plan), decision = _candidate(provider, endpoint)
     body = load_json(fixture)
     body["model"] = decision.model.name
-    op = CFG.wires[prov.wire].operations[plan.operation]
+    op = CFG.wire_of(prov).operations[plan.operation]
     _, req = PIPELINE.prepare(plan, op, body, orjson.dumps(body), PIPELINE.variables(decision, "req_test") | {"created": 1777300000})
     payload = orjson.loads(req.body)
     assert {"provider": provider, "plan": [*plan.adapters, plan.operation], "method": req.method, "path": req.path,
             "body": payload} == snapshot
-    spec, schema = REQUEST_SCHEMA[(prov.wire.split("+")[0], plan.operation)]
+    spec, schema = REQUEST_SCHEMA[(prov.wire, plan.operation)]
     assert validate(spec, schema, payload) == []
 
 
 def _response_grid():
     for fixture in response_fixtures():
         wire, operation = fixture.parent.parent.name, fixture.parent.name
-        provider = next(p for p in sorted(CFG.providers) if CFG.providers[p].wire.split("+")[0] == wire)
+        provider = next(p for p in sorted(CFG.providers) if CFG.providers[p].wire == wire)
         for endpoint in ENDPOINTS:
             found = _candidate(provider, endpoint)
             if endpoint == "chat" and operation == "responses":  # the Responses-only model's chat endpoint
@@ -69,7 +70,7 @@ def _response_grid():
 
 
 def _responses_only(provider: str):
-    decision = ROUTER.resolve("gpt-5-codex", "chat") if provider == "openai" else None
+    decision = ROUTER.resolve("gpt-5-codex", ENDPOINTS["chat"]) if provider == "openai" else None
     return (decision.candidates[0], decision) if decision else None
 
 
@@ -83,11 +84,9 @@ def test_client_answer(provider: str, endpoint: str, fixture, found, snapshot) -
     request = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "responses": {"input": "hi"},
                "completion": {"prompt": "hi"}, "image": {"prompt": "hi"}}[endpoint] | {"model": decision.model.name}
     variables = PIPELINE.variables(decision, "req_test") | {"created": 1777300000}
-    op = CFG.wires[prov.wire].operations[plan.operation]
+    op = CFG.wire_of(prov).operations[plan.operation]
     bodies, _ = PIPELINE.prepare(plan, op, request, orjson.dumps(request), variables)
-    outcome = Outcome()
-    reply = PIPELINE.translate_back(plan, op, prov, UpstreamReply(200, {}, orjson.dumps(upstream)), bodies, variables,
-                                    outcome)
-    client = orjson.loads(reply.body)
-    assert {"client": client, "usage": outcome.usage} == snapshot
+    answer = PIPELINE.translate_back(plan, op, prov, UpstreamReply(200, {}, orjson.dumps(upstream)), bodies, variables)
+    client = orjson.loads(answer.body)
+    assert {"client": client, "usage": answer.usage} == snapshot
     assert validate("openai", CLIENT_SCHEMA[endpoint], client) == []

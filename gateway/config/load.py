@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from gateway.http.client_address import parse_network
 from gateway.config.model import (
     CatalogueModel,
     Config,
@@ -30,11 +29,11 @@ from gateway.config.model import (
 from gateway.config.outbound import outbound
 from gateway.config.schemas import schema_errors
 from gateway.envsubst import substitute_tree
-from gateway.proxy.plans import ENDPOINTS, NATIVE_ENDPOINT, plan_for
+from gateway.http.client_address import parse_network
 from gateway.translate.adapters import load_adapters
 from gateway.translate.environment import make_environment
-from gateway.translate.wire_operation import Wire
 from gateway.translate.tree import TreeError
+from gateway.translate.wire_operation import Wire
 
 
 class ConfigError(Exception):
@@ -119,6 +118,7 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
         _compile_wire(ld, wires, name, doc, jinja, ld.rel(path))
 
     providers: dict[str, Provider] = {}
+    variants: dict[str, Wire] = {}
     for path in sorted((base / "providers.d").glob("*.yaml")):
         doc = ld.read(path, "provider")
         if doc is None:
@@ -135,8 +135,7 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
         if doc.get("overrides") and wire_name in wire_docs:
             # this provider's own variant of the wire: its operation overrides merged over the shared ones
             merged = _merge(wire_docs[wire_name], {"operations": doc["overrides"]})
-            wire_name = f"{wire_name}+{name}"
-            _compile_wire(ld, wires, wire_name, merged, jinja, file)
+            _compile_wire(ld, variants, name, merged, jinja, file, wire_name)
         reach = outbound(doc, doc["base_url"], env, base, lambda where, msg, file=file: ld.err(file, where, msg))
         providers[name] = Provider(
             name=name, wire=wire_name, base_url=doc["base_url"].rstrip("/"), api_key=doc.get("api_key", ""),
@@ -167,16 +166,20 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
         ld.errors.append(f"gateway/adapters: {exc}")
         adapters = {}
     payments = {name: _payment(name, spec) for name, spec in ((payments_doc or {}).get("providers") or {}).items()}
-    _cross_check(ld, models, routes, providers, wires, prices)
+    _cross_check(ld, models, routes, providers, {**{p: wires[d.wire] for p, d in providers.items() if d.wire in wires},
+                                                 **variants}, prices)
     if ld.errors:
         raise ConfigError(ld.errors)
     return Config(root=str(base), settings=settings, models=models, routes=routes, providers=providers,
-                  wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files), payments=payments)
+                  wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files), payments=payments,
+                  variants=variants)
 
 
-def _compile_wire(ld: _Loader, wires: dict[str, Wire], name: str, doc: dict[str, Any], jinja: Any, file: str) -> None:
+def _compile_wire(ld: _Loader, wires: dict[str, Wire], key: str, doc: dict[str, Any], jinja: Any, file: str,
+                  name: str | None = None) -> None:
+    """Compile a wire document into wires[key] (a variant is kept under its provider's name)."""
     try:
-        wires[name] = Wire(name, doc, jinja, "")
+        wires[key] = Wire(name or key, doc, jinja, "")
     except TreeError as exc:
         ld.err(file, exc.path.lstrip("."), str(exc).split(": ", 1)[1])
 
@@ -192,7 +195,11 @@ def _merge(base: Any, over: Any) -> Any:
 
 
 def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[Route, ...],
-                 providers: dict[str, Provider], wires: dict[str, Wire], prices: dict[str, Price]) -> None:
+                 providers: dict[str, Provider], provider_wires: dict[str, Wire], prices: dict[str, Price]) -> None:
+    """`provider_wires`: each provider's wire (its own variant, if any)."""
+    # the endpoint table imports config.model: importing it here, not at the top, keeps the two packages
+    # from importing each other while they initialise
+    from gateway.proxy.endpoints import native_endpoint
     routing = "config/routing.yaml"
     seen: list[tuple[str, int]] = []
     for i, route in enumerate(routes):
@@ -217,17 +224,17 @@ def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[R
         if route is None:
             ld.err("config/models.yaml", where, "enabled but no route in config/routing.yaml matches it")
             continue
-        endpoint = NATIVE_ENDPOINT.get(model.kind)
+        endpoint = native_endpoint(model.kind)
         if endpoint is None:
             ld.err("config/models.yaml", f"{where}.kind", f"the gateway has no endpoint for kind '{model.kind}'; disable it")
             continue
         for pname in filter(None, (route.primary, route.fallback)):
             provider = providers.get(pname)
-            wire = wires.get(provider.wire) if provider else None
-            if wire is not None and plan_for(endpoint, model.kind, set(wire.operations)) is None:
+            wire = provider_wires.get(pname)
+            if provider is not None and wire is not None and endpoint.plan(model.kind, set(wire.operations)) is None:
                 ld.err("config/models.yaml", where,
                        f"provider '{pname}' (wire '{provider.wire}') cannot serve this {model.kind} model on "
-                       f"{ENDPOINTS[endpoint]}: it has no operation for it")
+                       f"{endpoint.path}: it has no operation for it")
         if name not in prices:
             ld.err("config/models.yaml", where, "enabled but has no price in pricing.d/ (give one or mark it `free: true`)")
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # compiled objects the config holds; their modules do not import this one back at run time
+    from gateway.translate.adapters import Adapter
+    from gateway.translate.wire_operation import Wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +58,9 @@ class Settings:
     redis_prefix: str = "gw"
     redis_connect_timeout_ms: int = 1000    # a (re)connect to Redis that takes longer fails
     redis_command_timeout_ms: int = 2000    # a Redis reply later than this fails the call, drops the connection
-    token_cache_ms: int = 2000
+    token_cache_ms: int = 60_000           # how long a worker keeps a token → key lookup
     admin_token: str = ""
-    usd_rub_default: Decimal = Decimal("95")
+    usd_rub_default: Decimal = Decimal(95)
     default_max_output_tokens: int = 4096
     history_max: int = 100000
     reservation_ttl_s: int = 900            # an unsettled reservation (its process died) is released after this
@@ -170,11 +174,16 @@ class Config:
     models: dict[str, CatalogueModel]
     routes: tuple[Route, ...]
     providers: dict[str, Provider]
-    wires: dict[str, dict[str, Any]]          # raw wire documents; compiled by gateway.translate
+    wires: dict[str, Wire]                    # providers.d/wire/*.yaml, compiled
     prices: dict[str, Price]
-    adapters: dict[str, Any] = field(default_factory=dict)   # compiled gateway/adapters/*.yaml
+    adapters: dict[str, Adapter] = field(default_factory=dict)   # gateway/adapters/*.yaml, compiled
     payments: dict[str, PaymentProvider] = field(default_factory=dict)   # config/payments.yaml
     files: tuple[str, ...] = field(default=())
+    variants: dict[str, Wire] = field(default_factory=dict)  # a provider's own variant of its wire (`overrides:`)
+
+    def wire_of(self, provider: Provider) -> Wire:
+        """The wire a provider speaks: its own variant when its file overrides operations, else the shared one."""
+        return self.variants.get(provider.name) or self.wires[provider.wire]
 
     @property
     def enabled_models(self) -> list[CatalogueModel]:

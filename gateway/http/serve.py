@@ -18,8 +18,8 @@ import uvicorn
 
 from gateway.app import GatewayApp
 from gateway.config import ConfigError, load_config
-from gateway.store.connection import embedded_redis_for
 from gateway.http.workers import Supervisor, WorkersError, reuseport_socket
+from gateway.store.connection import embedded_redis_for
 
 log = logging.getLogger("gateway.http.serve")
 

@@ -14,7 +14,7 @@ class SSEParser:
     """Feed bytes as they arrive; get complete events (name, data) back. Handles \\n and \\r\\n line
     ends, multi-line data, comments and events split across any byte boundary."""
 
-    __slots__ = ("_buf", "_event", "_data")
+    __slots__ = ("_buf", "_data", "_event")
 
     def __init__(self) -> None:
         self._buf = b""

@@ -18,8 +18,8 @@ from typing import Any
 
 from gateway.config.model import Settings
 from gateway.errors import Forbidden, RateLimited, Unauthorized, UpstreamUnavailable
-from gateway.proxy.forwarding import Outcome
 from gateway.pricing import PriceBook
+from gateway.proxy.outcome import Outcome
 from gateway.proxy.routing import RouteDecision
 from gateway.store.ledger import ADMIT_OK, REJECTIONS, Admission, Caller, Ledger
 from gateway.store.resp import STORE_ERRORS, RespError, StoreUnavailable
@@ -94,7 +94,7 @@ class BillingGate:
         self._default_cap = settings.default_max_output_tokens
 
     def output_cap(self, decision: RouteDecision, body: dict[str, Any]) -> int:
-        if decision.endpoint == "image":
+        if decision.endpoint.billed != "tokens":
             return 0
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
         if not isinstance(cap, int) or cap <= 0:
@@ -103,18 +103,19 @@ class BillingGate:
         n = body.get("n")
         return cap * (n if isinstance(n, int) and 0 < n <= 128 else 1)
 
-    def reservation(self, decision: RouteDecision, body: dict[str, Any], raw: bytes) -> int:
-        images = body.get("n", 1) if decision.endpoint == "image" else 0
+    def reservation(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray) -> int:
+        images = body.get("n", 1) if decision.endpoint.billed == "images" else 0
         return self._prices.max_cost(decision.model.name, len(raw), self.output_cap(decision, body),
                                      images=images if isinstance(images, int) else 1)
 
-    def admit(self, caller: Caller, decision: RouteDecision, body: dict[str, Any], raw: bytes,
-              request_id: str, endpoint: str) -> Admitting:
+    def admit(self, caller: Caller, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray,
+              request_id: str) -> Admitting:
         """Send the admission to Redis now; the request can be prepared while Redis answers. While Redis
         is known to be down, or too many settlements wait for its confirmation, refuse at once (503)."""
         if self._resp.down or len(self._waiting) >= self._max_waiting:  # attributes, not properties: per request
             raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"})
         reserve = self.reservation(decision, body, raw)
+        endpoint = decision.endpoint.path  # what history records
         pending = self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)
         return Admitting(self._ticket(pending, caller, request_id, decision, endpoint, reserve))
 
@@ -143,7 +144,7 @@ class BillingGate:
         return Ticket(caller, request_id, decision.model.name, endpoint, reserve, a)
 
     def settle(self, ticket: Ticket, outcome: Outcome, raw_len: int = 0, reply_len: int = 0,
-               image_size: str = "*", image_quality: str = "*", extra: dict[str, str | int] | None = None
+               price_dims: tuple[str, str] = ("*", "*"), extra: dict[str, str | int] | None = None
                ) -> Awaitable[int]:
         """Charge a successful call its actual cost, a failed one nothing; record it either way.
 
@@ -160,7 +161,7 @@ class BillingGate:
         if outcome.status == 200:
             if usage is None:  # the provider reported none: bill an estimate (~4 bytes a token), marked as such
                 usage = Usage(input_tokens=-(-raw_len // 4), output_tokens=-(-reply_len // 4), estimated=True)
-            cost = self._prices.cost(ticket.model, usage, image_size, image_quality)
+            cost = self._prices.cost(ticket.model, usage, *price_dims)
         u = usage or Usage()
         fields: dict[str, str | int] = {
             "key": ticket.caller.key_id, "model": ticket.model, "provider": outcome.provider or "-",

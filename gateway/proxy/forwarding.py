@@ -1,12 +1,13 @@
-"""The request path of a proxied call: parse → route → (admit, in flight) → translate → (admitted) → upstream → back → (settle).
+"""Forwarding one call to its providers: translate the request (adapters, then the wire's operation), send
+it once admitted, fall back on failure, and translate the answer back — whole, or as a stream.
 
-Data flows one way: this module calls routing, translation and upstream; none of them calls back.
-Admission and settlement (the ledger) wrap the upstream attempt and see only its outcome.
+Data flows one way: this module calls routing's decision, translation and the upstream pools; none of them
+calls back. What it returns (an Answer, or a StreamCall) and the errors it raises are all the paid call
+(gateway.proxy.paid_call) needs to settle and answer.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,64 +19,43 @@ from jinja2 import TemplateError
 
 from gateway.config.model import Config, Provider
 from gateway.errors import BadRequest, GatewayError, RateLimited, UpstreamUnavailable, error_for_status
+from gateway.http.upstreams import UpstreamFailure, UpstreamPool, UpstreamReply
+from gateway.proxy.endpoints import Plan
 from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, INLINE_TRANSLATE_BYTES, LargeBodies
-from gateway.proxy.routing import Plan, RouteDecision, Router
+from gateway.proxy.routing import RouteDecision
 from gateway.proxy.streaming import (
-    ChatToResponses,
-    ChatToText,
     Framer,
     MappedChat,
     PassthroughChat,
     PassthroughResponses,
-    ResponsesToChat,
     Source,
     StreamCall,
     client_wants_usage,
     with_usage_requested,
 )
+from gateway.translate.adapters import Adapter
 from gateway.translate.json_pieces import dumps_like
-from gateway.translate.wire_operation import Operation, Wire
-from gateway.http.upstreams import UpstreamFailure, UpstreamPool, UpstreamReply
+from gateway.translate.stream_adapters import StreamSide
+from gateway.translate.wire_operation import UpstreamRequest, Wire, WireOperation
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.proxy.forwarding")
 T = TypeVar("T")
+Admitted = Callable[[], Awaitable[Any]]
 
 # provider statuses after which the fallback candidate is tried (our key/config at fault, or the provider)
 _RETRYABLE = frozenset((401, 403, 408, 409, 500, 502, 503, 504, 520, 521, 522, 524, 529))
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What happened to one call; the ledger settles from it and history records it."""
-
-    status: int = 0
-    provider: str = ""
-    usage: Usage | None = None
-    error: str = ""
-    document: Any = None           # the client's answer as a document (for endpoints that read it back)
+_UNTRANSLATABLE = (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError)
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
+class Answer:
+    """A provider's whole answer, translated for the client."""
+
     body: bytes
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-
-
-def count_images(outcome: Outcome) -> None:
-    """Images are billed by count: the number of `data` items in the answer the client gets. An
-    answer without any image is a failure the client can act on, not something to charge."""
-    doc = outcome.document
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if not data:
-        raise BadRequest("the model generated no image for this prompt (it may have been refused)")
-    usage = outcome.usage or Usage()
-    outcome.usage = dataclasses.replace(usage, images=len(data))
-
-
-
-_UNTRANSLATABLE = (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError)
+    provider: str
+    usage: Usage | None
+    document: Any                  # the client's answer as a document (images are counted from it)
 
 
 def untranslatable(exc: Exception, variables: dict[str, Any]) -> Exception:
@@ -89,33 +69,29 @@ def untranslatable(exc: Exception, variables: dict[str, Any]) -> Exception:
                       f"model's provider cannot take); quote request id {rid}")
 
 
-class Pipeline:
-    def __init__(self, config: Config, router: Router, pool: UpstreamPool, large: LargeBodies | None = None) -> None:
+class Forwarder:
+    def __init__(self, config: Config, pool: UpstreamPool, large: LargeBodies | None = None) -> None:
         self._config = config
-        self._large = large
-        self._router = router
         self._pool = pool
-        self._wires: dict[str, Wire] = config.wires  # type: ignore[assignment]
-        self._adapters: dict[str, Operation] = config.adapters
-
-    def route(self, body: dict[str, Any], endpoint: str) -> RouteDecision:
-        return self._router.resolve(body.get("model"), endpoint)
+        self._large = large
+        self._adapters: dict[str, Adapter] = config.adapters
 
     def variables(self, decision: RouteDecision, request_id: str) -> dict[str, Any]:
+        """What templates see besides the body (README: "Translation templates")."""
         m = decision.model
         return {"model": m.name, "upstream_model": m.upstream_name, "request_id": request_id,
-                "created": int(time.time()),
+                "rid": request_id[4:], "created": int(time.time()),
                 "max_output_tokens": m.max_output_tokens or self._config.settings.default_max_output_tokens}
 
-    async def forward(self, decision: RouteDecision, body: dict[str, Any], raw: bytes, request_id: str,
-                      outcome: Outcome, admitted: Callable[[], Awaitable[Any]]) -> Reply:
-        """Try the candidates in order; raise a GatewayError the client may see, or return the reply.
-        Each upstream request is prepared first and sent only once `admitted()` returns (the admission
-        runs in Redis meanwhile)."""
+    async def forward(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray, request_id: str,
+                      admitted: Admitted) -> Answer:
+        """Try the candidates in order; the first answer, or the GatewayError the client gets. Each upstream
+        request is prepared first and sent only once `admitted()` returns (the admission runs in Redis
+        meanwhile)."""
         variables = self.variables(decision, request_id)
 
-        async def attempt(provider: Provider, plan: Plan) -> Reply:
-            wire = self._wires[provider.wire]
+        async def attempt(provider: Provider, plan: Plan) -> Answer:
+            wire = self._config.wire_of(provider)
             op = wire.operations[plan.operation]
             if len(raw) <= INLINE_TRANSLATE_BYTES or self._large is None:  # the hot path: no extra await level
                 bodies, upstream_request = self.prepare(plan, op, body, raw, variables)
@@ -124,21 +100,20 @@ class Pipeline:
                 bodies, upstream_request = await self._translated_large(admitted, self.prepare, plan, op, body, raw,
                                                                         variables)
             reply = await self._pool.send(provider, upstream_request)
-            self._check_status(provider, wire, reply, outcome)
+            self._check_status(provider, wire, reply)
             if len(reply.body) > INLINE_PARSE_BYTES and self._large is not None:
-                return await self._large.run(self.translate_back, plan, op, provider, reply, bodies, variables,
-                                             outcome)
-            return self.translate_back(plan, op, provider, reply, bodies, variables, outcome)
+                return await self._large.run(self.translate_back, plan, op, provider, reply, bodies, variables)
+            return self.translate_back(plan, op, provider, reply, bodies, variables)
 
-        return await self._first_that_answers(decision, request_id, outcome, attempt)
+        return await self._first_that_answers(decision, request_id, attempt)
 
-    async def open_stream(self, decision: RouteDecision, body: dict[str, Any], raw: bytes, request_id: str,
-                          endpoint: str, outcome: Outcome, admitted: Callable[[], Awaitable[Any]]) -> StreamCall:
+    async def open_stream(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray,
+                          request_id: str, admitted: Admitted) -> StreamCall:
         """Start the stream on the first candidate that answers 200; before that, fall back like forward()."""
         variables = self.variables(decision, request_id)
 
         async def attempt(provider: Provider, plan: Plan) -> StreamCall:
-            wire = self._wires[provider.wire]
+            wire = self._config.wire_of(provider)
             op = wire.operations[plan.operation]
             if op.stream is None and not op.passthrough:
                 raise BadRequest(f"streaming is not available for model '{decision.model.name}' on this endpoint")
@@ -150,14 +125,13 @@ class Pipeline:
                                                                         raw, variables)
             upstream = await self._pool.open_stream(provider, upstream_request)
             if upstream.status != 200:
-                reply = UpstreamReply(upstream.status, upstream.headers, await upstream.read_all())
-                self._check_status(provider, wire, reply, outcome)
-            outcome.provider = provider.name
-            return self._stream_chain(provider.name, upstream, plan, op, bodies, variables, endpoint)
+                self._check_status(provider, wire, UpstreamReply(upstream.status, upstream.headers,
+                                                                 await upstream.read_all()))
+            return self._stream_chain(provider.name, upstream, plan, op, bodies, variables, decision)
 
-        return await self._first_that_answers(decision, request_id, outcome, attempt)
+        return await self._first_that_answers(decision, request_id, attempt)
 
-    async def _first_that_answers(self, decision: RouteDecision, request_id: str, outcome: Outcome,
+    async def _first_that_answers(self, decision: RouteDecision, request_id: str,
                                   attempt: Callable[[Provider, Plan], Awaitable[T]]) -> T:
         """The primary, then the fallback on timeout, connection error or a retryable status (seed §14)."""
         last: GatewayError | None = None
@@ -174,19 +148,16 @@ class Pipeline:
         assert last is not None
         raise last
 
-    def _check_status(self, provider: Provider, wire: Wire, reply: UpstreamReply, outcome: Outcome) -> None:
+    def _check_status(self, provider: Provider, wire: Wire, reply: UpstreamReply) -> None:
         """A retryable status moves on to the fallback; any other error status is the client's answer."""
         if reply.status in _RETRYABLE:
             raise UpstreamFailure(provider.name, f"answered HTTP {reply.status}")
         if reply.status >= 400:
-            outcome.provider = provider.name
             raise self._client_error(provider, wire, reply)
-        outcome.provider = provider.name
 
-    def _stream_chain(self, provider: str, upstream: Any, plan: Plan, op: Operation, bodies: list[dict[str, Any]],
-                      variables: dict[str, Any], endpoint: str) -> StreamCall:
-        client_body = bodies[0]
-        wants_usage = client_wants_usage(client_body)
+    def _stream_chain(self, provider: str, upstream: Any, plan: Plan, op: WireOperation,
+                      bodies: list[dict[str, Any]], variables: dict[str, Any], decision: RouteDecision) -> StreamCall:
+        wants_usage = client_wants_usage(bodies[0])
         raw_relay = not plan.adapters
         source: Source
         if op.stream is not None:
@@ -195,21 +166,14 @@ class Pipeline:
             source = PassthroughResponses(op.stream_usage, raw=raw_relay)
         else:
             source = PassthroughChat(op.stream_usage, raw=raw_relay, forward_usage=wants_usage and raw_relay)
-        adapters: list[Any] = []
-        for level in range(len(plan.adapters) - 1, -1, -1):
-            name = plan.adapters[level]
-            if name == "responses_via_chat":
-                adapters.append(ChatToResponses(self._adapters[name], bodies[level], variables))
-            elif name == "chat_via_responses":
-                adapters.append(ResponsesToChat(variables))
-            elif name == "text_via_chat":
-                adapters.append(ChatToText(variables))
-        framer = Framer(endpoint, variables, wants_usage)
-        return StreamCall(provider, upstream, source, adapters, framer,
+        # the innermost adapter converts first: the stream flows up from the wire towards the client
+        sides: list[StreamSide] = [self._adapters[plan.adapters[level]].stream(bodies[level], variables)
+                                   for level in range(len(plan.adapters) - 1, -1, -1)]
+        framer = Framer(decision.endpoint.name, variables, wants_usage)
+        return StreamCall(provider, upstream, source, sides, framer,
                           usage_forwarded=isinstance(source, PassthroughChat) and wants_usage and raw_relay)
 
-    async def _translated_large(self, admitted: Callable[[], Awaitable[Any]], translate: Callable[..., T],
-                                *args: Any) -> T:
+    async def _translated_large(self, admitted: Admitted, translate: Callable[..., T], *args: Any) -> T:
         """A small body is translated while Redis runs the admission (see the callers); a large one
         (gateway.proxy.large_bodies) only once admitted, so a refused request costs no translation, and in the
         thread pool, off the event loop."""
@@ -217,8 +181,8 @@ class Pipeline:
         assert self._large is not None
         return await self._large.run(translate, *args)
 
-    def prepare_stream(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
-                       variables: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    def prepare_stream(self, plan: Plan, op: WireOperation, body: dict[str, Any], raw: bytes | bytearray,
+                       variables: dict[str, Any]) -> tuple[list[dict[str, Any]], UpstreamRequest]:
         """As prepare(), for a streaming call (pass-through asks the provider for usage in the stream)."""
         bodies, _ = self.prepare(plan, op, body, raw, variables)
         inner = bodies[-1]
@@ -229,8 +193,8 @@ class Pipeline:
         except _UNTRANSLATABLE as exc:
             raise untranslatable(exc, variables) from None
 
-    def prepare(self, plan: Plan, op: Operation, body: dict[str, Any], raw: bytes,
-               variables: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    def prepare(self, plan: Plan, op: WireOperation, body: dict[str, Any], raw: bytes | bytearray,
+                variables: dict[str, Any]) -> tuple[list[dict[str, Any]], UpstreamRequest]:
         """The upstream request, and the body as each layer saw it (client's first, the wire's last)."""
         try:
             bodies = [body]
@@ -242,24 +206,22 @@ class Pipeline:
         except _UNTRANSLATABLE as exc:
             raise untranslatable(exc, variables) from None
 
-    def translate_back(self, plan: Plan, op: Operation, provider: Provider, reply: UpstreamReply,
-                        bodies: list[dict[str, Any]], variables: dict[str, Any], outcome: Outcome) -> Reply:
+    def translate_back(self, plan: Plan, op: WireOperation, provider: Provider, reply: UpstreamReply,
+                       bodies: list[dict[str, Any]], variables: dict[str, Any]) -> Answer:
         try:
             upstream = orjson.loads(reply.body)
             client, usage = op.translate_response(upstream, bodies[-1], variables)
             if plan.adapters:
                 doc = upstream if client is None else client
                 for level in range(len(plan.adapters) - 1, -1, -1):
-                    doc, _ = self._adapters[plan.adapters[level]].translate_response(doc, bodies[level], variables, usage)
+                    doc, _ = self._adapters[plan.adapters[level]].translate_response(doc, bodies[level], variables,
+                                                                                     usage)
                 client = doc
             data = reply.body if client is None else orjson.dumps(client)
-        except Exception:  # a provider answer we cannot read is the provider's failure, not a crash
+        except Exception:
             log.exception("cannot translate %s answer for %s", provider.name, variables["request_id"])
             raise UpstreamUnavailable(f"provider '{provider.name}' sent an answer the gateway cannot read") from None
-        outcome.status = 200
-        outcome.usage = usage
-        outcome.document = client if client is not None else upstream
-        return Reply(200, data)
+        return Answer(data, provider.name, usage, client if client is not None else upstream)
 
     def _client_error(self, provider: Provider, wire: Wire, reply: UpstreamReply) -> GatewayError:
         try:
@@ -269,6 +231,7 @@ class Pipeline:
         message = message or f"provider '{provider.name}' answered HTTP {reply.status}"
         if reply.status == 429:
             headers = {"Retry-After": reply.headers["retry-after"]} if "retry-after" in reply.headers else {}
-            return RateLimited(f"rate limited by provider '{provider.name}': {message}", headers=headers)
+            return RateLimited(f"rate limited by provider '{provider.name}': {message}", headers=headers,
+                               provider=provider.name)
         status = reply.status if reply.status in (400, 404, 413, 422) else 400
-        return error_for_status(400 if status == 422 else status, message)
+        return error_for_status(400 if status == 422 else status, message, provider=provider.name)

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 
 from gateway.config.model import CatalogueModel, Config, Provider
 from gateway.errors import BadRequest, NotFound
-from gateway.proxy.plans import ENDPOINT_OF_KIND, ENDPOINTS, Plan, plan_for
+from gateway.proxy.endpoints import ENDPOINTS, Endpoint, Plan, native_path
 
-__all__ = ["ENDPOINTS", "ENDPOINT_OF_KIND", "Plan", "RouteDecision", "Router", "plan_for"]
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
     model: CatalogueModel
-    endpoint: str
+    endpoint: Endpoint
     candidates: tuple[tuple[Provider, Plan], ...]
 
 
@@ -31,25 +30,25 @@ class Router:
             if route is None:
                 continue
             providers = [config.providers[p] for p in (route.primary, route.fallback) if p]
-            for endpoint in ENDPOINTS:
+            for endpoint in ENDPOINTS.values():
                 candidates = []
                 for provider in providers:
-                    plan = plan_for(endpoint, model.kind, set(config.wires[provider.wire].operations))
+                    plan = endpoint.plan(model.kind, set(config.wire_of(provider).operations))
                     if plan is not None:
                         candidates.append((provider, plan))
                 if candidates:
-                    self._cache[(name, endpoint)] = RouteDecision(model, endpoint, tuple(candidates))
+                    self._cache[(name, endpoint.name)] = RouteDecision(model, endpoint, tuple(candidates))
 
-    def resolve(self, model_name: object, endpoint: str) -> RouteDecision:
-        """The decision for `model_name` on `endpoint` (chat, responses, completion, image)."""
+    def resolve(self, model_name: object, endpoint: Endpoint) -> RouteDecision:
+        """The decision for `model_name` on `endpoint`."""
         if not isinstance(model_name, str) or not model_name:
             raise BadRequest("'model' is required and must be a string")
-        hit = self._cache.get((model_name, endpoint))
+        hit = self._cache.get((model_name, endpoint.name))
         if hit is not None:
             return hit
         model = self._config.models.get(model_name)
         if model is None or not model.enabled:
             raise NotFound(f"model '{model_name}' not found among enabled models")
-        native = ENDPOINT_OF_KIND.get(model.kind, "")
-        raise BadRequest(f"model '{model_name}' is a {model.kind} model and cannot be used on {ENDPOINTS[endpoint]}"
+        native = native_path(model.kind)
+        raise BadRequest(f"model '{model_name}' is a {model.kind} model and cannot be used on {endpoint.path}"
                          + (f": use {native}" if native else ""))

@@ -19,15 +19,10 @@ from typing import Any
 import orjson
 
 from gateway.http.sse import DONE, SSEParser, frame
-from gateway.translate.wire_operation import Operation
-from gateway.translate.stream import MappedStream
+from gateway.translate.stream import MappedStream, StreamFailed
 from gateway.usage import Usage, UsageMap
 
 Item = dict[str, Any]
-
-
-class StreamFailed(Exception):
-    """The provider reported an error inside a stream that had already started."""
 
 
 def client_wants_usage(body: dict[str, Any]) -> bool:
@@ -135,7 +130,7 @@ class MappedChat(Source):
 
     def __init__(self, run: MappedStream, variables: dict[str, Any]) -> None:
         self._run = run
-        self._id = "chatcmpl-" + variables["request_id"][4:]
+        self._id = "chatcmpl-" + variables["rid"]
         self._created = variables["created"]
         self._model = variables["model"]
 
@@ -159,178 +154,6 @@ class MappedChat(Source):
                         "model": self._model, "choices": [{"index": d.get("index", 0), "delta": delta,
                                                            "logprobs": None, "finish_reason": d.get("finish_reason")}]})
         return out
-
-
-# -- stream adapters between OpenAI's own shapes ----------------------------------------------------
-
-
-class ChatToText:
-    """chat.completion.chunk → text_completion chunks (/v1/text/generations on a chat model)."""
-
-    def __init__(self, variables: dict[str, Any]) -> None:
-        self._id = "cmpl-" + variables["request_id"][4:]
-        self._created = variables["created"]
-        self._model = variables["model"]
-
-    def convert(self, chunk: Item) -> list[Item]:
-        out = []
-        for c in chunk.get("choices") or ():
-            delta = c.get("delta") or {}
-            text = delta.get("content") or ""
-            if text or c.get("finish_reason"):
-                out.append({"id": self._id, "object": "text_completion", "created": self._created, "model": self._model,
-                            "choices": [{"text": text, "index": c.get("index", 0), "logprobs": None,
-                                         "finish_reason": c.get("finish_reason")}]})
-        return out
-
-    def finish(self, usage: Usage | None) -> list[Item]:
-        return []
-
-
-class ChatToResponses:
-    """chat.completion.chunk → the Responses event stream (/v1/responses on a chat-only provider).
-    The final `response.completed` carries the same Response object the non-streaming adapter builds."""
-
-    def __init__(self, adapter: Operation, body: dict[str, Any], variables: dict[str, Any]) -> None:
-        self._adapter = adapter
-        self._body = body
-        self._vars = variables
-        self._rid = variables["request_id"][4:]
-        self._text: list[str] = []
-        self._message_index: int | None = None
-        self._calls: dict[int, dict[str, Any]] = {}
-        self._next_output = 0
-        self._finish = "stop"
-        self._started = False
-
-    def _response(self, status: str, usage: Usage | None, content: str | None = None,
-                  calls: list[dict[str, Any]] | None = None) -> Item:
-        chat = {"choices": [{"index": 0, "finish_reason": self._finish,
-                             "message": {"role": "assistant", "content": content,
-                                         **({"tool_calls": calls} if calls else {})}}]}
-        doc, _ = self._adapter.translate_response(chat, self._body, self._vars, usage or Usage())
-        doc["status"] = status
-        if status == "in_progress":
-            doc["output"] = []
-            doc.pop("usage", None)
-        return doc
-
-    def convert(self, chunk: Item) -> list[Item]:
-        out: list[Item] = []
-        if not self._started:
-            self._started = True
-            base = self._response("in_progress", None)
-            out += [{"type": "response.created", "response": base}, {"type": "response.in_progress", "response": base}]
-        for c in chunk.get("choices") or ():
-            delta = c.get("delta") or {}
-            text = delta.get("content")
-            if text:
-                if self._message_index is None:
-                    self._message_index = self._next_output
-                    self._next_output += 1
-                    out += [{"type": "response.output_item.added", "output_index": self._message_index,
-                             "item": {"type": "message", "id": f"msg_{self._rid}", "status": "in_progress",
-                                      "role": "assistant", "content": []}},
-                            {"type": "response.content_part.added", "item_id": f"msg_{self._rid}",
-                             "output_index": self._message_index, "content_index": 0,
-                             "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}]
-                self._text.append(text)
-                out.append({"type": "response.output_text.delta", "item_id": f"msg_{self._rid}",
-                            "output_index": self._message_index, "content_index": 0, "delta": text, "logprobs": []})
-            for call in delta.get("tool_calls") or ():
-                idx = call.get("index", 0)
-                fn = call.get("function") or {}
-                state = self._calls.get(idx)
-                if state is None:
-                    state = self._calls[idx] = {"id": call.get("id") or f"call_{self._rid}_{idx}", "name": fn.get("name", ""),
-                                                "args": [], "output_index": self._next_output}
-                    self._next_output += 1
-                    out.append({"type": "response.output_item.added", "output_index": state["output_index"],
-                                "item": self._call_item(state, "in_progress")})
-                if fn.get("arguments"):
-                    state["args"].append(fn["arguments"])
-                    out.append({"type": "response.function_call_arguments.delta", "item_id": self._item_id(state),
-                                "output_index": state["output_index"], "delta": fn["arguments"]})
-            if c.get("finish_reason"):
-                self._finish = c["finish_reason"]
-        return out
-
-    @staticmethod
-    def _item_id(state: dict[str, Any]) -> str:
-        return "fc_" + state["id"].split(":ts:", 1)[0]
-
-    def _call_item(self, state: dict[str, Any], status: str) -> Item:
-        return {"type": "function_call", "id": self._item_id(state), "call_id": state["id"], "name": state["name"],
-                "arguments": "".join(state["args"]), "status": status}
-
-    def finish(self, usage: Usage | None) -> list[Item]:
-        out: list[Item] = []
-        text = "".join(self._text)
-        if self._message_index is not None:
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-            out += [{"type": "response.output_text.done", "item_id": f"msg_{self._rid}", "output_index": self._message_index,
-                     "content_index": 0, "text": text, "logprobs": []},
-                    {"type": "response.content_part.done", "item_id": f"msg_{self._rid}",
-                     "output_index": self._message_index, "content_index": 0, "part": part},
-                    {"type": "response.output_item.done", "output_index": self._message_index,
-                     "item": {"type": "message", "id": f"msg_{self._rid}", "status": "completed", "role": "assistant",
-                              "content": [part]}}]
-        calls = []
-        for state in self._calls.values():
-            out += [{"type": "response.function_call_arguments.done", "item_id": self._item_id(state),
-                     "output_index": state["output_index"], "arguments": "".join(state["args"]), "name": state["name"]},
-                    {"type": "response.output_item.done", "output_index": state["output_index"],
-                     "item": self._call_item(state, "completed")}]
-            calls.append({"id": state["id"], "type": "function",
-                          "function": {"name": state["name"], "arguments": "".join(state["args"])}})
-        incomplete = self._finish in ("length", "content_filter")
-        final = self._response("incomplete" if incomplete else "completed", usage, text or None, calls)
-        out.append({"type": "response.incomplete" if incomplete else "response.completed", "response": final})
-        return out
-
-
-class ResponsesToChat:
-    """Responses events → chat.completion.chunk (/v1/chat/completions on a Responses-only model)."""
-
-    def __init__(self, variables: dict[str, Any]) -> None:
-        self._id = "chatcmpl-" + variables["request_id"][4:]
-        self._created = variables["created"]
-        self._model = variables["model"]
-        self._calls: dict[str, int] = {}
-        self._started = False
-
-    def _chunk(self, delta: Item, finish: str | None = None) -> Item:
-        return {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-
-    def convert(self, event: Item) -> list[Item]:
-        kind = event.get("type")
-        out: list[Item] = []
-        if not self._started and kind in ("response.created", "response.output_text.delta", "response.output_item.added"):
-            self._started = True
-            out.append(self._chunk({"role": "assistant", "content": ""}))
-        if kind == "response.output_text.delta":
-            out.append(self._chunk({"content": event.get("delta", "")}))
-        elif kind == "response.output_item.added" and (event.get("item") or {}).get("type") == "function_call":
-            item = event["item"]
-            index = self._calls[item.get("id", "")] = len(self._calls)
-            out.append(self._chunk({"tool_calls": [{"index": index, "id": item.get("call_id"), "type": "function",
-                                                    "function": {"name": item.get("name"), "arguments": ""}}]}))
-        elif kind == "response.function_call_arguments.delta":
-            index = self._calls.get(event.get("item_id", ""), 0)
-            out.append(self._chunk({"tool_calls": [{"index": index, "function": {"arguments": event.get("delta", "")}}]}))
-        elif kind in ("response.completed", "response.incomplete"):
-            reason = ((event.get("response") or {}).get("incomplete_details") or {}).get("reason")
-            finish = "tool_calls" if self._calls else "length" if reason == "max_output_tokens" else \
-                "content_filter" if reason == "content_filter" else "stop"
-            out.append(self._chunk({}, finish))
-        elif kind == "response.failed":
-            err = (event.get("response") or {}).get("error") or {}
-            raise StreamFailed(err.get("message") or "the provider failed the response")
-        return out
-
-    def finish(self, usage: Usage | None) -> list[Item]:
-        return []
 
 
 class Framer:
@@ -360,7 +183,7 @@ class Framer:
             return
         if self._include_usage and not usage_forwarded:
             u = usage or Usage()
-            yield frame({"id": self._prefix + self._vars["request_id"][4:], "object": self._object,
+            yield frame({"id": self._prefix + self._vars["rid"], "object": self._object,
                          "created": self._vars["created"], "model": self._vars["model"], "choices": [],
                          "usage": u.to_openai_chat()})
         yield DONE

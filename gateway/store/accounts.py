@@ -9,7 +9,7 @@ import secrets
 import string
 import time
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta, UTC
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 

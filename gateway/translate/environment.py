@@ -18,9 +18,9 @@ from gateway.translate import filters
 class Omit:
     """Returned by an expression to drop its key (or list item) from the tree."""
 
-    _instance: "Omit | None" = None
+    _instance: Omit | None = None
 
-    def __new__(cls) -> "Omit":
+    def __new__(cls) -> Omit:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -61,7 +61,7 @@ class GatewayEnvironment(SandboxedEnvironment):
             return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's signature)
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         owner = getattr(__obj, "__self__", None)
         safe = _SAFE_METHODS.get(owner.__class__) if owner is not None else None
         if safe is not None and getattr(__obj, "__name__", "") in safe:

@@ -205,9 +205,14 @@ def as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def pick(mapping: Mapping[str, Any], *keys: str) -> dict[str, Any]:
-    """Only the given keys that are present."""
-    return {k: mapping[k] for k in keys if k in mapping}
+def chat_finish_reason(response: Mapping[str, Any]) -> str:
+    """A chat completion's finish_reason for an OpenAI Response object (the Responses → chat adapter's rule,
+    used by its whole-body template and its stream side)."""
+    output = response.get("output") or ()
+    if any(isinstance(i, Mapping) and i.get("type") == "function_call" for i in output):
+        return "tool_calls"
+    reason = (response.get("incomplete_details") or {}).get("reason")
+    return "length" if reason == "max_output_tokens" else "content_filter" if reason == "content_filter" else "stop"
 
 
 def lookup(key: Any, table: Mapping[str, Any], default: Any = None) -> Any:
@@ -301,6 +306,6 @@ FILTERS = {
     "clamp": clamp,
     "with_key": with_key,
     "as_list": as_list,
-    "pick": pick,
+    "chat_finish_reason": chat_finish_reason,
     "lookup": lookup,
 }

@@ -28,6 +28,10 @@ from gateway.translate.tree import MACROS_VAR, Node, compile_tree, new_context
 from gateway.usage import Usage, UsageMap
 
 
+class StreamFailed(Exception):
+    """The provider reported an error inside a stream that had already started."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Handler:
     emit: Node | None
@@ -52,7 +56,7 @@ class StreamMapping:
         }
         self.usage = UsageMap(spec.get("usage") or {})
 
-    def start(self, body: dict[str, Any], variables: dict[str, Any], finish_reasons: dict[str, str]) -> "MappedStream":
+    def start(self, body: dict[str, Any], variables: dict[str, Any], finish_reasons: dict[str, str]) -> MappedStream:
         ctx = new_context(self._env, {**variables, "body": body, MACROS_VAR: self._macros,
                                       "finish_reasons": finish_reasons})
         ctx.vars["state"] = copy.deepcopy(self._state)

@@ -27,7 +27,7 @@ from jinja2.utils import consume
 from gateway.translate.environment import OMIT
 
 Node = Callable[[Context], Any]
-_WHOLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{).)*)\}\}\s*$", re.S)
+_WHOLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{).)*)\}\}\s*$", re.DOTALL)
 MACROS_VAR = "__macros"
 
 

@@ -39,7 +39,7 @@ class _Param:
     unless: Node | None = None
 
 
-class Operation:
+class WireOperation:
     def __init__(self, name: str, spec: Mapping[str, Any], env: SandboxedEnvironment,
                  macros: dict[str, Node], where: str) -> None:
         self.name = name
@@ -191,7 +191,7 @@ class Wire:
         self.macros: dict[str, Node] = {}
         for macro, tree in (doc.get("macros") or {}).items():
             self.macros[macro] = compile_tree(tree, env, f"{where}.macros.{macro}")
-        self.operations = {op: Operation(op, spec, env, self.macros, f"{where}.operations.{op}")
+        self.operations = {op: WireOperation(op, spec, env, self.macros, f"{where}.operations.{op}")
                            for op, spec in doc["operations"].items()}
         self._error_paths = tuple(tuple(p.split(".")) for p in (doc.get("errors") or {}).get("message", ()))
 

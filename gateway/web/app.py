@@ -28,9 +28,9 @@ from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.http.client_address import ForwardedHeaders, TrustedProxies
-from gateway.config.model import Config
 from gateway.account_admin import Money
+from gateway.config.model import Config
+from gateway.http.client_address import ForwardedHeaders, TrustedProxies
 from gateway.pricing import PriceBook
 from gateway.store.accounts import Accounts, AccountView
 from gateway.store.keys import KeySpace

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config.model import Config
 from gateway.account_admin import Money
+from gateway.config.model import Config
 from gateway.pricing import PriceBook
-from gateway.proxy.routing import ENDPOINT_OF_KIND
+from gateway.proxy.endpoints import native_path
 from gateway.usage import Usage
 
 M = 1_000_000
@@ -49,7 +49,7 @@ def catalogue(config: Config, book: PriceBook) -> list[ModelPrice]:
         images = tuple((_image_label(s, q, len(price.per_image)), book.cost(m.name, Usage(images=1), s, q) - flat)
                        for s, q, _ in price.per_image)
         out.append(ModelPrice(
-            m.name, m.kind, ENDPOINT_OF_KIND.get(m.kind, ""), route.primary if route else "", price.free,
+            m.name, m.kind, native_path(m.kind), route.primary if route else "", price.free,
             per_1m(input_tokens=M) if tokens else None,
             per_1m(input_tokens=M, cached_input_tokens=M) if price.cached_input is not None else None,
             per_1m(output_tokens=M) if tokens else None, flat, images))

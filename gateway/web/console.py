@@ -10,9 +10,9 @@ import secrets
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+from gateway.account_admin import ID_RE, account_doc, correct, decimal_of, key_doc, ledger_doc, topup
 from gateway.config import ConfigError, load_config
 from gateway.money import MoneyError, parse_rate
-from gateway.account_admin import ID_RE, account_doc, correct, decimal_of, key_doc, ledger_doc, topup
 from gateway.store.accounts import ConflictError, InvalidInput, NotFoundError
 from gateway.web import history
 from gateway.web.app import Refused, Viewer, Web, redirect
@@ -206,7 +206,7 @@ def register(app: FastAPI, web: Web) -> None:
                     ("Secure cookies", "on" if s.web_cookie_secure else "off"),
                     ("Trusted proxies", f"{', '.join(s.forwarded_allow_ips) or 'none'} ({s.forwarded_header})"),
                     ("Admin API", "enabled" if s.admin_token else "disabled")]
-        providers = [{"name": p.name, "wire": p.wire.split("+")[0], "base_url": p.base_url,
+        providers = [{"name": p.name, "wire": p.wire, "base_url": p.base_url,
                       "configured": p.configured, "timeout_ms": p.timeout_ms, "source": p.source}
                      for p in config.providers.values()]
         payments = [{"name": p.name, "kind": p.kind, "title": p.title, "api_url": p.api_url,

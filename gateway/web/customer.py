@@ -10,9 +10,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from gateway.account_admin import (
+    ID_RE,
+    account_doc,
+    check_limit,
+    check_models,
+    decimal_of,
+    key_doc,
+    ledger_doc,
+)
 from gateway.http.client_address import client_host
 from gateway.money import MoneyError, usd_to_nano
-from gateway.account_admin import ID_RE, account_doc, check_limit, check_models, decimal_of, key_doc, ledger_doc
 from gateway.store.accounts import ConflictError, InvalidInput, NotFoundError
 from gateway.web import charts, history
 from gateway.web.app import Refused, Viewer, Web, redirect, safe_next

@@ -29,9 +29,9 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
+from gateway.account_admin import topup
 from gateway.config.model import PaymentProvider as ProviderConfig
 from gateway.money import MoneyError, nano_to_usd, rub_to_nano_usd, usd_to_nano
-from gateway.account_admin import topup
 from gateway.store.accounts import Accounts, InvalidInput, NotFoundError
 from gateway.store.keys import KeySpace
 

@@ -17,7 +17,8 @@ import pytest
 
 from gateway.proxy.billing import BillingGate
 from gateway.errors import UpstreamUnavailable
-from gateway.proxy.forwarding import Outcome
+from gateway.proxy.endpoints import ENDPOINTS
+from gateway.proxy.outcome import Outcome
 from gateway.store.connection import async_client
 from gateway.store.journal import Settlement
 from gateway.store.keys import KeySpace
@@ -171,7 +172,7 @@ def test_paid_calls_are_refused_while_too_many_settlements_wait_for_redis(gatewa
     c = make_customer(gateway, usd="5")
     caller, prefix = Caller(c.account_id, c.key_id), gateway.config.settings.redis_prefix
     app = gateway.app
-    decision = app.router.resolve("gpt-4o-mini", "chat")
+    decision = app.router.resolve("gpt-4o-mini", ENDPOINTS["chat"])
     raw = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
@@ -185,9 +186,9 @@ def test_paid_calls_are_refused_while_too_many_settlements_wait_for_redis(gatewa
                                                            "2026-01-01", 0, 1000, "1", b"{}"])
             ledger.unconfirmed.add(waiting, "test")
             with pytest.raises(UpstreamUnavailable) as refused:
-                gate.admit(caller, decision, body, raw, "req_refused", "/v1/chat/completions")
+                gate.admit(caller, decision, body, raw, "req_refused")
             assert await ledger.unconfirmed.drain(10)  # Redis confirms (a no-op: nothing was reserved)
-            ticket = await gate.admit(caller, decision, body, raw, "req_after", "/v1/chat/completions").ticket()
+            ticket = await gate.admit(caller, decision, body, raw, "req_after").ticket()
             await gate.settle(ticket, Outcome(status=503, error="test"))
             return refused.value.message, refused.value.status
         finally:

@@ -1,0 +1,90 @@
+"""The paid endpoints, one record each: where it is, what its body must be, which models it serves and how,
+how it answers and what it bills. Everything else — the route table, routing, admission, the config check,
+the cabinet's catalogue — reads these records; no other module names an endpoint.
+
+Adding an endpoint is one record here plus YAML: the wire operations it calls (providers.d/wire/), any
+adapter between OpenAI shapes it needs (gateway/adapters/), and its models in config/models.yaml (README:
+"Adding an endpoint").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config.model import ServerLimits
+from gateway.proxy.request_body import (
+    check_chat_body,
+    check_image_body,
+    check_responses_body,
+    check_text_body,
+)
+
+BodyCheck = Callable[[dict[str, Any], ServerLimits], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How one provider serves a call: the operation of its wire that is called, and the adapters around
+    it (outermost first: the request passes them in order, the answer in reverse)."""
+
+    operation: str
+    adapters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Way:
+    """A model of `kind` is served by calling `operation` through `adapters` — if its provider's wire has it."""
+
+    kind: str
+    operation: str
+    adapters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str                     # what history, metrics and the config call it
+    path: str                     # the client's path (POST)
+    check: BodyCheck              # the body's shape (400), before anyone spends on it
+    ways: tuple[Way, ...]         # in order of preference; the first way of a kind without adapters is native
+    streams: bool = True          # `stream: true` answers Server-Sent Events
+    billed: str = "tokens"        # "tokens" (the provider's usage) or "images" (the answer's data items)
+
+    def plan(self, kind: str, operations: frozenset[str] | set[str]) -> Plan | None:
+        """How a model of `kind` is served here by a wire offering `operations`, or None."""
+        for way in self.ways:
+            if way.kind == kind and way.operation in operations:
+                return Plan(way.operation, way.adapters)
+        return None
+
+
+ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
+    Endpoint("chat", "/v1/chat/completions", check_chat_body, (
+        Way("chat", "chat"),
+        Way("responses", "responses", ("chat_via_responses",)),
+    )),
+    Endpoint("responses", "/v1/responses", check_responses_body, (
+        Way("chat", "responses"),
+        Way("responses", "responses"),
+        Way("chat", "chat", ("responses_via_chat",)),
+    )),
+    Endpoint("completion", "/v1/text/generations", check_text_body, (
+        Way("completion", "completion"),
+        Way("chat", "chat", ("text_via_chat",)),
+        Way("responses", "responses", ("text_via_chat", "chat_via_responses")),
+    )),
+    Endpoint("image", "/v1/images/generations", check_image_body, (
+        Way("image", "image"),
+    ), streams=False, billed="images"),
+)}
+
+
+def native_endpoint(kind: str) -> Endpoint | None:
+    """The endpoint a model of `kind` is made for (served there without adapters)."""
+    return next((e for e in ENDPOINTS.values() if any(w.kind == kind and not w.adapters for w in e.ways)), None)
+
+
+def native_path(kind: str) -> str:
+    e = native_endpoint(kind)
+    return e.path if e is not None else ""

@@ -1,0 +1,251 @@
+"""One paid call, top to bottom — the story every paid endpoint (gateway.proxy.endpoints) shares:
+
+    token → key slot → body (read, parsed, checked) → route → admit (sent to Redis)
+          → forward: translate while Redis admits, send once admitted, fall back, translate back
+            or stream: the same, then relay the provider's events as they come
+          → settle (written to Redis before the answer goes out) → answer → (settled)
+
+and the Outcome it ends with, which settlement charged and history recorded. A failure costs nothing and is
+recorded too; a refused admission is answered with its refusal (nothing was reserved).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from gateway.auth import Authenticator
+from gateway.config.model import Config
+from gateway.errors import BadRequest, GatewayError
+from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_bytes
+from gateway.http.upstreams import UpstreamFailure
+from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
+from gateway.proxy.endpoints import Endpoint
+from gateway.proxy.forwarding import Answer, Forwarder
+from gateway.proxy.key_slots import KeySlots
+from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, LargeBodies
+from gateway.proxy.outcome import Outcome
+from gateway.proxy.request_body import parse_json_body
+from gateway.proxy.routing import RouteDecision, Router
+from gateway.proxy.streaming import StreamCall, estimate
+from gateway.store.ledger import Caller
+from gateway.translate.json_pieces import dumps
+from gateway.translate.stream import StreamFailed
+from gateway.usage import Usage
+
+log = logging.getLogger("gateway.proxy.paid_call")
+
+
+class PaidRequest:
+    """The client's request as the call carries it: the parsed body and its raw bytes, kept in step (a
+    change to the body re-serialises the bytes once, when they are next asked for)."""
+
+    __slots__ = ("_raw", "body", "caller", "endpoint", "request_id", "size")
+
+    def __init__(self, endpoint: Endpoint, caller: Caller, request_id: str, body: dict[str, Any],
+                 raw: bytes | bytearray | None) -> None:
+        self.endpoint = endpoint
+        self.caller = caller
+        self.request_id = request_id
+        self.body = body
+        self._raw = raw
+        self.size = len(raw) if raw is not None else 0   # the client's body as it came (large-body rules)
+
+    def set(self, key: str, value: Any) -> None:
+        self.body[key] = value
+        self._raw = None
+
+    def drop(self, key: str) -> None:
+        if key in self.body:
+            del self.body[key]
+            self._raw = None
+
+    @property
+    def raw(self) -> bytes | bytearray:
+        if self._raw is None:  # a large body is serialised in pieces (its strings) by the caller: see `synced`
+            self._raw = orjson.dumps(self.body)
+        return self._raw
+
+    async def synced(self, large: LargeBodies) -> None:
+        """Re-serialise a changed large body off the event loop (a small one is done when asked)."""
+        if self._raw is None and self.size > INLINE_PARSE_BYTES:
+            self._raw = await large.run(dumps, self.body)
+
+
+class PaidCalls:
+    def __init__(self, config: Config, auth: Authenticator, billing: BillingGate, router: Router,
+                 forwarder: Forwarder, large: LargeBodies, key_slots: KeySlots,
+                 can_spend: Callable[[Caller], Awaitable[None]]) -> None:
+        self._settings = config.settings
+        self._limits = config.settings.limits
+        self._auth = auth
+        self._billing = billing
+        self._router = router
+        self._forwarder = forwarder
+        self._large = large
+        self._slots = key_slots
+        self._can_spend = can_spend
+
+    async def __call__(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send, request_id: str,
+                       params: dict[str, str]) -> Outcome | None:
+        """Serve one call; its Outcome (None when it ended before admission: a bad token or body, a refusal
+        that admission would have given anyway — the error the client got is raised)."""
+        caller = await self._auth.caller(header(scope, b"authorization"))
+        # requests in flight per key (gateway.proxy.key_slots), counted before the body is read; inline: per request
+        slots, kid = self._slots.used, caller.key_id
+        n = slots.get(kid, 0)
+        if n >= self._slots.limit:
+            self._slots.refuse()
+        slots[kid] = n + 1
+        try:
+            req = await self._request(endpoint, caller, scope, receive, request_id, params)
+            decision = self._router.resolve(req.body.get("model"), endpoint)
+            streaming = req.body.get("stream") is True
+            if streaming and not self._settings.streaming:  # the seed's behaviour: plain JSON
+                req.set("stream", False)
+                req.drop("stream_options")
+                streaming = False
+            await req.synced(self._large)
+            admitting = self._billing.admit(caller, decision, req.body, req.raw, request_id)
+            if streaming:
+                return await self._stream(req, decision, admitting, receive, send)
+            return await self._whole(req, decision, admitting, send)
+        finally:
+            n = slots[kid] - 1
+            if n:
+                slots[kid] = n
+            else:
+                del slots[kid]
+
+    async def _request(self, endpoint: Endpoint, caller: Caller, scope: Scope, receive: Receive, request_id: str,
+                       params: dict[str, str]) -> PaidRequest:
+        """The body, read within the limits, parsed and checked (400/413 before anyone spends on it)."""
+        raw = await read_body(scope, receive, self._settings.max_body_bytes)
+        if len(raw) > INLINE_PARSE_BYTES:  # refuse a key that can spend nothing before reading megabytes for it
+            await self._can_spend(caller)
+            body = await self._large.parse(raw)
+        else:
+            body = parse_json_body(raw, self._limits.max_json_depth)
+        req = PaidRequest(endpoint, caller, request_id, body, raw)
+        if "model" in params:  # /v1/models/{model}/chat/completions
+            req.set("model", params["model"])
+        endpoint.check(req.body, self._limits)
+        return req
+
+    async def _whole(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting, send: Send) -> Outcome:
+        """A whole answer: forwarded while Redis admits, settled, then sent."""
+        (answer, usage), ticket = await self._answered(admitting, self._forward(req, decision, admitting))
+        outcome = Outcome(200, answer.provider, usage)
+        # The settlement is written to Redis before the answer goes out, so whatever the client does next
+        # sees the charge; the answer does not wait for Redis's reply (one round trip off every call).
+        body = req.body
+        settling = self._billing.settle(ticket, outcome, len(req.raw), len(answer.body),
+                                        price_dims=(str(body.get("size") or "*"), str(body.get("quality") or "*")))
+        try:
+            extra = ((b"x-gateway-provider", answer.provider.encode()),) + rate_headers(ticket.admission)
+            await send_bytes(send, 200, answer.body, req.request_id, extra)
+        finally:
+            await settling
+        return outcome
+
+    async def _forward(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting) -> tuple[Answer, Usage | None]:
+        """The provider's answer and what it bills (images are counted from the answer: none is a failure)."""
+        answer = await self._forwarder.forward(decision, req.body, req.raw, req.request_id, admitting.ticket)
+        return answer, _images_of(answer) if req.endpoint.billed == "images" else answer.usage
+
+    async def _stream(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting, receive: Receive,
+                      send: Send) -> Outcome:
+        """Relay an SSE stream; bill what the provider reports (or, if cut short, what was produced). A failure
+        before the first byte is answered with the seed's error JSON (fallback already tried)."""
+        call, ticket = await self._answered(admitting, self._forwarder.open_stream(
+            decision, req.body, req.raw, req.request_id, admitting.ticket))
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                   (b"x-request-id", ticket.request_id.encode()), (b"x-gateway-provider", call.provider.encode()),
+                   *rate_headers(ticket.admission)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        relay = asyncio.ensure_future(relay_stream(call, send))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        cut, error = False, None
+        try:
+            done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if relay in done:
+                error = relay.result()
+            else:  # the client went away: stop reading and close the upstream connection at once
+                cut = True
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+        finally:
+            watcher.cancel()
+            if cut or error is not None:
+                call.upstream.close()
+            else:
+                call.upstream.finish()
+            source = call.source
+            complete = not cut and error is None and source.usage is not None
+            usage = source.usage if complete else estimate(len(req.raw), source.out_chars, source.usage)
+            outcome = Outcome(200, call.provider, usage, error or ("client disconnected mid-stream" if cut else ""))
+            settling = self._billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut else {})})
+            try:  # as for a whole answer: the settlement is on the wire before the end of the stream
+                if not cut:
+                    tail = call.framer.error(error) if error is not None else call.end()
+                    await send({"type": "http.response.body", "body": tail, "more_body": False})
+            finally:
+                await settling
+        return outcome
+
+    async def _answered(self, admitting: Admitting, call: Awaitable[Any]) -> tuple[Any, Ticket]:
+        """Await the upstream part of a paid call and its admission. A failure is recorded at no cost and
+        raised again, carrying the key's rate-limit headers like a success would (a refused admission raises
+        its refusal instead: nothing was reserved, and the refusal is what the client must see)."""
+        try:
+            result = await call
+        except GatewayError as err:
+            ticket = await admitting.ticket()
+            await self._billing.settle(ticket, Outcome.failed(err))
+            err.headers.update({k.decode(): v.decode() for k, v in rate_headers(ticket.admission)})
+            raise
+        except BaseException:
+            with contextlib.suppress(GatewayError):  # a refusal here changes nothing: the crash is the answer
+                ticket = await admitting.ticket()
+                await self._billing.settle(ticket, Outcome(500, error="internal error"))
+            raise
+        return result, await admitting.ticket()
+
+
+def _images_of(answer: Answer) -> Usage:
+    """Images are billed by count: the number of `data` items in the answer the client gets. An answer
+    without any image is a failure the client can act on, not something to charge."""
+    doc = answer.document
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not data:
+        raise BadRequest("the model generated no image for this prompt (it may have been refused)")
+    return dataclasses.replace(answer.usage or Usage(), images=len(data))
+
+
+async def relay_stream(call: StreamCall, send: Send) -> str | None:
+    """Send the stream's frames as they come; returns the error that ended it early, if any (the
+    closing frames or the error event are sent by the caller once the settlement is on its way)."""
+    try:
+        async for data in call.frames():
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+    except (StreamFailed, UpstreamFailure) as exc:
+        detail = getattr(exc, "detail", "")
+        log.warning("stream from %s failed: %s%s", call.provider, exc, f" ({detail})" if detail else "")
+        return str(exc)
+    except Exception:
+        log.exception("stream from %s broke in the gateway", call.provider)
+        return "the gateway could not translate the provider's stream"
+    return None
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
