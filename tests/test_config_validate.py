@@ -101,7 +101,7 @@ def test_every_error_reported_at_once(tmp_path: Path, capsys, monkeypatch) -> No
     for case in ("unknown kind", "missing provider", "bad base url", "template syntax"):
         file, fn, _ = BROKEN[case]
         edit_yaml(root / file, fn)
-    (root / "pricing.d" / "google.yaml").write_text("provider: google\nmodels: [unclosed\n")
+    (root / "pricing.d" / "google.yaml").write_text("models: [unclosed\n")
     code, out = run_validate(root, capsys, monkeypatch)
     assert code == 1
     for case in ("unknown kind", "missing provider", "bad base url", "template syntax"):
@@ -127,7 +127,7 @@ def test_openai_compatible_provider_is_one_yaml_file(tmp_path: Path, capsys, mon
     edit_yaml(root / "config" / "models.yaml", lambda d: d["models"].update(
         {"deepseek-chat": {"kind": "chat", "enabled": True, "owned_by": "deepseek", "max_output_tokens": 8192}}))
     (root / "pricing.d" / "deepseek.yaml").write_text(
-        'provider: deepseek\nmodels:\n  deepseek-chat: {input: "0.28", cached_input: "0.028", output: "0.42"}\n')
+        'models:\n  deepseek-chat: {input: "0.28", cached_input: "0.028", output: "0.42"}\n')
     code, out = run_validate(root, capsys, monkeypatch)
     assert code == 0, out
 

@@ -8,7 +8,7 @@ import re
 import secrets
 import string
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -345,7 +345,3 @@ class Accounts:
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
-def view_dict(view: AccountView | KeyView) -> dict[str, Any]:
-    return asdict(view)

@@ -13,27 +13,8 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.translate import filters
-
-
-class Omit:
-    """Returned by an expression to drop its key (or list item) from the tree."""
-
-    _instance: Omit | None = None
-
-    def __new__(cls) -> Omit:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "omit"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-OMIT = Omit()
-
+from gateway.translate.omit import OMIT
+from gateway.translate.tree import map_tree
 
 # Plain-data methods templates use all the time; they are safe, so they skip the sandbox's per-call checks.
 _SAFE_METHODS = {
@@ -77,8 +58,6 @@ def make_environment() -> SandboxedEnvironment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
     )
-    from gateway.translate.tree import map_tree  # tree imports OMIT from here
-
     env.filters.update(filters.FILTERS)
     env.filters["map_tree"] = map_tree
     env.globals.clear()

@@ -24,7 +24,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import consume
 
-from gateway.translate.environment import OMIT
+from gateway.translate.omit import OMIT
 
 Node = Callable[[Context], Any]
 _WHOLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{).)*)\}\}\s*$", re.DOTALL)
@@ -143,8 +143,3 @@ def map_tree(ctx: Context, items: Any, name: str) -> list[Any]:
 def new_context(env: SandboxedEnvironment, variables: dict[str, Any]) -> Context:
     """One render's context: the environment's globals plus `variables`."""
     return Context(env, {**env.globals, **variables}, "tree", {})
-
-
-def let(ctx: Context, name: str, value: Any) -> None:
-    """Bind a computed value for the rest of this render (the `let:` section of an operation)."""
-    ctx.vars[name] = value

@@ -14,8 +14,8 @@ from typing import Any
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.errors import BadRequest
-from gateway.translate.environment import OMIT
 from gateway.translate.json_pieces import dumps_like
+from gateway.translate.omit import OMIT
 from gateway.translate.stream import MappedStream, StreamMapping
 from gateway.translate.tree import MACROS_VAR, Node, TreeError, compile_tree, new_context
 from gateway.usage import Usage, UsageMap, dig

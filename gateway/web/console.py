@@ -15,8 +15,8 @@ from gateway.config import ConfigError, load_config
 from gateway.money import MoneyError, parse_rate
 from gateway.store.accounts import ConflictError, InvalidInput, NotFoundError
 from gateway.web import history
-from gateway.web.app import Refused, Viewer, Web, redirect
 from gateway.web.catalogue import catalogue
+from gateway.web.site import Refused, Viewer, Web, redirect
 
 PAGE = 50
 

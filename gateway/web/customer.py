@@ -23,11 +23,11 @@ from gateway.http.client_address import client_host
 from gateway.money import MoneyError, usd_to_nano
 from gateway.store.accounts import ConflictError, InvalidInput, NotFoundError
 from gateway.web import charts, history
-from gateway.web.app import Refused, Viewer, Web, redirect, safe_next
 from gateway.web.catalogue import catalogue
 from gateway.web.format import num, usd
 from gateway.web.passwords import check_strength
 from gateway.web.payments import MAX_WEBHOOK_BYTES, BadSignature, PaymentError, WebhookRejected
+from gateway.web.site import Refused, Viewer, Web, redirect, safe_next
 
 log = logging.getLogger("gateway.web")
 
