@@ -48,7 +48,7 @@ _RETRYABLE = frozenset((401, 403, 408, 409, 500, 502, 503, 504, 520, 521, 522, 5
 _UNTRANSLATABLE = (TemplateError, TypeError, KeyError, AttributeError, ValueError, IndexError)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to build (one per call); nobody changes it
 class Answer:
     """A provider's whole answer, translated for the client."""
 

@@ -8,7 +8,7 @@ from gateway.errors import GatewayError
 from gateway.usage import Usage
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through object.__setattr__ (per request)
 class Outcome:
     status: int                      # what the client got (200, or the error's status)
     provider: str = ""               # who answered ("" when none did)

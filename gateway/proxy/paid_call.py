@@ -72,10 +72,13 @@ class PaidRequest:
             self._raw = orjson.dumps(self.body)
         return self._raw
 
+    @property
+    def stale_large(self) -> bool:
+        """A large body was changed: re-serialise it off the event loop (`synced`) before asking for `raw`."""
+        return self._raw is None and self.size > INLINE_PARSE_BYTES
+
     async def synced(self, large: LargeBodies) -> None:
-        """Re-serialise a changed large body off the event loop (a small one is done when asked)."""
-        if self._raw is None and self.size > INLINE_PARSE_BYTES:
-            self._raw = await large.run(dumps, self.body)
+        self._raw = await large.run(dumps, self.body)
 
 
 class PaidCalls:
@@ -104,14 +107,25 @@ class PaidCalls:
             self._slots.refuse()
         slots[kid] = n + 1
         try:
-            req = await self._request(endpoint, caller, scope, receive, request_id, params)
+            # the body, read within the limits, parsed and checked (400/413 before anyone spends on it)
+            raw = await read_body(scope, receive, self._settings.max_body_bytes)
+            if len(raw) > INLINE_PARSE_BYTES:  # refuse a key that can spend nothing before reading megabytes for it
+                await self._can_spend(caller)
+                body = await self._large.parse(raw)
+            else:
+                body = parse_json_body(raw, self._limits.max_json_depth)
+            req = PaidRequest(endpoint, caller, request_id, body, raw)
+            if "model" in params:  # /v1/models/{model}/chat/completions
+                req.set("model", params["model"])
+            endpoint.check(req.body, self._limits)
             decision = self._router.resolve(req.body.get("model"), endpoint)
             streaming = req.body.get("stream") is True
             if streaming and not self._settings.streaming:  # the seed's behaviour: plain JSON
                 req.set("stream", False)
                 req.drop("stream_options")
                 streaming = False
-            await req.synced(self._large)
+            if req.stale_large:
+                await req.synced(self._large)
             admitting = self._billing.admit(caller, decision, req.body, req.raw, request_id)
             if streaming:
                 return await self._stream(req, decision, admitting, receive, send)
@@ -123,25 +137,13 @@ class PaidCalls:
             else:
                 del slots[kid]
 
-    async def _request(self, endpoint: Endpoint, caller: Caller, scope: Scope, receive: Receive, request_id: str,
-                       params: dict[str, str]) -> PaidRequest:
-        """The body, read within the limits, parsed and checked (400/413 before anyone spends on it)."""
-        raw = await read_body(scope, receive, self._settings.max_body_bytes)
-        if len(raw) > INLINE_PARSE_BYTES:  # refuse a key that can spend nothing before reading megabytes for it
-            await self._can_spend(caller)
-            body = await self._large.parse(raw)
-        else:
-            body = parse_json_body(raw, self._limits.max_json_depth)
-        req = PaidRequest(endpoint, caller, request_id, body, raw)
-        if "model" in params:  # /v1/models/{model}/chat/completions
-            req.set("model", params["model"])
-        endpoint.check(req.body, self._limits)
-        return req
-
     async def _whole(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting, send: Send) -> Outcome:
         """A whole answer: forwarded while Redis admits, settled, then sent."""
-        (answer, usage), ticket = await self._answered(admitting, self._forward(req, decision, admitting))
-        outcome = Outcome(200, answer.provider, usage)
+        forward = self._forwarder.forward(decision, req.body, req.raw, req.request_id, admitting.ticket)
+        if req.endpoint.billed == "images":  # counted from the answer, inside: no image is a failure, settled as one
+            forward = _counted(forward)
+        answer, ticket = await self._answered(admitting, forward)
+        outcome = Outcome(200, answer.provider, answer.usage)
         # The settlement is written to Redis before the answer goes out, so whatever the client does next
         # sees the charge; the answer does not wait for Redis's reply (one round trip off every call).
         body = req.body
@@ -153,11 +155,6 @@ class PaidCalls:
         finally:
             await settling
         return outcome
-
-    async def _forward(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting) -> tuple[Answer, Usage | None]:
-        """The provider's answer and what it bills (images are counted from the answer: none is a failure)."""
-        answer = await self._forwarder.forward(decision, req.body, req.raw, req.request_id, admitting.ticket)
-        return answer, _images_of(answer) if req.endpoint.billed == "images" else answer.usage
 
     async def _stream(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting, receive: Receive,
                       send: Send) -> Outcome:
@@ -218,14 +215,15 @@ class PaidCalls:
         return result, await admitting.ticket()
 
 
-def _images_of(answer: Answer) -> Usage:
+async def _counted(forward: Awaitable[Answer]) -> Answer:
     """Images are billed by count: the number of `data` items in the answer the client gets. An answer
     without any image is a failure the client can act on, not something to charge."""
+    answer = await forward
     doc = answer.document
     data = doc.get("data") if isinstance(doc, dict) else None
     if not data:
         raise BadRequest("the model generated no image for this prompt (it may have been refused)")
-    return dataclasses.replace(answer.usage or Usage(), images=len(data))
+    return dataclasses.replace(answer, usage=dataclasses.replace(answer.usage or Usage(), images=len(data)))
 
 
 async def relay_stream(call: StreamCall, send: Send) -> str | None:
