@@ -62,8 +62,9 @@ def payments() -> Iterator[FakePayments]:
 
 @pytest.fixture(scope="module")
 def env(redis_cluster: LocalCluster, fakes: Any, payments: FakePayments, prefix: str) -> dict[str, str]:
+    # REDIS_URL names a replica: any node will do, the clients learn the masters from it
     return fake_env(fakes) | payments.env() | {
-        "REDIS_URL": redis_cluster.url, "GATEWAY_REDIS_PREFIX": prefix, "GATEWAY_COOKIE_SECURE": "false",
+        "REDIS_URL": redis_cluster.nodes[-1].url, "GATEWAY_REDIS_PREFIX": prefix, "GATEWAY_COOKIE_SECURE": "false",
         "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
@@ -302,6 +303,19 @@ def test_revocation_bites_on_the_next_request(gw: GatewayServer) -> None:
     with pytest.raises(openai.AuthenticationError) as exc:
         client.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=5)
     assert exc.value.response.json() == {"statusCode": 401, "error": "Unauthorized", "message": "token revoked"}
+
+
+def test_large_body_precheck(gw: GatewayServer) -> None:
+    """Before a large body is parsed, one pipelined read of the key and the account (gateway.store.precheck)."""
+    from gateway.large_bodies import INLINE_PARSE_BYTES
+
+    big = {"model": "gpt-4o-mini", "max_tokens": 5,
+           "messages": [{"role": "user", "content": "x" * (INLINE_PARSE_BYTES + 1000)}]}
+    for usd, status in (("0", 403), ("50", 200)):
+        c = make_customer(gw, usd=usd)
+        r = httpx.post(f"{gw.base_url}/v1/chat/completions", json=big,
+                       headers={"Authorization": f"Bearer {c.secret}"}, timeout=60)
+        assert r.status_code == status, r.text
 
 
 class _Serve:

@@ -48,15 +48,19 @@ class ClusterBatcher:
              command_timeout_ms: int = 2000) -> ClusterBatcher:
         """For the same cluster, with the same credentials, as a redis-py RedisCluster."""
         kw = client.connection_kwargs
-        seeds = [(node.host, int(node.port)) for node in client.nodes_manager.startup_nodes.values()]
+        # the nodes it was given (the URL's), which name the cluster; then every node it has learned of
+        given = [(n.host, int(n.port)) for n in getattr(client, "startup_nodes", None) or []]
+        known = [(n.host, int(n.port)) for n in client.nodes_manager.startup_nodes.values()]
+        seeds = given + [a for a in known if a not in given]
         tls = bool(kw.get("ssl")) or "SSL" in getattr(kw.get("connection_class"), "__name__", "")
         return cls(seeds, sources, username=kw.get("username"), password=kw.get("password"), tls=tls,
                    connections=connections, connect_timeout_ms=connect_timeout_ms,
-                   command_timeout_ms=command_timeout_ms)
+                   command_timeout_ms=command_timeout_ms, name=given[0] if given else None)
 
     def __init__(self, seeds: list[tuple[str, int]], sources: dict[str, str], *, username: str | None = None,
                  password: str | None = None, tls: bool = False, connections: int = 2,
-                 connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> None:
+                 connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000,
+                 name: tuple[str, int] | None = None) -> None:
         if not seeds:
             raise ValueError("a Redis Cluster client needs the address of at least one node")
         self._seeds = seeds
@@ -76,7 +80,9 @@ class ClusterBatcher:
         self._retiring: dict[ScriptBatcher, asyncio.Task[None]] = {}   # masters no more, closed a bit later
         self.down = False   # read per request, as RespClient's: each master's own breaker fails its calls
         self.redirects: Counter[str] = Counter()              # MOVED, ASK, TRYAGAIN, NOSCRIPT seen
-        self.address = "cluster:" + ",".join(sorted(f"{h}:{p}" for h, p in seeds))
+        # which Redis (the settlement journal's files carry its hash): the node REDIS_URL names
+        host, port = name or seeds[0]
+        self.address = f"cluster:{host}:{port}"
 
     # -- calls ------------------------------------------------------------------------------------------
 
