@@ -117,13 +117,13 @@ class ClusterBatcher:
             sent = (await self._owner(slot)).send(command)
         try:
             result = await sent
+            if isinstance(result, RespError):
+                result = await self._redirected(name, command, slot, result)
         except RespConnectionError:
             self._refresh_soon()  # a master gone: maybe a failover moved its slots
             raise
-        if isinstance(result, RespError):
-            result = await self._redirected(name, command, slot, result)
-            if name and isinstance(result, RespError):
-                raise result
+        if name and isinstance(result, RespError):
+            raise result
         return result
 
     async def _redirected(self, name: str, command: list[Any], slot: int, error: RespError) -> Any:
