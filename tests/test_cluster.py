@@ -116,6 +116,8 @@ def test_a_node_url_or_the_cluster_form_gives_cluster_clients(redis_cluster: Loc
         r = sync_client(url)
         assert isinstance(r, RedisCluster), url
         r.close()
+    with pytest.raises(ValueError, match="database 0 only"):
+        async_client(plain + "/3")
     single = sync_client(REDIS_URL)                              # the machine's plain Redis stays plain
     assert isinstance(single, redis.Redis)
     single.close()
