@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -109,7 +110,9 @@ def cluster_url(url: str, connect_timeout_ms: int = 1000, command_timeout_ms: in
     if scheme.lower() not in ("redis", "rediss"):
         return None
     if url not in _kinds:
-        probe = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout_ms / 1000,
+        # asked in database 0: a cluster node refuses SELECT, and a URL naming another database is then an error
+        probe = redis.Redis.from_url(urlsplit(url)._replace(path="/0").geturl(),
+                                     socket_connect_timeout=connect_timeout_ms / 1000,
                                      socket_timeout=command_timeout_ms / 1000, retry=Retry(NoBackoff(), 0))
         try:
             _kinds[url] = int(probe.info("cluster").get("cluster_enabled", 0)) == 1
