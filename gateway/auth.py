@@ -7,17 +7,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.errors import Unauthorized, UpstreamUnavailable
 from gateway.store.accounts import TOKEN_RE, token_hash
+from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller
 
 
 class Authenticator:
-    def __init__(self, client: Redis, keys: KeySpace, ttl_s: float = 60.0, max_entries: int = 100_000,
+    def __init__(self, client: AsyncStore, keys: KeySpace, ttl_s: float = 60.0, max_entries: int = 100_000,
                  down: Callable[[], bool] = lambda: False) -> None:
         self._r = client
         self._down = down  # Redis is known to be unreachable: answer at once instead of waiting a deadline

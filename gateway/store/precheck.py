@@ -8,15 +8,15 @@ runs for every request. Off the hot path: small bodies go straight to admission.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.errors import Forbidden, Unauthorized, UpstreamUnavailable
+from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, month_and_day
 
 
-async def can_spend(client: Redis, keys: KeySpace, caller: Caller, now_ms: int) -> None:
+async def can_spend(client: AsyncStore, keys: KeySpace, caller: Caller, now_ms: int) -> None:
     """Raise the refusal admission would give regardless of model and size; return when there is room."""
     month, _ = month_and_day(now_ms)
     try:

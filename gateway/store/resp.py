@@ -167,6 +167,17 @@ class RespClient:
                 raise RespConnectionError(f"Redis refused the connection set-up: {reply}")
         return proto
 
+    async def once(self, commands: list[list[Any]]) -> list[Any]:
+        """The commands on a connection of their own, closed afterwards, within the deadlines; the breaker
+        is neither consulted nor tripped (for an occasional question, such as a cluster's slot map)."""
+        proto = await self._open()
+        try:
+            return await asyncio.wait_for(self._send(proto, commands), self._command_timeout_ms / 1000)
+        except TimeoutError:
+            raise RespConnectionError(f"Redis did not answer within {self._command_timeout_ms} ms") from None
+        finally:
+            proto.transport.close()  # type: ignore[union-attr]
+
     async def _conn(self, i: int | None = None) -> _Protocol:
         """Connection `i` (or the next in turn), opened if it is not open; StoreUnavailable while the
         breaker is open."""
@@ -201,7 +212,7 @@ class RespClient:
         for proto in self._conns:
             if proto is not None and proto.overdue():
                 proto.failure = f"Redis did not answer within {self._command_timeout_ms} ms"
-                log.warning("%s: dropping the connection", proto.failure)
+                log.warning("%s (%s): dropping the connection", proto.failure, self.address)
                 proto.transport.abort()  # type: ignore[union-attr]  # fails what it carried
                 self._trip(proto.failure)
         if any(proto is not None and not proto.lost for proto in self._conns):
@@ -212,7 +223,7 @@ class RespClient:
         if self.down:
             return
         self.down = True
-        log.warning("Redis unavailable (%s): failing calls at once until it answers again", reason)
+        log.warning("Redis %s unavailable (%s): failing calls at once until it answers again", self.address, reason)
         self._probe = asyncio.ensure_future(self._probing())
 
     async def _probing(self) -> None:
@@ -243,7 +254,7 @@ class RespClient:
             if self._up is not None:
                 self._up.set()
                 self._up = None
-            log.warning("Redis answers again: calls go through")
+            log.warning("Redis %s answers again: calls go through", self.address)
             return
 
     async def available(self) -> None:

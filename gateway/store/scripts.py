@@ -1,4 +1,6 @@
-"""The Lua scripts, sent by SHA through one batcher per client (loaded on first NOSCRIPT)."""
+"""The Lua scripts, sent by SHA through one batcher per client (loaded on first NOSCRIPT). On a Redis
+Cluster the batcher is one per master (gateway.store.cluster), chosen here once: a single Redis pays nothing
+for it."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ from collections.abc import Awaitable
 from importlib.resources import files
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.store.batch import ScriptBatcher
+from gateway.store.cluster import ClusterBatcher
+from gateway.store.connection import AsyncStore
 from gateway.store.resp import RespClient
 
 NAMES = ("admit", "settle", "credit", "sweep", "unindex")
@@ -19,9 +23,16 @@ def _source(name: str) -> str:
 
 
 class Scripts:
-    def __init__(self, client: Redis, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> None:
-        resp = RespClient.like(client, connect_timeout_ms=connect_timeout_ms, command_timeout_ms=command_timeout_ms)
-        self._batcher = ScriptBatcher(resp, {name: _source(name) for name in NAMES})
+    def __init__(self, client: AsyncStore, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> None:
+        sources = {name: _source(name) for name in NAMES}
+        self._batcher: ScriptBatcher | ClusterBatcher
+        if isinstance(client, RedisCluster):
+            self._batcher = ClusterBatcher.like(client, sources, connect_timeout_ms=connect_timeout_ms,
+                                                command_timeout_ms=command_timeout_ms)
+        else:
+            resp = RespClient.like(client, connect_timeout_ms=connect_timeout_ms,
+                                   command_timeout_ms=command_timeout_ms)
+            self._batcher = ScriptBatcher(resp, sources)
 
     def admit(self, keys: list[str], args: list[Any]) -> Awaitable[Any]:
         """Sent now, answered when awaited."""
@@ -46,8 +57,9 @@ class Scripts:
         return self._batcher.send(command)
 
     @property
-    def resp(self) -> RespClient:
-        """The client under the scripts (its `down`: the circuit breaker is open, calls fail at once)."""
+    def resp(self) -> RespClient | ClusterBatcher:
+        """The client under the scripts (its `down`: the circuit breaker is open, calls fail at once; its
+        `address`: which Redis)."""
         return self._batcher.client
 
     async def available(self) -> None:

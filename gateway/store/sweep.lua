@@ -1,6 +1,7 @@
 -- Release one account's expired reservations (their requests died with a gateway process), and forget
 -- expired reservations' records once the late-settlement window has passed: the steps of admit.lua's
--- own sweep, for an account that does not call again. All keys share the account's hash tag.
+-- own sweep, for an account that does not call again. All keys share the account's hash tag (one slot on
+-- Redis Cluster, the key hashes named from ARGV[2] included).
 --
 -- KEYS[1] account hash   KEYS[2] reservations hash   KEYS[3] reservation queue (zset: request id → due ms)
 -- ARGV: 1 now_ms, 2 key hash name prefix, 3 late-settlement window ms, 4 at most this many records

@@ -10,9 +10,8 @@ import hashlib
 import hmac
 import secrets
 
-from redis.asyncio import Redis
-
 from gateway.store.accounts import InvalidInput
+from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 
 N, R, P, SALT_BYTES, DK_BYTES = 2**14, 8, 1, 16, 32
@@ -47,7 +46,7 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 class Passwords:
-    def __init__(self, client: Redis, keys: KeySpace) -> None:
+    def __init__(self, client: AsyncStore, keys: KeySpace) -> None:
         self.r = client
         self.k = keys
 

@@ -27,12 +27,12 @@ from typing import Any, Protocol
 
 import httpx
 import orjson
-from redis.asyncio import Redis
 
 from gateway.account_admin import topup
 from gateway.config.model import PaymentProvider as ProviderConfig
 from gateway.money import MoneyError, nano_to_usd, rub_to_nano_usd, usd_to_nano
 from gateway.store.accounts import Accounts, InvalidInput, NotFoundError
+from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 
 log = logging.getLogger("gateway.web.payments")
@@ -169,7 +169,7 @@ class TopUp:
 
 
 class TopUps:
-    def __init__(self, client: Redis, keys: KeySpace) -> None:
+    def __init__(self, client: AsyncStore, keys: KeySpace) -> None:
         self.r = client
         self.k = keys
 

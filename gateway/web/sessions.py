@@ -13,8 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
+from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 
 
@@ -30,7 +29,7 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, client: Redis, keys: KeySpace, ttl_s: int) -> None:
+    def __init__(self, client: AsyncStore, keys: KeySpace, ttl_s: int) -> None:
         self.r = client
         self.k = keys
         self.ttl = ttl_s
@@ -86,7 +85,7 @@ class Throttled:
 class LoginThrottle:
     """At most `max_failures` failed logins per email, and 4x that per client address, per window."""
 
-    def __init__(self, client: Redis, keys: KeySpace, max_failures: int, window_s: int) -> None:
+    def __init__(self, client: AsyncStore, keys: KeySpace, max_failures: int, window_s: int) -> None:
         self.r = client
         self.k = keys
         self.max = max_failures
