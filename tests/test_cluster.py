@@ -27,6 +27,7 @@ import redis
 from redis.crc import key_slot
 
 import gateway.cli_accounts
+from gateway.proxy.endpoints import ENDPOINTS
 from gateway.cli import main
 from gateway.config import load_config
 from gateway.money import NANO, usd_to_nano
@@ -274,7 +275,7 @@ def test_two_hundred_concurrent_requests_never_overspend(gw: GatewayServer, fake
                                                           prefix: str) -> None:
     body = {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 200}
     raw = orjson.dumps(body)
-    reserve = gw.app.billing.reservation(gw.app.router.resolve("gpt-4o-mini", "chat"), body, raw)
+    reserve = gw.app.billing.reservation(gw.app.router.resolve("gpt-4o-mini", ENDPOINTS["chat"]), body, raw)
     c = make_customer(gw, usd=str(Decimal(reserve * 50) / NANO))
     fakes["openai"].delay_ms = 1500
 
@@ -309,7 +310,7 @@ def test_revocation_bites_on_the_next_request(gw: GatewayServer) -> None:
 
 def test_large_body_precheck(gw: GatewayServer) -> None:
     """Before a large body is parsed, one pipelined read of the key and the account (gateway.store.precheck)."""
-    from gateway.large_bodies import INLINE_PARSE_BYTES
+    from gateway.proxy.large_bodies import INLINE_PARSE_BYTES
 
     big = {"model": "gpt-4o-mini", "max_tokens": 5,
            "messages": [{"role": "user", "content": "x" * (INLINE_PARSE_BYTES + 1000)}]}
