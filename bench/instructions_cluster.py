@@ -1,7 +1,7 @@
 """Instructions per request (bench/instructions.py, callgrind) on a single Redis and on a Redis Cluster, back
 to back: what the cluster routing costs the gateway per paid request.
 
-The cluster is the tests' (tests/cluster_support.py: 3 masters, 1 replica each, on loopback, its own temp
+The cluster is the tests' (tests/support/cluster.py: 3 masters, 1 replica each, on loopback, its own temp
 folder, stopped by PID at the end); the single Redis is bench/run.py's own redis-server.
 
     python3 bench/instructions_cluster.py --requests 2000 [--anthropic]
@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import instructions  # (the repo on the path first)
 from bench.run import own_redis
-from tests.cluster_support import LocalCluster
+from tests.support.cluster import LocalCluster
 
 
 def main() -> int:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.cluster_support import LocalCluster
-from tests.fakes.server import FakeUpstream, start_fake
-from tests.gateway_server import Customer, GatewayServer, make_customer
+from tests.support.cluster import LocalCluster
+from tests.support.fakes.server import FakeUpstream, start_fake
+from tests.support.gateway_server import Customer, GatewayServer, make_customer
 from tests.support import REDIS_URL, REPO, private_redis_prefix
 
 FAKE_KEY = "test-key"

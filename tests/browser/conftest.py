@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.web_support import Stack, web_stack
+from tests.support.web import Stack, web_stack
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

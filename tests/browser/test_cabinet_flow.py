@@ -15,7 +15,7 @@ from typing import Any
 import openai
 
 from gateway.store.accounts import TOKEN_RE
-from tests.web_support import PASSWORD, Stack, make_admin, new_email
+from tests.support.web import PASSWORD, Stack, make_admin, new_email
 
 MSG = [{"role": "user", "content": "Скажи 'pong'"}]
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gateway_server import GatewayServer
-from tests.hardening.raw_upstream import RawRequest, RawUpstream, Step, answer, chat_json, last_user_text
+from tests.support.gateway_server import GatewayServer
+from tests.support.raw_upstream import RawRequest, RawUpstream, Step, answer, chat_json, last_user_text
 from tests.support import REPO
 
 

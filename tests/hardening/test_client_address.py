@@ -13,9 +13,9 @@ import pytest
 
 from gateway.http.client_address import TrustedProxies, parse_network, resolve
 from gateway.config import ConfigError, load_config
-from tests.gateway_server import copy_root
+from tests.support.gateway_server import copy_root
 from tests.support import REPO
-from tests.web_support import Cabinet, Stack, new_email, web_stack
+from tests.support.web import Cabinet, Stack, new_email, web_stack
 
 MAX_FAILURES = 5   # config/gateway.yaml: web.login_max_failures; a client address is locked after 4x that
 

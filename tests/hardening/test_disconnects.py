@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import fake_env
-from tests.gateway_server import GatewayServer, make_customer
+from tests.support.gateway_server import GatewayServer, make_customer
 from tests.support import REDIS_URL, REPO, private_redis_prefix
 
 TOKEN = "admin-test-token-disconnects"

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import fake_env
-from tests.gateway_server import GatewayServer, make_customer
+from tests.support.gateway_server import GatewayServer, make_customer
 from tests.support import REPO
 
 TOKEN = "fuzz-admin-token"

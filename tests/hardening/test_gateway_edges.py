@@ -11,8 +11,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.gateway_server import GatewayServer, accounts_call, make_customer
-from tests.test_http_protocol import read_response
+from tests.support.gateway_server import GatewayServer, accounts_call, make_customer
+from tests.support.raw_http import read_response
 
 PYTHON_INTERNALS = re.compile(r"object has no attribute|is not subscriptable|Traceback|\w+Error\b|\w+Exception\b|"
                               r"gaierror|Recursion limit|NoneType|unhashable")

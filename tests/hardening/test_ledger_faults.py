@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import fake_env
-from tests.hardening.ledger_support import (
+from tests.support.ledger import (
     PREFIX,
     OwnRedis,
     Serve,

@@ -9,12 +9,12 @@ import httpx
 import openai
 import pytest
 
-from tests.hardening.ledger_support import Holder, assert_ledger_exact, ledger_state
+from tests.support.ledger import Holder, assert_ledger_exact, ledger_state
 
 
 @pytest.fixture()
 def holder(gateway, redis_env) -> Holder:
-    from tests.gateway_server import make_customer
+    from tests.support.gateway_server import make_customer
     c = make_customer(gateway, usd="20")
     return Holder(c.account_id, c.key_id, c.secret)
 

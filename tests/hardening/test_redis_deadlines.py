@@ -16,8 +16,8 @@ import pytest
 
 from gateway.store.resp import RespClient, RespConnectionError
 from tests.conftest import fake_env
-from tests.gateway_server import GatewayServer
-from tests.hardening.ledger_support import (
+from tests.support.gateway_server import GatewayServer
+from tests.support.ledger import (
     PREFIX,
     OwnRedis,
     assert_ledger_exact,

@@ -25,8 +25,8 @@ import orjson
 import pytest
 import yaml
 
-from tests.gateway_server import GatewayServer, copy_root, free_port, make_customer
-from tests.hardening.raw_upstream import RawRequest, RawUpstream, Step, answer, chat_json
+from tests.support.gateway_server import GatewayServer, copy_root, free_port, make_customer
+from tests.support.raw_upstream import RawRequest, RawUpstream, Step, answer, chat_json
 
 MiB = 1024 * 1024
 CLAUDE = "claude-sonnet-4-5"

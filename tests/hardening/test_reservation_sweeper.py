@@ -11,8 +11,8 @@ from pathlib import Path
 from gateway.store.connection import async_client
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
-from tests.gateway_server import GatewayServer, make_customer
-from tests.hardening.ledger_support import Holder, edited_root, ledger_state
+from tests.support.gateway_server import GatewayServer, make_customer
+from tests.support.ledger import Holder, edited_root, ledger_state
 from tests.support import REDIS_URL
 
 

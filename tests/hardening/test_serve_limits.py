@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 
-from tests.gateway_server import free_port
+from tests.support import processes
+from tests.support.gateway_server import free_port
 from tests.support import REPO
-from tests.test_workers import _children, _listens
 
 
 def _open_files_limit(pid: int) -> int:
@@ -36,7 +36,7 @@ def test_serve_raises_the_soft_open_files_limit_to_the_hard_one(gateway_env: dic
         workers: list[int] = []
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            workers = [p for p in _children(proc.pid) if _listens(p, port)]
+            workers = [p for p in processes.children(proc.pid) if processes.listens(p, port)]
             if len(workers) == 2:
                 break
             time.sleep(0.1)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from gateway.http.server_protocol import ServerLimits
-from tests.test_http_protocol import app as echo_app
-from tests.test_http_protocol import closed_by_server, read_response, serving
+from tests.support.raw_http import app as echo_app
+from tests.support.raw_http import closed_by_server, read_response, serving
 
 
 class Limited:

@@ -24,8 +24,8 @@ from gateway.store.journal import Settlement
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
 from tests.conftest import fake_env
-from tests.gateway_server import GatewayServer, make_customer
-from tests.hardening.ledger_support import (
+from tests.support.gateway_server import GatewayServer, make_customer
+from tests.support.ledger import (
     PREFIX,
     Holder,
     OwnRedis,

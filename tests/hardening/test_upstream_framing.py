@@ -13,8 +13,8 @@ import pytest
 
 from gateway.http.client import HTTPError, Pool
 from gateway.usage import Usage
-from tests.gateway_server import GatewayServer, accounts_call, make_customer
-from tests.hardening.raw_upstream import (
+from tests.support.gateway_server import GatewayServer, accounts_call, make_customer
+from tests.support.raw_upstream import (
     CLOSE,
     USAGE,
     GzipStream,

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from gateway.http.client import HTTPError, Pool, connect_error
-from tests.gateway_server import GatewayServer, free_port, make_customer
-from tests.hardening.raw_upstream import RawUpstream, answer
-from tests.hardening.tls_certs import PKI, make_pki
+from tests.support.gateway_server import GatewayServer, free_port, make_customer
+from tests.support.raw_upstream import RawUpstream, answer
+from tests.support.tls_certs import PKI, make_pki
 from tests.support import REPO
 
 INTERNALS = re.compile(r"Error\b|Exception|errno|\[Errno|gaierror|SSL|ssl\.|Traceback|object has no attribute")

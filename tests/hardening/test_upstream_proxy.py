@@ -18,9 +18,9 @@ from gateway.config import ConfigError, load_config
 from gateway.http.client import HTTPError, Pool
 from gateway.http.outbound_proxy import bypasses, proxy_from_env
 from gateway.usage import Usage
-from tests.gateway_server import GatewayServer, accounts_call, copy_root, free_port, make_customer
-from tests.hardening.connect_proxy import LoopbackProxy
-from tests.hardening.raw_upstream import (
+from tests.support.gateway_server import GatewayServer, accounts_call, copy_root, free_port, make_customer
+from tests.support.connect_proxy import LoopbackProxy
+from tests.support.raw_upstream import (
     USAGE,
     RawRequest,
     RawUpstream,
@@ -29,7 +29,7 @@ from tests.hardening.raw_upstream import (
     chat_json,
     last_user_text,
 )
-from tests.hardening.tls_certs import PKI, make_pki
+from tests.support.tls_certs import PKI, make_pki
 from tests.support import REPO, config_env
 
 USER, PASSWORD = "gw-user", "s3cret:with@odd chars"

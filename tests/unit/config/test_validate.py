@@ -1,0 +1,157 @@
+"""`gateway config validate` / `render` / `serve` on the shipped config and on broken copies of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.cli import main
+from tests.support.gateway_server import copy_root
+from tests.support import REPO, config_env
+
+
+def run_validate(root: Path, capsys, monkeypatch, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    for k, v in (env or config_env()).items():
+        monkeypatch.setenv(k, v)
+    code = main(["--root", str(root), "config", "validate"])
+    return code, capsys.readouterr().out.strip().splitlines()
+
+
+def edit_yaml(path: Path, fn) -> None:
+    doc = yaml.safe_load(path.read_text())
+    fn(doc)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+def test_shipped_config_is_valid(capsys, monkeypatch) -> None:
+    code, out = run_validate(REPO, capsys, monkeypatch)
+    assert code == 0, out
+    assert out[0].startswith("OK:")
+
+
+def test_console_script_validates(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "--root", str(REPO), "config", "validate"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("OK:")
+
+
+BROKEN = {
+    "unknown kind": (
+        "config/models.yaml", lambda d: d["models"]["gpt-4o-mini"].update(kind="chatty"),
+        "config/models.yaml: models.gpt-4o-mini.kind: 'chatty' is not one of"),
+    "disabled without reason": (
+        "config/models.yaml", lambda d: d["models"]["gpt-4o-mini"].update(enabled=False),
+        "config/models.yaml: models.gpt-4o-mini: 'reason' is a required property"),
+    "shadowed pattern": (
+        "config/routing.yaml", lambda d: d["routes"][0]["match"].insert(1, "gpt-4o*"),
+        "config/routing.yaml: routes[0].match[1]: 'gpt-4o*' can never match: 'gpt-*' of an earlier route"),
+    "pattern matching nothing": (
+        "config/routing.yaml", lambda d: d["routes"][0]["match"].append("mistral-*"),
+        "'mistral-*' matches no model in config/models.yaml"),
+    "missing provider": (
+        "config/routing.yaml", lambda d: d["routes"][1].update(fallback="vertex"),
+        "config/routing.yaml: routes[1].fallback: no provider 'vertex' in providers.d/"),
+    "bad base url": (
+        "providers.d/anthropic.yaml", lambda d: d.update(base_url="api.anthropic.com"),
+        "providers.d/anthropic.yaml: base_url: 'api.anthropic.com' does not match"),
+    "unknown provider field": (
+        "providers.d/xai.yaml", lambda d: d.update(timeout=5),
+        "providers.d/xai.yaml: <root>: unknown field(s) ('timeout' was unexpected)"),
+    "template syntax": (
+        "providers.d/wire/anthropic.yaml",
+        lambda d: d["operations"]["chat"]["request"].update(system="{{ body.messages | }}"),
+        "providers.d/wire/anthropic.yaml: operations.chat.request.system: template does not compile"),
+    "unknown filter": (
+        "providers.d/wire/gemini.yaml",
+        lambda d: d["operations"]["chat"]["let"].update(system_text="{{ body.messages | shout }}"),
+        "providers.d/wire/gemini.yaml: operations.chat.let.system_text: template does not compile: No filter named 'shout'"),
+    "missing price": (
+        "pricing.d/openai.yaml", lambda d: d["models"].pop("gpt-4o-mini"),
+        "config/models.yaml: models.gpt-4o-mini: enabled but has no price in pricing.d/"),
+    "price for unknown model": (
+        "pricing.d/xai.yaml", lambda d: d["models"].update({"grok-99": {"input": "1", "output": "2"}}),
+        "pricing.d/xai.yaml: models.grok-99: no such model in config/models.yaml"),
+    "float price": (
+        "pricing.d/xai.yaml", lambda d: d["models"][next(iter(d["models"]))].update(input=0.2),
+        "is not of type 'string'"),
+    "wire without chat op": (
+        "providers.d/wire/gemini.yaml", lambda d: d["operations"].update(image=d["operations"].pop("chat")),
+        "provider 'gemini' (wire 'gemini') cannot serve this chat model on /v1/chat/completions"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_config_reports_file_path_message(case: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    file, fn, expected = BROKEN[case]
+    root = copy_root(tmp_path)
+    edit_yaml(root / file, fn)
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert any(expected in line for line in out), "\n".join(out)
+
+
+def test_every_error_reported_at_once(tmp_path: Path, capsys, monkeypatch) -> None:
+    root = copy_root(tmp_path)
+    for case in ("unknown kind", "missing provider", "bad base url", "template syntax"):
+        file, fn, _ = BROKEN[case]
+        edit_yaml(root / file, fn)
+    (root / "pricing.d" / "google.yaml").write_text("models: [unclosed\n")
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    for case in ("unknown kind", "missing provider", "bad base url", "template syntax"):
+        assert any(BROKEN[case][2] in line for line in out), case
+    assert any(line.startswith("pricing.d/google.yaml: line ") and "invalid YAML" in line for line in out)
+
+
+def test_env_var_without_default(tmp_path: Path, capsys, monkeypatch) -> None:
+    root = copy_root(tmp_path)
+    (root / "providers.d" / "mistral.yaml").write_text('wire: openai\nbase_url: "${MISTRAL_BASE_URL}"\n')
+    monkeypatch.delenv("MISTRAL_BASE_URL", raising=False)
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert "providers.d/mistral.yaml: base_url: environment variable MISTRAL_BASE_URL is not set and has no default" in out
+
+
+def test_openai_compatible_provider_is_one_yaml_file(tmp_path: Path, capsys, monkeypatch) -> None:
+    """An operator adds DeepSeek with YAML only: provider file, route, catalogue entry, price."""
+    root = copy_root(tmp_path)
+    (root / "providers.d" / "deepseek.yaml").write_text(
+        'wire: openai\nbase_url: "${DEEPSEEK_BASE_URL:-https://api.deepseek.com/v1}"\napi_key: "${DEEPSEEK_API_KEY:-}"\n')
+    edit_yaml(root / "config" / "routing.yaml", lambda d: d["routes"].append({"match": ["deepseek-*"], "primary": "deepseek"}))
+    edit_yaml(root / "config" / "models.yaml", lambda d: d["models"].update(
+        {"deepseek-chat": {"kind": "chat", "enabled": True, "owned_by": "deepseek", "max_output_tokens": 8192}}))
+    (root / "pricing.d" / "deepseek.yaml").write_text(
+        'models:\n  deepseek-chat: {input: "0.28", cached_input: "0.028", output: "0.42"}\n')
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 0, out
+
+
+def test_serve_refuses_invalid_config(tmp_path: Path) -> None:
+    root = copy_root(tmp_path)
+    edit_yaml(root / "config" / "routing.yaml", lambda d: d["routes"][1].update(primary="nope"))
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "--root", str(root), "serve", "--port", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "refusing to start" in proc.stderr
+    assert "config/routing.yaml: routes[1].primary: no provider 'nope' in providers.d/" in proc.stderr
+
+
+def test_render_previews_upstream_request(tmp_path: Path, capsys, monkeypatch) -> None:
+    for k, v in config_env().items():
+        monkeypatch.setenv(k, v)
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"model": "claude-sonnet-4-5", "messages": [
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}], "stop": "END"}))
+    assert main(["--root", str(REPO), "config", "render", str(req)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["provider"] == "anthropic"
+    assert out["url"].endswith("/v1/messages")
+    assert out["body"]["system"] == "Be terse."
+    assert out["body"]["stop_sequences"] == ["END"]
+    assert out["body"]["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
