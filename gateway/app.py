@@ -40,7 +40,7 @@ from gateway.web import build_web_app
 
 log = logging.getLogger("gateway.app")
 
-Handler = Callable[[Scope, Receive, Send, str, dict[str, str]], Awaitable[None]]
+Handler = Callable[[Scope, Receive, Send, str, dict[str, str]], Awaitable[object]]  # a paid call returns its Outcome
 CHAT_IN_PATH = "/chat/completions"   # /v1/models/{model}/chat/completions: chat, the model named in the path
 
 

@@ -46,7 +46,8 @@ class Authenticator:
             raise UpstreamUnavailable("the gateway cannot check tokens right now; try again") from None
         if value is None:
             raise Unauthorized("invalid token")
-        aid, _, kid = value.decode().partition(":")
+        # redis-py types a reply bytes | str; ours are bytes (decode_responses=False)
+        aid, _, kid = value.decode().partition(":")  # type: ignore[union-attr]
         caller = Caller(aid, kid)
         if len(self._cache) >= self._max:
             self._cache.clear()

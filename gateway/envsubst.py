@@ -19,8 +19,8 @@ def substitute(text: str, env: Mapping[str, str]) -> str:
     def one(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
         value = env.get(name)
-        if value not in (None, ""):
-            return value  # type: ignore[return-value]
+        if value:
+            return value
         if default is not None:
             return default
         raise MissingVariable(f"environment variable {name} is not set and has no default")

@@ -79,4 +79,4 @@ class UsageMap:
                     total += v
                     found = True
             values[field] = total
-        return Usage(**values) if found else None
+        return Usage(**values) if found else None  # type: ignore[arg-type]  # mypy reads **dict[str, int] against the bool field too

@@ -220,15 +220,15 @@ def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[R
         if not model.enabled:
             continue
         where = f"models.{name}"
-        route = next((r for r in routes if r.matches(name)), None)
-        if route is None:
+        matched = next((r for r in routes if r.matches(name)), None)
+        if matched is None:
             ld.err("config/models.yaml", where, "enabled but no route in config/routing.yaml matches it")
             continue
         endpoint = native_endpoint(model.kind)
         if endpoint is None:
             ld.err("config/models.yaml", f"{where}.kind", f"the gateway has no endpoint for kind '{model.kind}'; disable it")
             continue
-        for pname in filter(None, (route.primary, route.fallback)):
+        for pname in filter(None, (matched.primary, matched.fallback)):
             provider = providers.get(pname)
             wire = provider_wires.get(pname)
             if provider is not None and wire is not None and endpoint.plan(model.kind, set(wire.operations)) is None:
@@ -302,7 +302,7 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
 
 def _limits(doc: Mapping[str, Any]) -> ServerLimits:
     """`server.limits`: each value converted to the type of its default (the schema has checked it)."""
-    kinds = {f.name: type(f.default) for f in dataclasses.fields(ServerLimits)}
+    kinds: dict[str, Any] = {f.name: type(f.default) for f in dataclasses.fields(ServerLimits)}
     return ServerLimits(**{name: kinds[name](value) for name, value in doc.items() if name in kinds})
 
 

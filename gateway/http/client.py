@@ -205,7 +205,7 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # always a socket transport
 
     def data_received(self, data: bytes) -> None:
         if self._idle_timeout is not None:
@@ -301,7 +301,7 @@ class _Connection(asyncio.Protocol):
         r._wake()
 
     # -- use -------------------------------------------------------------------------------------------
-    async def request(self, head: bytes, body: bytes, timeout: float, stream: bool) -> Response:
+    async def request(self, head: bytes, body: bytes | bytearray, timeout: float, stream: bool) -> Response:
         r = self.response = Response(self)
         self._headers_waiter = self.loop.create_future()
         self._idle_timeout = None
@@ -428,7 +428,7 @@ class Pool:
         else:
             conn.abort()
 
-    async def request(self, method: str, path: str, body: bytes, timeout: float, stream: bool = False) -> Response:
+    async def request(self, method: str, path: str, body: bytes | bytearray, timeout: float, stream: bool = False) -> Response:
         head = (f"{method} {self._target}{path} HTTP/1.1\r\n".encode("latin-1") + self._head_fixed
                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
         response: Response | None = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -187,7 +187,7 @@ class ForwardedHeaders:
         await self.app(scope, receive, send)
 
 
-def client_host(scope: dict[str, Any]) -> str:
+def client_host(scope: MutableMapping[str, Any]) -> str:
     """The client's address for logs and throttles ('-' when unknown), after `ForwardedHeaders`."""
     client = scope.get("client")
     return client[0] if client else "-"

@@ -149,13 +149,13 @@ class HttpProtocol(asyncio.Protocol):
                 ex.lost()
         if self.drain is not None and not self.drain.done():
             self.drain.set_result(None)
-        self.parser = None  # type: ignore[assignment]
+        self.parser = None  # type: ignore[assignment]  # dropped with the connection, never used after
 
     def data_received(self, data: bytes) -> None:
         if self.lingering or self.deferred is not None:  # after a last answer or an error nothing is parsed
             self.dropped += len(data)
             if self.dropped > LINGER_MAX_BYTES:
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()  # type: ignore[union-attr]  # connected
             return
         counted = self.in_head  # a head that began in an earlier packet: this one counts towards its size
         try:
@@ -202,7 +202,7 @@ class HttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful shutdown (uvicorn): close now if idle, else after the answer in flight."""
         if self.current is None or self.current.complete:
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]  # connected
         else:
             self.current.keep_alive = False
             self._drop_waiting()
@@ -223,7 +223,7 @@ class HttpProtocol(asyncio.Protocol):
             if ex is self.current:
                 if ex.started:  # its answer has begun: nothing can be said any more
                     ex.lost()
-                    self.transport.close()  # type: ignore[union-attr]
+                    self.transport.close()  # type: ignore[union-attr]  # connected
                     return
                 ex.lost()  # the app stops reading; what it still sends is dropped
                 self.current = None
@@ -276,7 +276,7 @@ class HttpProtocol(asyncio.Protocol):
             return False
         if self.idle_since is not None:
             if now - self.idle_since >= self.keep_alive_timeout:
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()  # type: ignore[union-attr]  # connected
                 return True
             return False
         limits = self.limits

@@ -181,7 +181,7 @@ def _check_field(key: str, v: Any, rule: tuple[tuple[type, ...], str], where: st
         raise BadRequest(f"'{where}{key}' must be {words}")
     if key == "stop" and isinstance(v, list) and not all(isinstance(x, str) for x in v):
         raise BadRequest(f"'{where}stop' must be a string or an array of strings")
-    if key == "metadata" and not all(isinstance(x, str) for x in v.values()):
+    if key == "metadata" and isinstance(v, dict) and not all(isinstance(x, str) for x in v.values()):
         raise BadRequest(f"'{where}metadata' values must be strings")
 
 

@@ -190,7 +190,7 @@ class Framer:
 
     def error(self, message: str) -> bytes:
         """OpenAI's in-stream error shape, which the official SDKs raise as an APIError."""
-        payload = {"error": {"message": message, "type": "upstream_error", "param": None, "code": "stream_failed"}}
+        payload: dict[str, Any] = {"error": {"message": message, "type": "upstream_error", "param": None, "code": "stream_failed"}}
         if self._responses:
             payload = {"type": "error", "code": "stream_failed", "message": message, "param": None,
                        "sequence_number": self._seq}
@@ -224,7 +224,7 @@ class StreamCall:
         for adapter in self._adapters:
             converted: list[Item | bytes] = []
             for item in items:
-                converted.extend(adapter.convert(item))  # type: ignore[arg-type]
+                converted.extend(adapter.convert(item))
             items = converted
         return items
 
@@ -261,7 +261,7 @@ class StreamCall:
         for i, adapter in enumerate(self._adapters):
             produced: list[Item | bytes] = list(adapter.finish(self.source.usage))
             for later in self._adapters[i + 1:]:
-                produced = [x for item in produced for x in later.convert(item)]  # type: ignore[arg-type]
+                produced = [x for item in produced for x in later.convert(item)]
             tail.extend(produced)
         for b in self.framer.frames(tail):
             yield b

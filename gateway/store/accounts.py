@@ -201,15 +201,15 @@ class Accounts:
         kid = "key_" + secrets.token_hex(6)
         prefix, secret = new_token()
         now = int(time.time() * 1000)
-        async with self.r.pipeline(transaction=False) as p:
-            p.hset(self.k.key(aid, kid), mapping={
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(self.k.key(aid, kid), mapping={
                 "id": kid, "account": aid, "name": name.strip()[:100], "prefix": prefix, "status": "ACTIVE",
                 "created": now, "limit": -1 if monthly_limit is None else monthly_limit, "models": ",".join(pats),
                 "rpm": rpm, "tpm": tpm, "spent": 0, "requests": 0})
-            p.zadd(self.k.keys_of(aid), {kid: now})
-            p.set(self.k.token(token_hash(secret)), f"{aid}:{kid}")
-            p.set(self.k.key_owner(kid), aid)
-            await p.execute()
+            pipe.zadd(self.k.keys_of(aid), {kid: now})
+            pipe.set(self.k.token(token_hash(secret)), f"{aid}:{kid}")
+            pipe.set(self.k.key_owner(kid), aid)
+            await pipe.execute()
         return CreatedKey(await self.key(aid, kid), secret)
 
     async def key(self, aid: str, kid: str) -> KeyView:
@@ -326,11 +326,12 @@ class Accounts:
         fields = [f"{d.isoformat()}:{x}" for d in days for x in ("r", "s")]
         values = await self.r.hmget(self.k.daily(aid), fields)
         rows = []
+        total_spend = 0
         for i, d in enumerate(days):
             req, spend = _i(values[2 * i]), _i(values[2 * i + 1])
+            total_spend += spend
             rows.append({"date": d.isoformat(), "requests": req, "spend_usd": nano_to_float(spend),
                          "spend_rub": float(nano_to_rub(spend, rate))})
-        total_spend = sum(_i(values[2 * i + 1]) for i in range(len(days)))
         return {
             "object": "usage",
             "total": {"requests": acct.requests, "spend_usd": nano_to_float(acct.spent),

@@ -14,7 +14,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import redis
@@ -127,7 +127,7 @@ def async_client(url: str, max_connections: int = 64, connect_timeout_ms: int = 
                  command_timeout_ms: int = 2000) -> AsyncStore:
     """redis-py for everything off the paid path (tokens, accounts, pages), with the same deadlines; a
     RedisCluster when `url` names a cluster node (`max_connections` is then per node)."""
-    kw: dict[str, object] = {"max_connections": max_connections, "decode_responses": False,
+    kw: dict[str, Any] = {"max_connections": max_connections, "decode_responses": False,
                              "health_check_interval": 30, "socket_connect_timeout": connect_timeout_ms / 1000,
                              "socket_timeout": command_timeout_ms / 1000}
     plain = cluster_url(url, connect_timeout_ms, command_timeout_ms)

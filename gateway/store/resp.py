@@ -62,7 +62,7 @@ class _Protocol(asyncio.Protocol):
         self.head_ticks = 0                            # ... and at how many ticks since
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # always a socket transport
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -159,11 +159,11 @@ class RespClient:
         try:
             replies = await self._send(proto, setup)
         except BaseException:  # the connect deadline passed during the set-up
-            proto.transport.abort()  # type: ignore[union-attr]
+            proto.transport.abort()  # type: ignore[union-attr]  # connected
             raise
         for reply in replies:
             if isinstance(reply, RespError):
-                proto.transport.close()  # type: ignore[union-attr]
+                proto.transport.close()  # type: ignore[union-attr]  # connected
                 raise RespConnectionError(f"Redis refused the connection set-up: {reply}")
         return proto
 
@@ -176,7 +176,7 @@ class RespClient:
         except TimeoutError:
             raise RespConnectionError(f"Redis did not answer within {self._command_timeout_ms} ms") from None
         finally:
-            proto.transport.close()  # type: ignore[union-attr]
+            proto.transport.close()  # type: ignore[union-attr]  # connected
 
     async def _conn(self, i: int | None = None) -> _Protocol:
         """Connection `i` (or the next in turn), opened if it is not open; StoreUnavailable while the
@@ -240,14 +240,14 @@ class RespClient:
             except (TimeoutError, RespConnectionError):
                 reply = None
             if reply != b"PONG":  # no answer, or an error such as LOADING while Redis reads its data back
-                proto.transport.abort()  # type: ignore[union-attr]
+                proto.transport.abort()  # type: ignore[union-attr]  # connected
                 continue
             for i, old in enumerate(self._conns):
                 if old is None or old.lost:
-                    self._conns[i], proto = proto, None  # type: ignore[assignment]
+                    self._conns[i], proto = proto, None  # type: ignore[assignment]  # handed over: this caller is done with it
                     break
             if proto is not None:
-                proto.transport.close()  # type: ignore[union-attr]
+                proto.transport.close()  # type: ignore[union-attr]  # connected
             self.down = False
             self._probe = None
             self._watch()
@@ -272,7 +272,7 @@ class RespClient:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         proto.waiting.extend(futures)
-        proto.transport.write(b"".join(pack(c) for c in commands))  # type: ignore[union-attr]
+        proto.transport.write(b"".join(pack(c) for c in commands))  # type: ignore[union-attr]  # connected
         return [await f for f in futures]
 
     def send_packed(self, data: bytes, futures: list[asyncio.Future[Any]]) -> None:
@@ -289,7 +289,7 @@ class RespClient:
         proto = self._conns[i]
         if proto is not None and not proto.lost:
             proto.waiting.extend(futures)
-            proto.transport.write(data)  # type: ignore[union-attr]
+            proto.transport.write(data)  # type: ignore[union-attr]  # connected
             return
         asyncio.ensure_future(self._send_after_connect(i, data, futures))
 
@@ -302,7 +302,7 @@ class RespClient:
                     f.set_exception(exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc)))
             return
         proto.waiting.extend(futures)
-        proto.transport.write(data)  # type: ignore[union-attr]
+        proto.transport.write(data)  # type: ignore[union-attr]  # connected
 
     async def connect(self) -> None:
         """Open every connection now (else each opens on first use)."""

@@ -78,7 +78,7 @@ def merge_consecutive(items: Iterable[Mapping[str, Any]], key: str = "role", fie
     for item in items:
         if out and out[-1].get(key) == item.get(key):
             prev = out[-1]
-            merged = prev.get(field)
+            merged: list = prev.get(field)  # type: ignore[assignment]  # made a list just below unless owned (then it is one)
             if id(merged) not in owned:
                 merged = prev[field] = _as_list(merged)
                 owned.add(id(merged))
@@ -106,7 +106,7 @@ def merge_tool_calls(messages: Iterable[Mapping[str, Any]]) -> list[dict]:
         prev = out[-1] if out else None
         if (prev is not None and m.get("role") == "assistant" and prev.get("role") == "assistant"
                 and not m.get("content") and m.get("tool_calls")):
-            calls = prev.get("tool_calls")
+            calls: list = prev.get("tool_calls")  # type: ignore[assignment]  # as merged above: a list once owned
             if id(calls) not in owned:
                 calls = prev["tool_calls"] = list(calls or [])
                 owned.add(id(calls))
@@ -142,11 +142,11 @@ def tool_call_names(messages: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 SIGNATURE_SEP = ":ts:"
 
 
-def _get(item: Mapping[str, Any], dotted: str) -> Any:
+def _get(item: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(item, Mapping):
             return None
-        item = item.get(part)  # type: ignore[assignment]
+        item = item.get(part)
     return item
 
 

@@ -27,7 +27,7 @@ _PARAM_WORDS = {"drop", "reject", "template", "pass"}
 class UpstreamRequest:
     method: str
     path: str            # appended to the provider's base_url
-    body: bytes
+    body: bytes | bytearray  # the client's raw body when it passes through unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ class WireOperation:
 
     # -- request ---------------------------------------------------------------------------------------
 
-    def build_request(self, body: dict[str, Any], raw: bytes, variables: dict[str, Any]) -> UpstreamRequest:
+    def build_request(self, body: dict[str, Any], raw: bytes | bytearray, variables: dict[str, Any]) -> UpstreamRequest:
         """`variables` holds model, upstream_model, request_id, created, max_output_tokens."""
         if self.passthrough:
             return self._passthrough_request(body, raw, variables)
@@ -109,7 +109,7 @@ class WireOperation:
             _deep_set(payload, target, value)
         return payload
 
-    def _passthrough_request(self, body: dict[str, Any], raw: bytes, variables: dict[str, Any]) -> UpstreamRequest:
+    def _passthrough_request(self, body: dict[str, Any], raw: bytes | bytearray, variables: dict[str, Any]) -> UpstreamRequest:
         upstream_model = variables["upstream_model"]
         changed = body.get("model") != upstream_model
         drops = [k for k in body if self._params.get(k, _PASS).action == "drop"]

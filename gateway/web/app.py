@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
-from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
@@ -23,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.config.model import Config
 from gateway.http.client_address import ForwardedHeaders, TrustedProxies
 from gateway.store.accounts import Accounts
+from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.web import console, customer
 from gateway.web.site import CSP, HERE, LoginRequired, Refused, Web, redirect
@@ -54,7 +54,7 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
-def build_web_app(accounts: Accounts, config: Config, redis: Redis, keyspace: KeySpace) -> ASGIApp:
+def build_web_app(accounts: Accounts, config: Config, redis: AsyncStore, keyspace: KeySpace) -> ASGIApp:
     web = Web(accounts, config, redis, keyspace)
     app = FastAPI(title="Botech AI Gateway cabinet", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

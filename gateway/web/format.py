@@ -20,7 +20,7 @@ def _dec(value: Any) -> Decimal | None:
 
 def _grouped(d: Decimal) -> str:
     """At least 2 decimals, every significant one beyond (a cost of $0.000105 stays visible)."""
-    digits = max(2, -d.normalize().as_tuple().exponent) if d else 2  # type: ignore[operator]
+    digits = max(2, -d.normalize().as_tuple().exponent) if d else 2  # type: ignore[operator]  # finite: exponent is an int
     return f"{abs(d):,.{digits}f}"
 
 

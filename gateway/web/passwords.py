@@ -63,5 +63,6 @@ class Passwords:
     async def verify(self, aid: str | None, password: str) -> bool:
         """True when `aid` has a password and this is it; an unknown account costs one hash too."""
         stored = await self.r.get(self._key(aid)) if aid else None
-        ok = await asyncio.to_thread(verify_password, password, stored.decode() if stored else _DUMMY)
+        # redis-py types a reply bytes | str; ours are bytes (decode_responses=False)
+        ok = await asyncio.to_thread(verify_password, password, stored.decode() if stored else _DUMMY)  # type: ignore[union-attr]
         return ok and stored is not None

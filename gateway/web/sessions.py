@@ -70,7 +70,8 @@ class Sessions:
         await self.r.srem(self._index(session.account_id), session.digest)
 
     async def destroy_all(self, aid: str) -> int:
-        digests = [d.decode() for d in await self.r.smembers(self._index(aid))]
+        # redis-py types a reply bytes | str; ours are bytes (decode_responses=False)
+        digests = [d.decode() for d in await self.r.smembers(self._index(aid))]  # type: ignore[union-attr]
         for d in digests:
             await self.r.delete(self._key(d))
         await self.r.delete(self._index(aid))

@@ -17,12 +17,13 @@ from urllib.parse import parse_qsl, urlsplit
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from redis.asyncio import Redis
+
 
 from gateway.account_admin import Money
 from gateway.config.model import Config
 from gateway.pricing import PriceBook
 from gateway.store.accounts import Accounts, AccountView
+from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.web import format as fmt
 from gateway.web.passwords import Passwords
@@ -63,7 +64,7 @@ class Viewer:
 class Web:
     """What every page handler needs: the services, the session machinery and the renderer."""
 
-    def __init__(self, accounts: Accounts, config: Config, redis: Redis, keyspace: KeySpace) -> None:
+    def __init__(self, accounts: Accounts, config: Config, redis: AsyncStore, keyspace: KeySpace) -> None:
         s = config.settings
         self.accounts = accounts
         self.config = config
@@ -159,7 +160,7 @@ class Web:
 
     def set_cookie(self, response: Response, name: str, value: str, max_age: int | None, samesite: str) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True,
-                            samesite=samesite)  # type: ignore[arg-type]
+                            samesite=samesite)  # type: ignore[arg-type]  # starlette wants a Literal; ours is checked config
 
     async def render(self, request: Request, template: str, viewer: Viewer | None, status: int = 200,
                      **context: Any) -> HTMLResponse:
