@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from typing import Any
 import redis
 
 from gateway.config import Config, load_config
+from tests.support.redis_target import redis_url
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "golden" / "fixtures"
@@ -39,7 +39,11 @@ REQUEST_SCHEMA = {("openai", "chat"): ("openai", "CreateChatCompletionRequest"),
                   ("gemini", "image"): ("gemini", "GenerateContentRequest")}
 
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+def __getattr__(name: str) -> Any:
+    # `REDIS_URL` is decided on first use (tests.support.redis_target), not at import
+    if name == "REDIS_URL":
+        return redis_url()
+    raise AttributeError(name)
 
 
 @contextmanager
@@ -50,7 +54,7 @@ def private_redis_prefix() -> Iterator[str]:
     try:
         yield prefix
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis.from_url(redis_url())
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.delete(key)
         client.close()
