@@ -3,6 +3,7 @@ and the gateway in front of them, all on loopback."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import openai
@@ -12,8 +13,13 @@ from tests.support import REPO, private_redis_prefix, redis_url
 from tests.support.cluster import LocalCluster
 from tests.support.fakes.server import FakeUpstream, start_fake
 from tests.support.gateway_server import Customer, GatewayServer, make_customer
+from tests.support.stand_ins import with_stand_ins
 
 FAKE_KEY = "test-key"
+
+# `gateway` subprocesses and in-process CLI calls read the config with this process's environment: a
+# ${VAR} without default in the repo's config that it leaves unset gets its stand-in for the session
+os.environ.update(with_stand_ins(REPO, os.environ))
 
 
 @pytest.fixture(scope="session")

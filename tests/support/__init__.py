@@ -14,6 +14,7 @@ import redis
 
 from gateway.config import Config, load_config
 from tests.support.redis_target import redis_url
+from tests.support.stand_ins import with_stand_ins
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "golden" / "fixtures"
@@ -61,11 +62,12 @@ def private_redis_prefix() -> Iterator[str]:
 
 
 def config_env(**overrides: str) -> dict[str, str]:
-    """An environment with every provider configured (fake keys), plus overrides."""
+    """An environment with every provider configured (fake keys), plus overrides, plus a stand-in for any
+    other ${VAR} without default the repo's config uses (tests.support.stand_ins)."""
     env = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant-test", "GEMINI_API_KEY": "gm-test",
            "XAI_API_KEY": "xai-test"}
     env.update(overrides)
-    return env
+    return with_stand_ins(REPO, env)
 
 
 @cache
@@ -78,29 +80,29 @@ REPRESENTATIVE = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5", "ge
                   "xai": "grok-3-mini"}
 
 
-def chat_model_for(provider: str) -> str:
-    """A representative enabled chat model whose primary route is `provider`."""
-    cfg = repo_config()
+def chat_model_for(provider: str, cfg: Config | None = None) -> str:
+    """A representative enabled chat model whose primary route is `provider` (in `cfg`, default the repo's)."""
+    cfg = cfg or repo_config()
     preferred = cfg.models.get(REPRESENTATIVE.get(provider, ""))
     if preferred is not None and preferred.enabled:
         return preferred.name
     for name, model in cfg.models.items():
         if model.enabled and model.kind == "chat":
-            route = next(r for r in cfg.routes if r.matches(name))
-            if route.primary == provider:
+            route = next((r for r in cfg.routes if r.matches(name)), None)
+            if route is not None and route.primary == provider:
                 return name
-    raise LookupError(provider)
+    raise LookupError(f"no enabled chat model has {provider!r} as its primary provider")
 
 
 IMAGE_MODEL = {"openai": "gpt-image-1", "gemini": "gemini-2.5-flash-image", "xai": "grok-imagine-image"}
 RESPONSES_ONLY_MODEL = {"openai": "gpt-5-codex"}
 
 
-def model_for(provider: str, endpoint: str) -> str | None:
+def model_for(provider: str, endpoint: str, cfg: Config | None = None) -> str | None:
     """The model a golden test uses for `provider` on `endpoint` (None: the provider serves none there)."""
     if endpoint == "image":
         return IMAGE_MODEL.get(provider)
-    return chat_model_for(provider)
+    return chat_model_for(provider, cfg)
 
 
 def load_json(path: Path) -> Any:
