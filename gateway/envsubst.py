@@ -28,6 +28,18 @@ def substitute(text: str, env: Mapping[str, str]) -> str:
     return _VAR.sub(one, text)
 
 
+def without_default(node: Any) -> set[str]:
+    """The names of every ${VAR} with no default in the strings of a parsed YAML tree: the variables a
+    deployment must set (an empty value counts as unset)."""
+    if isinstance(node, str):
+        return {m.group(1) for m in _VAR.finditer(node) if m.group(2) is None}
+    if isinstance(node, dict):
+        return set().union(*map(without_default, node.values()))
+    if isinstance(node, list):
+        return set().union(*map(without_default, node))
+    return set()
+
+
 def substitute_tree(node: Any, env: Mapping[str, str], path: str, errors: list[str]) -> Any:
     """Substitute in every string of a parsed YAML tree; collect errors as 'path: message'."""
     if isinstance(node, str):

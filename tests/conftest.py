@@ -3,17 +3,23 @@ and the gateway in front of them, all on loopback."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import openai
 import pytest
 
+from tests.support import REPO, private_redis_prefix, redis_url
 from tests.support.cluster import LocalCluster
 from tests.support.fakes.server import FakeUpstream, start_fake
 from tests.support.gateway_server import Customer, GatewayServer, make_customer
-from tests.support import REDIS_URL, REPO, private_redis_prefix
+from tests.support.stand_ins import with_stand_ins
 
 FAKE_KEY = "test-key"
+
+# `gateway` subprocesses and in-process CLI calls read the config with this process's environment: a
+# ${VAR} without default in the repo's config that it leaves unset gets its stand-in for the session
+os.environ.update(with_stand_ins(REPO, os.environ))
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +39,17 @@ def fake_env(fakes: dict[str, FakeUpstream]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def redis_env() -> Iterator[dict[str, str]]:
-    """The shared test Redis with a key prefix of this session's own; its keys are deleted afterwards."""
+def test_redis_url() -> str:
+    """The test Redis: $TEST_REDIS_URL, else 127.0.0.1:6379 when it answers, else an embedded redis-server
+    (tests/support/redis_target.py decides, once; helpers outside fixtures call the same redis_url())."""
+    return redis_url()
+
+
+@pytest.fixture(scope="session")
+def redis_env(test_redis_url: str) -> Iterator[dict[str, str]]:
+    """The test Redis with a key prefix of this session's own; its keys are deleted afterwards."""
     with private_redis_prefix() as prefix:
-        yield {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix}
+        yield {"REDIS_URL": test_redis_url, "GATEWAY_REDIS_PREFIX": prefix}
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ import pytest
 
 from gateway.store.accounts import TOKEN_RE
 from tests.conftest import fake_env
+from tests.support import REPO, config_env, private_redis_prefix, redis_url
 from tests.support.gateway_server import GatewayServer
-from tests.support import REDIS_URL, REPO, config_env, private_redis_prefix
 
 TOKEN = "adm_" + secrets.token_hex(16)
 MSG = [{"role": "user", "content": "hello"}]
@@ -25,7 +25,7 @@ MSG = [{"role": "user", "content": "hello"}]
 def redis_vars() -> Iterator[dict[str, str]]:
     """A key prefix of this module's own (the rate is global per prefix); deleted afterwards."""
     with private_redis_prefix() as prefix:
-        yield {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix}
+        yield {"REDIS_URL": redis_url(), "GATEWAY_REDIS_PREFIX": prefix}
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,14 @@ import openai
 import orjson
 import pytest
 import redis
+import yaml
 
-from gateway.proxy.endpoints import ENDPOINTS
 from gateway.money import NANO, usd_to_nano
+from gateway.proxy.endpoints import ENDPOINTS
 from gateway.store.keys import KeySpace
 from gateway.usage import Usage
-from tests.support.gateway_server import GatewayServer, accounts_call, make_customer
 from tests.support import REPO, chat_model_for
+from tests.support.gateway_server import GatewayServer, accounts_call, make_customer
 
 MSG = [{"role": "user", "content": "Привет, как дела?"}]
 
@@ -351,11 +352,11 @@ def test_a_reservation_of_a_hundred_thousand_dollars_is_released_in_full(gateway
     from tests.support.gateway_server import copy_root
 
     root = copy_root(tmp_path)
-    prices = root / "pricing.d" / "openai.yaml"
-    text = prices.read_text()
-    assert '  gpt-4o-mini:\n    input: "0.15"\n' in text
-    prices.write_text(text.replace('  gpt-4o-mini:\n    input: "0.15"\n',
-                                   '  gpt-4o-mini:\n    per_request: "250000"\n    input: "0.15"\n', 1))
+    prices = next(p for p in (root / "pricing.d").glob("*.yaml")
+                  if "gpt-4o-mini" in (yaml.safe_load(p.read_text()).get("models") or {}))
+    doc = yaml.safe_load(prices.read_text())
+    doc["models"]["gpt-4o-mini"]["per_request"] = "250000"
+    prices.write_text(yaml.safe_dump(doc))
     with GatewayServer(root, gateway_env) as gw:
         c = make_customer(gw, usd="1000000")
         resp = sdk(gw, c.secret).chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=5)

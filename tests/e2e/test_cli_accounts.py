@@ -24,7 +24,7 @@ from gateway.store.accounts import TOKEN_RE
 from gateway.store.connection import EmbeddedRedis, async_client
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
-from tests.support import REDIS_URL, REPO, private_redis_prefix
+from tests.support import REPO, private_redis_prefix, redis_url
 
 _configs: dict[tuple[str, ...], Any] = {}
 
@@ -38,7 +38,7 @@ def prefix() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def cli_env(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("REDIS_URL", redis_url())
     monkeypatch.setenv("GATEWAY_REDIS_PREFIX", prefix)
     monkeypatch.setenv("GATEWAY_ROOT", str(REPO))
 
@@ -188,7 +188,7 @@ def test_history_table_and_json(capsys: pytest.CaptureFixture[str], prefix: str)
     kid = js(capsys, "keys", "create", aid)["id"]
 
     async def record() -> None:  # what the gateway's settle step writes for two requests
-        client = async_client(REDIS_URL)
+        client = async_client(redis_url())
         ledger = Ledger(client, KeySpace(prefix))
         for i, cost in enumerate((usd_to_nano("0.0012"), usd_to_nano("0.000345"))):
             rid = f"req_{i}"

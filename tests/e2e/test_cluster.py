@@ -27,10 +27,10 @@ import redis
 from redis.crc import key_slot
 
 import gateway.cli_accounts
-from gateway.proxy.endpoints import ENDPOINTS
 from gateway.cli import main
 from gateway.config import load_config
 from gateway.money import NANO, usd_to_nano
+from gateway.proxy.endpoints import ENDPOINTS
 from gateway.store.accounts import Accounts
 from gateway.store.connection import async_client, sync_client
 from gateway.store.keys import KeySpace
@@ -38,11 +38,11 @@ from gateway.store.ledger import Caller, Ledger
 from gateway.store.resp import RespError
 from gateway.store.scripts import NAMES
 from gateway.web.passwords import Passwords
-from tests.support.cluster import LocalCluster, move_slot_begin, move_slot_end, move_slot_keys
 from tests.conftest import fake_env
+from tests.support import REPO, chat_model_for, redis_url
+from tests.support.cluster import LocalCluster, move_slot_begin, move_slot_end, move_slot_keys
 from tests.support.fake_payments import FakePayments
 from tests.support.gateway_server import GatewayServer, accounts_call, free_port, make_customer
-from tests.support import REDIS_URL, REPO, chat_model_for
 from tests.support.web import PASSWORD, Cabinet, create_key, usd_of
 
 MSG = [{"role": "user", "content": "Привет"}]
@@ -119,10 +119,10 @@ def test_a_node_url_or_the_cluster_form_gives_cluster_clients(redis_cluster: Loc
         r.close()
     with pytest.raises(ValueError, match="database 0 only"):
         async_client(plain + "/3")
-    single = sync_client(REDIS_URL)                              # the machine's plain Redis stays plain
+    single = sync_client(redis_url())                            # the machine's plain Redis stays plain
     assert isinstance(single, redis.Redis)
     single.close()
-    assert not isinstance(async_client(REDIS_URL), AsyncCluster)
+    assert not isinstance(async_client(redis_url()), AsyncCluster)
 
 
 async def _holder(acc: Accounts, usd: str = "10", **key: Any) -> Caller:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+from decimal import ROUND_CEILING
 
 import httpx
 import openai
 import pytest
 
+from gateway.money import NANO
+from tests.support import chat_model_for
 from tests.support.fakes.specs import validate
 from tests.support.gateway_server import accounts_call, make_customer
-from tests.support import chat_model_for
 
 PROVIDERS = ["openai", "anthropic", "gemini", "xai"]
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Current weather for a city",
@@ -163,7 +165,10 @@ def test_images(model: str, provider: str, gateway, fakes, paying) -> None:
 def test_dalle_priced_per_image_by_size_and_quality(gateway, fakes, paying) -> None:
     c, client = paying
     client.images.generate(model="dall-e-3", prompt="a cat", size="1024x1792", quality="hd", n=1)
-    assert last_entry(gateway, c.account_id)["cost"] == 120_000_000  # $0.12 per 1024x1792 hd image
+    price = gateway.config.prices["dall-e-3"]  # pricing.d/: USD per image of a size and quality, plus markup
+    listed = next(usd for size, quality, usd in price.per_image if (size, quality) == ("1024x1792", "hd"))
+    charged = (listed + price.per_request) * (100 + price.markup_percent) / 100 * NANO
+    assert last_entry(gateway, c.account_id)["cost"] == int(charged.to_integral_value(rounding=ROUND_CEILING))
 
 
 @pytest.mark.parametrize("model, endpoint, message", [

@@ -17,17 +17,17 @@ import pytest
 
 from gateway.store.accounts import TOKEN_RE
 from gateway.web.passwords import hash_password, verify_password
-from tests.support.gateway_server import GatewayServer
 from tests.support import REPO
+from tests.support.gateway_server import GatewayServer
 from tests.support.web import (
     PAGES,
     PASSWORD,
-    REDIS_URL,
     Cabinet,
     Stack,
     create_key,
     make_admin,
     new_email,
+    redis_url,
     web_stack,
 )
 
@@ -179,7 +179,7 @@ async def test_login_throttle_per_address() -> None:
     from gateway.store.keys import KeySpace
     from gateway.web.sessions import LoginThrottle
 
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(redis_url())
     prefix = "tthr" + os.urandom(3).hex()
     t = LoginThrottle(client, KeySpace(prefix), max_failures=3, window_s=60)
     try:

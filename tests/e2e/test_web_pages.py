@@ -150,14 +150,24 @@ def test_usage_chart_and_totals(stack: Stack, busy: dict[str, Any]) -> None:
     assert "at most 366 days" in c.get(f"/usage?from={today - timedelta(days=400)}&to={today}").text
 
 
+def _shown(usd: Decimal, markup_percent: Decimal) -> tuple[str, str]:
+    """How a page shows a list price with its markup: USD with at least two decimals, RUB at 95 to the kopeck."""
+    charged = usd * (100 + markup_percent) / 100
+    digits = max(2, -charged.normalize().as_tuple().exponent)  # type: ignore[operator]
+    return f"${charged:.{digits}f}", f"{(charged * 95).quantize(Decimal('0.01')):,.2f}".replace(",", "\u202f") + "\u00a0₽"
+
+
 def test_models_and_prices(stack: Stack, busy: dict[str, Any]) -> None:
     c = busy["cabinet"]
     page = c.get("/models").text
+    prices = stack.server.config.prices
     row = re.search(r'<tr data-model="gpt-4o-mini">(.*?)</tr>', page, re.DOTALL).group(1)  # type: ignore[union-attr]
-    assert "$0.15" in row and "14.25\u00a0₽" in row and "$0.60" in row and "57.00\u00a0₽" in row
-    assert stack.server.config.prices["gpt-4o-mini"].input == Decimal("0.15")
+    tokens = prices["gpt-4o-mini"]
+    for per_1m in (tokens.input, tokens.output):  # the prices in pricing.d/, markup included, in both currencies
+        assert all(text in row for text in _shown(per_1m, tokens.markup_percent)), (per_1m, row)
     image = re.search(r'<tr data-model="dall-e-3">(.*?)</tr>', page, re.DOTALL).group(1)  # type: ignore[union-attr]
-    assert "1024x1024 hd" in image and "$0.08" in image and "7.60\u00a0₽" in image
+    hd = next(price for size, quality, price in prices["dall-e-3"].per_image if (size, quality) == ("1024x1024", "hd"))
+    assert "1024x1024 hd" in image and all(text in image for text in _shown(hd, prices["dall-e-3"].markup_percent))
     assert page.count("<tr data-model=") == len(stack.server.config.enabled_models)
     disabled = next(m for m in stack.server.config.models.values() if not m.enabled)
     assert f'data-model="{disabled.name}"' not in page

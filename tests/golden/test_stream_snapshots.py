@@ -12,9 +12,9 @@ import pytest
 
 from gateway.http.sse import SSEParser
 from gateway.proxy.streaming import StreamFailed
-from tests.support.fakes.specs import validate
 from tests.support import FIXTURES
-from tests.support.snapshot_grid import CFG, PIPELINE, candidate, responses_only
+from tests.support.fakes.specs import validate
+from tests.support.snapshot_grid import CFG, PIPELINE, WIRE_PROVIDER, candidate, responses_only
 
 EVENT_SCHEMA = {"chat": "CreateChatCompletionStreamResponse", "completion": None, "responses": "ResponseStreamEvent"}
 
@@ -38,7 +38,7 @@ class RecordedUpstream:
 def _grid():
     for path in sorted((FIXTURES / "streams").glob("*/*/*.sse")):
         wire, operation = path.parent.parent.name, path.parent.name
-        provider = next(p for p in sorted(CFG.providers) if CFG.providers[p].wire == wire)
+        provider = WIRE_PROVIDER[wire]
         for endpoint in ("chat", "responses", "completion"):
             found = candidate(provider, endpoint)
             if endpoint == "chat" and operation == "responses":

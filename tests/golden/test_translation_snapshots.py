@@ -1,6 +1,6 @@
 """Golden tests over the grid provider × endpoint × fixture, discovered from tests/fixtures/.
 
-Requests: every OpenAI-shaped request fixture, for every provider that serves the endpoint, becomes the
+Requests: every OpenAI-shaped request fixture, for every grid provider that serves the endpoint, becomes the
 upstream request the gateway would send (through the adapters and the wire template of the plan).
 Answers: every recorded provider answer becomes what the client gets on each endpoint served by that
 operation. A template change shows up as a snapshot diff (accept with `--snapshot-update`), and every
@@ -12,16 +12,24 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.proxy.endpoints import ENDPOINTS
 from gateway.http.upstreams import UpstreamReply
+from gateway.proxy.endpoints import ENDPOINTS
+from tests.support import (
+    CLIENT_SCHEMA,
+    REQUEST_SCHEMA,
+    WIRE_RESPONSE_SCHEMA,
+    load_json,
+    request_fixtures,
+    response_fixtures,
+)
 from tests.support.fakes.specs import validate
-from tests.support.snapshot_grid import CFG, PIPELINE, candidate, responses_only
-from tests.support import (CLIENT_SCHEMA, REQUEST_SCHEMA, WIRE_RESPONSE_SCHEMA, load_json, request_fixtures, response_fixtures)
+from tests.support.snapshot_grid import CFG, GRID, PIPELINE, WIRE_PROVIDER, candidate, responses_only
+
 
 def _request_grid():
     for fixture in request_fixtures():
         endpoint = fixture.parent.name
-        for provider in sorted(CFG.providers):
+        for provider in GRID.providers():
             found = candidate(provider, endpoint)
             if found and found[0]:
                 yield pytest.param(provider, fixture, id=f"{endpoint}-{fixture.stem}-{provider}")
@@ -45,7 +53,7 @@ def test_upstream_request(provider: str, fixture, snapshot) -> None:
 def _response_grid():
     for fixture in response_fixtures():
         wire, operation = fixture.parent.parent.name, fixture.parent.name
-        provider = next(p for p in sorted(CFG.providers) if CFG.providers[p].wire == wire)
+        provider = WIRE_PROVIDER[wire]
         for endpoint in ENDPOINTS:
             found = candidate(provider, endpoint)
             if endpoint == "chat" and operation == "responses":  # the Responses-only model's chat endpoint

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import fake_env
+from tests.support import REPO, private_redis_prefix, redis_url
 from tests.support.gateway_server import GatewayServer, make_customer
-from tests.support import REDIS_URL, REPO, private_redis_prefix
 
 TOKEN = "admin-test-token-disconnects"
 ROUNDS = 5   # disconnects per route: enough to tell "one line each" from "a traceback each"
@@ -52,7 +52,7 @@ def server(fakes: Any) -> Iterator[tuple[GatewayServer, _Started]]:
         return holder["w"]
 
     with private_redis_prefix() as prefix:
-        env = fake_env(fakes) | {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix,
+        env = fake_env(fakes) | {"REDIS_URL": redis_url(), "GATEWAY_REDIS_PREFIX": prefix,
                                  "GATEWAY_COOKIE_SECURE": "false", "GATEWAY_ADMIN_TOKEN": TOKEN}
         with GatewayServer(REPO, env, wrap=wrap) as gw:
             yield gw, holder["w"]

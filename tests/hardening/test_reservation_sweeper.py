@@ -11,9 +11,9 @@ from pathlib import Path
 from gateway.store.connection import async_client
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
+from tests.support import redis_url
 from tests.support.gateway_server import GatewayServer, make_customer
 from tests.support.ledger import Holder, edited_root, ledger_state
-from tests.support import REDIS_URL
 
 
 def test_reservations_of_a_dead_process_are_released_everywhere(tmp_path: Path, gateway_env) -> None:
@@ -26,7 +26,7 @@ def test_reservations_of_a_dead_process_are_released_everywhere(tmp_path: Path, 
 
         async def dead_process(steps):
             """A ledger like a worker's, with the same TTL, that admits and then 'dies' (never settles)."""
-            client = async_client(REDIS_URL)
+            client = async_client(redis_url())
             ledger = Ledger(client, KeySpace(prefix), reservation_ttl_ms=1000)
             try:
                 await ledger.connect()
@@ -41,11 +41,11 @@ def test_reservations_of_a_dead_process_are_released_everywhere(tmp_path: Path, 
                 assert a.code == 0
 
         asyncio.run(dead_process(admit))
-        assert ledger_state(REDIS_URL, holder, prefix).reserved == 3003
+        assert ledger_state(redis_url(), holder, prefix).reserved == 3003
         deadline = time.monotonic() + 20
-        while ledger_state(REDIS_URL, holder, prefix).reserved and time.monotonic() < deadline:
+        while ledger_state(redis_url(), holder, prefix).reserved and time.monotonic() < deadline:
             time.sleep(0.2)
-        state = ledger_state(REDIS_URL, holder, prefix)
+        state = ledger_state(redis_url(), holder, prefix)
         assert state.reserved == 0 and state.key_reserved == 0 and state.open_reservations == 0, state
         assert state.history == []
 
@@ -55,5 +55,5 @@ def test_reservations_of_a_dead_process_are_released_everywhere(tmp_path: Path, 
                     await ledger.settle(caller, "req_dead1", 555, 0, True, fields))
 
         assert asyncio.run(dead_process(late)) == (True, False)
-        state = ledger_state(REDIS_URL, holder, prefix)
+        state = ledger_state(redis_url(), holder, prefix)
         assert state.spent == 555 and state.reserved == 0 and [e["rid"] for e in state.history] == ["req_dead1"]

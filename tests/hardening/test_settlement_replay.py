@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.proxy.billing import BillingGate
 from gateway.errors import UpstreamUnavailable
+from gateway.proxy.billing import BillingGate
 from gateway.proxy.endpoints import ENDPOINTS
 from gateway.proxy.outcome import Outcome
 from gateway.store.connection import async_client
@@ -24,6 +24,7 @@ from gateway.store.journal import Settlement
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
 from tests.conftest import fake_env
+from tests.support import redis_url
 from tests.support.gateway_server import GatewayServer, make_customer
 from tests.support.ledger import (
     PREFIX,
@@ -35,7 +36,6 @@ from tests.support.ledger import (
     ledger_state,
     make_holder,
 )
-from tests.support import REDIS_URL
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
 HOUR = 3_600_000
@@ -45,7 +45,7 @@ T0 = int(time.time() * 1000) + 30 * 24 * HOUR
 
 def _ledger_run(prefix: str, steps) -> object:
     async def go() -> object:
-        client = async_client(REDIS_URL)
+        client = async_client(redis_url())
         ledger = Ledger(client, KeySpace(prefix), reservation_ttl_ms=1000)
         try:
             await ledger.connect()
@@ -73,7 +73,7 @@ def test_a_settlement_replayed_after_its_reservation_expired_is_charged_once(gat
 
     first, again = _ledger_run(prefix, steps)
     assert first is True and again is False
-    state = ledger_state(REDIS_URL, Holder(c.account_id, c.key_id, c.secret), prefix)
+    state = ledger_state(redis_url(), Holder(c.account_id, c.key_id, c.secret), prefix)
     assert [e["cost"] for e in state.history if e["rid"] == "req_late"] == [1234]
     assert state.spent == 1244 and state.reserved == 0 and state.key_reserved == 0 and state.open_reservations == 0
 
@@ -92,7 +92,7 @@ def test_an_expired_reservation_is_remembered_for_a_late_settlement_after_a_day(
         return await ledger.settle(caller, "req_0", 777, 0, True, fields, T0 + 36 * HOUR + 1)
 
     assert _ledger_run(prefix, steps) is True
-    state = ledger_state(REDIS_URL, Holder(c.account_id, c.key_id, c.secret), prefix)
+    state = ledger_state(redis_url(), Holder(c.account_id, c.key_id, c.secret), prefix)
     assert [e["cost"] for e in state.history if e["rid"] == "req_0"] == [777]
     assert state.spent == 777
 
@@ -177,7 +177,7 @@ def test_paid_calls_are_refused_while_too_many_settlements_wait_for_redis(gatewa
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
     async def go() -> tuple[str, int]:
-        client = async_client(REDIS_URL)
+        client = async_client(redis_url())
         ledger = Ledger(client, KeySpace(prefix), max_unconfirmed=1)
         gate = BillingGate(ledger, app.prices, gateway.config.settings)
         try:
@@ -197,5 +197,5 @@ def test_paid_calls_are_refused_while_too_many_settlements_wait_for_redis(gatewa
 
     message, status = asyncio.run(go())
     assert status == 503 and message.startswith("billing is temporarily unavailable")
-    state = ledger_state(REDIS_URL, Holder(c.account_id, c.key_id, c.secret), prefix)
+    state = ledger_state(redis_url(), Holder(c.account_id, c.key_id, c.secret), prefix)
     assert [e["rid"] for e in state.history] == ["req_after"] and state.reserved == 0

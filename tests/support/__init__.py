@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,8 @@ from typing import Any
 import redis
 
 from gateway.config import Config, load_config
+from tests.support.redis_target import redis_url
+from tests.support.stand_ins import with_stand_ins
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "golden" / "fixtures"
@@ -39,7 +40,11 @@ REQUEST_SCHEMA = {("openai", "chat"): ("openai", "CreateChatCompletionRequest"),
                   ("gemini", "image"): ("gemini", "GenerateContentRequest")}
 
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+def __getattr__(name: str) -> Any:
+    # `REDIS_URL` is decided on first use (tests.support.redis_target), not at import
+    if name == "REDIS_URL":
+        return redis_url()
+    raise AttributeError(name)
 
 
 @contextmanager
@@ -50,18 +55,19 @@ def private_redis_prefix() -> Iterator[str]:
     try:
         yield prefix
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis.from_url(redis_url())
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.delete(key)
         client.close()
 
 
 def config_env(**overrides: str) -> dict[str, str]:
-    """An environment with every provider configured (fake keys), plus overrides."""
+    """An environment with every provider configured (fake keys), plus overrides, plus a stand-in for any
+    other ${VAR} without default the repo's config uses (tests.support.stand_ins)."""
     env = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant-test", "GEMINI_API_KEY": "gm-test",
            "XAI_API_KEY": "xai-test"}
     env.update(overrides)
-    return env
+    return with_stand_ins(REPO, env)
 
 
 @cache
@@ -74,29 +80,29 @@ REPRESENTATIVE = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5", "ge
                   "xai": "grok-3-mini"}
 
 
-def chat_model_for(provider: str) -> str:
-    """A representative enabled chat model whose primary route is `provider`."""
-    cfg = repo_config()
+def chat_model_for(provider: str, cfg: Config | None = None) -> str:
+    """A representative enabled chat model whose primary route is `provider` (in `cfg`, default the repo's)."""
+    cfg = cfg or repo_config()
     preferred = cfg.models.get(REPRESENTATIVE.get(provider, ""))
     if preferred is not None and preferred.enabled:
         return preferred.name
     for name, model in cfg.models.items():
         if model.enabled and model.kind == "chat":
-            route = next(r for r in cfg.routes if r.matches(name))
-            if route.primary == provider:
+            route = next((r for r in cfg.routes if r.matches(name)), None)
+            if route is not None and route.primary == provider:
                 return name
-    raise LookupError(provider)
+    raise LookupError(f"no enabled chat model has {provider!r} as its primary provider")
 
 
 IMAGE_MODEL = {"openai": "gpt-image-1", "gemini": "gemini-2.5-flash-image", "xai": "grok-imagine-image"}
 RESPONSES_ONLY_MODEL = {"openai": "gpt-5-codex"}
 
 
-def model_for(provider: str, endpoint: str) -> str | None:
+def model_for(provider: str, endpoint: str, cfg: Config | None = None) -> str | None:
     """The model a golden test uses for `provider` on `endpoint` (None: the provider serves none there)."""
     if endpoint == "image":
         return IMAGE_MODEL.get(provider)
-    return chat_model_for(provider)
+    return chat_model_for(provider, cfg)
 
 
 def load_json(path: Path) -> Any:

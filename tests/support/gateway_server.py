@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import uvicorn
 
@@ -24,6 +24,7 @@ from gateway.store.accounts import Accounts
 from gateway.store.connection import async_client
 from gateway.store.keys import KeySpace
 from tests.support import REPO
+from tests.support.stand_ins import with_stand_ins
 
 T = TypeVar("T")
 
@@ -36,8 +37,9 @@ def free_port() -> int:
 
 class GatewayServer:
     def __init__(self, root: Path | str, env: Mapping[str, str], wrap: Callable[[Any], Any] | None = None) -> None:
-        """`wrap`: an ASGI middleware put around the app (to watch what the app sends, and when)."""
-        self.config = load_config(root, env)
+        """`wrap`: an ASGI middleware put around the app (to watch what the app sends, and when). A ${VAR}
+        without default that `env` leaves unset gets a stand-in (tests.support.stand_ins)."""
+        self.config = load_config(root, with_stand_ins(root, env))
         self.app = GatewayApp(self.config)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -57,7 +59,7 @@ class GatewayServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> GatewayServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,9 +16,9 @@ import redis
 from gateway.store.accounts import Accounts
 from gateway.web.passwords import Passwords
 from tests.conftest import fake_env
+from tests.support import REPO, private_redis_prefix, redis_url
 from tests.support.fake_payments import FakePayments
 from tests.support.gateway_server import GatewayServer, accounts_call
-from tests.support import REDIS_URL, REPO, private_redis_prefix
 
 PASSWORD = "correct horse battery"
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
@@ -38,7 +38,7 @@ class Stack:
         return self.server.base_url
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(REDIS_URL)
+        return redis.Redis.from_url(redis_url())
 
 
 @contextmanager
@@ -47,7 +47,7 @@ def web_stack(fakes: Mapping[str, Any], **env: str) -> Iterator[Stack]:
     payments = FakePayments()
     try:
         with private_redis_prefix() as prefix:
-            full = fake_env(fakes) | payments.env() | {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix,
+            full = fake_env(fakes) | payments.env() | {"REDIS_URL": redis_url(), "GATEWAY_REDIS_PREFIX": prefix,
                                                       "GATEWAY_COOKIE_SECURE": "false"} | env
             with GatewayServer(REPO, full) as server:
                 payments.webhook_url = server.base_url + "/payments/webhook/yookassa"

@@ -29,14 +29,14 @@ def test_rounds_up_once_at_the_end() -> None:
 
 
 def test_cache_write_and_reasoning_as_output() -> None:
-    b = book(input=Decimal("3"), cached_input=Decimal("0.3"), cache_write=Decimal("3.75"), output=Decimal("15"))
+    b = book(input=Decimal(3), cached_input=Decimal("0.3"), cache_write=Decimal("3.75"), output=Decimal(15))
     u = Usage(input_tokens=1_000_000, cached_input_tokens=200_000, cache_write_tokens=100_000,
               output_tokens=10_000, reasoning_tokens=8_000)
     assert b.cost("m", u) == usd_to_nano("2.1") + usd_to_nano("0.06") + usd_to_nano("0.375") + usd_to_nano("0.15")
 
 
 def test_markup_and_per_request_and_images() -> None:
-    b = book(input=Decimal("1"), output=Decimal("2"), per_request=Decimal("0.01"), markup_percent=Decimal("10"),
+    b = book(input=Decimal(1), output=Decimal(2), per_request=Decimal("0.01"), markup_percent=Decimal(10),
              per_image=(("1024x1024", "low", Decimal("0.011")), ("*", "*", Decimal("0.167"))))
     u = Usage(input_tokens=1_000_000, output_tokens=0, images=2)
     assert b.cost("m", u, "1024x1024", "low") == usd_to_nano("1.1") + usd_to_nano("0.011") + 2 * usd_to_nano("0.0121")
@@ -67,6 +67,63 @@ def test_usd_parsing_refuses(text: str) -> None:
 
 
 def test_rub_conversion_rounds_in_the_houses_favour() -> None:
-    assert rub_to_nano_usd("950", Decimal("95")) == 10 * 10**9
-    assert rub_to_nano_usd("100", Decimal("3")) == 33_333_333_333  # never 33.333333334
+    assert rub_to_nano_usd("950", Decimal(95)) == 10 * 10**9
+    assert rub_to_nano_usd("100", Decimal(3)) == 33_333_333_333  # never 33.333333334
     assert nano_to_rub(12_500_000_000, Decimal("101.25")) == Decimal("1265.63")
+
+
+def test_cached_and_cache_write_tokens_default_to_the_input_price() -> None:
+    b = book(input=Decimal(2), output=Decimal(8))
+    u = Usage(input_tokens=1_000, cached_input_tokens=400, cache_write_tokens=100, output_tokens=10)
+    assert b.cost("m", u) == 1_000 * 2_000 + 10 * 8_000  # nano-USD per token = USD per 1M × 1000
+
+
+def test_cached_tokens_beyond_the_prompt_never_make_a_negative_charge() -> None:
+    b = book(input=Decimal(1), cached_input=Decimal("0.1"))
+    assert b.cost("m", Usage(input_tokens=10, cached_input_tokens=50)) == 50 * 100  # uncached clamped to 0
+
+
+def test_the_image_price_is_the_most_specific_match() -> None:
+    b = book(per_image=(("1024x1024", "standard", Decimal("0.04")), ("1024x1024", "*", Decimal("0.06")),
+                        ("*", "hd", Decimal("0.10")), ("*", "*", Decimal("0.12"))))
+    cost = lambda size, quality: b.cost("m", Usage(images=1), size, quality)
+    assert cost("1024x1024", "standard") == usd_to_nano("0.04")  # size and quality
+    assert cost("1024x1024", "low") == usd_to_nano("0.06")       # size only
+    assert cost("512x512", "hd") == usd_to_nano("0.10")          # quality only
+    assert cost("512x512", "low") == usd_to_nano("0.12")         # neither
+    assert book(per_image=(("1024x1024", "hd", Decimal(1)),)).cost("m", Usage(images=1), "9x9", "low") == 0
+
+
+def test_an_image_reported_in_tokens_is_billed_by_its_tokens_only() -> None:
+    b = book(input=Decimal(5), output=Decimal(40), per_image=(("*", "*", Decimal("0.2")),))
+    by_tokens = b.cost("m", Usage(input_tokens=10, output_tokens=1_000, images=1))
+    assert by_tokens == 10 * 5_000 + 1_000 * 40_000
+    assert b.cost("m", Usage(input_tokens=10, images=2)) == 10 * 5_000 + 2 * usd_to_nano("0.2")
+
+
+def test_max_cost_bounds_every_cost_of_the_same_request() -> None:
+    b = book(input=Decimal(3), cached_input=Decimal("0.3"), output=Decimal(15), markup_percent=Decimal("7.5"))
+    top = b.max_cost("m", 2_000, 500)
+    assert top == b.cost("m", Usage(input_tokens=2_000, output_tokens=500))
+    for used in (Usage(input_tokens=2_000, cached_input_tokens=2_000, output_tokens=500),
+                 Usage(input_tokens=1_000, output_tokens=1), Usage()):
+        assert b.cost("m", used) <= top
+
+
+def test_max_cost_of_images_takes_the_dearest_price_with_markup() -> None:
+    b = book(per_image=(("1024x1024", "low", Decimal("0.011")), ("1536x1024", "high", Decimal("0.25"))),
+             markup_percent=Decimal(10))
+    assert b.max_cost("m", 100, 0, images=3) == 3 * usd_to_nano("0.275")
+    # without per-image prices: 6,000 output tokens an image
+    assert book(output=Decimal(40)).max_cost("m", 0, 0, images=2) == 2 * 6_000 * 40_000
+    assert book(free=True, per_image=(("*", "*", Decimal(1)),)).max_cost("m", 10, 10, images=4) == 0
+
+
+def test_markup_is_applied_once_and_rounded_up() -> None:
+    b = book(input=Decimal("0.001"), markup_percent=Decimal("33.3333"))  # 1 nano-USD a token
+    assert b.cost("m", Usage(input_tokens=3)) == 4  # 3 × 1.333333 = 3.999999 → 4
+    assert b.cost("m", Usage(input_tokens=3_000_000)) == 3_999_999  # exact: nothing to round
+
+
+def test_unknown_model_has_no_rate() -> None:
+    assert book(input=Decimal(1)).rate("other") is None

@@ -3,7 +3,9 @@
     from tests.support.fakes.specs import validate
     errors = validate("openai", "CreateChatCompletionRequest", body)   # [] when valid
 
-Spec files are looked up in ``$GATEWAY_SPECS_DIR`` or ``<repo root>/../shared/specs``.
+Spec files are vendored in ``tests/specs/`` (origin, commit, date and licence of each in
+``tests/specs/SOURCE``); ``$GATEWAY_SPECS_DIR`` points elsewhere, e.g. at a newer copy. A file
+over ~1 MB is stored gzipped (``openapi.json.gz``) and read as such when the plain one is absent.
 Each document is loaded once, normalised (PROVIDERS.md section 0) and registered as one
 JSON-Schema resource; one Draft 2020-12 validator per (spec, schema, strict) is built on
 first use and cached, so validating on every fake request is cheap.
@@ -29,6 +31,7 @@ Normalisations (see PROVIDERS.md section 0):
 from __future__ import annotations
 
 import copy
+import gzip
 import os
 import re
 import threading
@@ -41,14 +44,18 @@ from typing import Any
 try:  # orjson is ~5x faster on the 3.4 MB OpenAI document
     import orjson
 
-    def _load_json(path: Path) -> Any:
-        return orjson.loads(path.read_bytes())
+    def _parse_json(data: bytes) -> Any:
+        return orjson.loads(data)
 
 except ImportError:  # pragma: no cover
     import json
 
-    def _load_json(path: Path) -> Any:
-        return json.loads(path.read_text(encoding="utf-8"))
+    def _parse_json(data: bytes) -> Any:
+        return json.loads(data)
+
+
+def _load_json(path: Path) -> Any:
+    return _parse_json(path.read_bytes())
 
 
 from jsonschema import Draft202012Validator
@@ -91,7 +98,7 @@ _lock = threading.RLock()
 def specs_dir() -> Path:
     """Directory holding ``openai/``, ``anthropic/``, ``gemini/`` and ``examples/``."""
     env = os.environ.get("GATEWAY_SPECS_DIR")
-    return Path(env) if env else _REPO_ROOT.parent / "shared" / "specs"
+    return Path(env) if env else _REPO_ROOT / "tests" / "specs"
 
 
 def _canon(spec: str) -> str:
@@ -271,11 +278,12 @@ def _patch_gemini(schemas: dict) -> None:
 @cache
 def _raw_spec(spec: str) -> Any:
     path = specs_dir() / SPEC_FILES[spec]
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"spec file {path} not found; set GATEWAY_SPECS_DIR or put shared/specs beside the checkout"
-        )
-    return _load_json(path)
+    if path.is_file():
+        return _load_json(path)
+    packed = path.with_name(path.name + ".gz")
+    if packed.is_file():
+        return _parse_json(gzip.decompress(packed.read_bytes()))
+    raise FileNotFoundError(f"spec file {path} (or {packed.name}) not found in {specs_dir()}")
 
 
 @cache
