@@ -28,6 +28,7 @@ from gateway.config.model import (
 )
 from gateway.config.outbound import outbound
 from gateway.config.schemas import schema_errors
+from gateway.config.yaml_load import DuplicateKeys, load_yaml
 from gateway.envsubst import substitute_tree
 from gateway.http.client_address import parse_network
 from gateway.translate.adapters import load_adapters
@@ -63,9 +64,15 @@ class _Loader:
         file = self.rel(path)
         self.files.append(file)
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            doc = load_yaml(path.read_text(encoding="utf-8"))
         except OSError as exc:
             self.err(file, "", f"cannot read: {exc.strerror}")
+            return None
+        except DuplicateKeys as exc:
+            for where, key, first, second in sorted(exc.duplicates, key=lambda d: d[3]):
+                self.err(file, f"{where}.{key}" if where else key,
+                         f"duplicate key '{key}' at lines {first} and {second} (YAML would silently keep the "
+                         "second); remove one")
             return None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)

@@ -155,3 +155,19 @@ def test_render_previews_upstream_request(tmp_path: Path, capsys, monkeypatch) -
     assert out["body"]["system"] == "Be terse."
     assert out["body"]["stop_sequences"] == ["END"]
     assert out["body"]["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+
+
+# -- silent failures that are errors now (issue 16) ------------------------------------------------------
+
+def test_duplicate_yaml_key_is_an_error_naming_both_lines(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A second `gpt-4o-mini:` entry used to replace the first silently (and disabled the model)."""
+    root = copy_root(tmp_path)
+    models = root / "config" / "models.yaml"
+    lines = models.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("gpt-4o-mini:")) + 1
+    models.write_text("\n".join(lines) + "\n  gpt-4o-mini: {kind: chat, enabled: false, reason: old entry}\n")
+    second = len(lines) + 1
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert (f"config/models.yaml: models.gpt-4o-mini: duplicate key 'gpt-4o-mini' at lines {first} and {second}"
+            in "\n".join(out)), out
