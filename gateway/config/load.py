@@ -27,6 +27,7 @@ from gateway.config.model import (
     pattern_matches,
 )
 from gateway.config.outbound import outbound
+from gateway.config.render_check import render_errors
 from gateway.config.schemas import schema_errors
 from gateway.config.yaml_load import DuplicateKeys, load_yaml
 from gateway.envsubst import substitute_tree
@@ -177,9 +178,13 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
                                                  **variants}, prices)
     if ld.errors:
         raise ConfigError(ld.errors)
-    return Config(root=str(base), settings=settings, models=models, routes=routes, providers=providers,
-                  wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files), payments=payments,
-                  variants=variants)
+    config = Config(root=str(base), settings=settings, models=models, routes=routes, providers=providers,
+                    wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files), payments=payments,
+                    variants=variants)
+    errors = render_errors(config)  # templates that compile but fail on representative requests
+    if errors:
+        raise ConfigError(errors)
+    return config
 
 
 def _compile_wire(ld: _Loader, wires: dict[str, Wire], key: str, doc: dict[str, Any], jinja: Any, file: str,
@@ -187,6 +192,7 @@ def _compile_wire(ld: _Loader, wires: dict[str, Wire], key: str, doc: dict[str, 
     """Compile a wire document into wires[key] (a variant is kept under its provider's name)."""
     try:
         wires[key] = Wire(name or key, doc, jinja, "")
+        wires[key].source = file
     except TreeError as exc:
         ld.err(file, exc.path.lstrip("."), str(exc).split(": ", 1)[1])
 
