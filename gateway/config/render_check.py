@@ -84,7 +84,7 @@ def _check(config: Config, provider: Provider, plan: Any, endpoint: Any, decisio
                     op.start_stream(bodies[-1], variables)
             except GatewayError:
                 continue  # a deliberate refusal of this request
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  any other failure is a template's mistake
                 _report(found, provider, wire, op, exc, what)
     plain = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "responses": {"input": "hi"},
              "completion": {"prompt": "hi"}, "image": {"prompt": "hi"}}.get(endpoint.name)
@@ -107,7 +107,7 @@ def _check(config: Config, provider: Provider, plan: Any, endpoint: Any, decisio
                 _report(found, provider, wire, op, None, what, f"response.{undefined[0]}", undefined[1])
         except GatewayError:
             continue
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  any other failure is a template's mistake
             _report(found, provider, wire, op, exc, what)
 
 

@@ -176,15 +176,15 @@ def test_duplicate_yaml_key_is_an_error_naming_both_lines(tmp_path: Path, capsys
 @pytest.mark.parametrize(("file", "edit", "expected"), [
     ("providers.d/wire/anthropic.yaml",
      lambda d: d["operations"]["chat"]["request"].update(system="{{ system_prompt }}"),
-     "providers.d/wire/anthropic.yaml: operations.chat.request.system: template fails at run time: "
-     "renders an undefined value ('system_prompt' is undefined)"),
+     ("providers.d/wire/anthropic.yaml: operations.chat.request.system: template fails at run time: "
+      "renders an undefined value ('system_prompt' is undefined)")),
     ("providers.d/wire/gemini.yaml",
      lambda d: d["operations"]["chat"]["let"].update(extra="{{ undefined_thing | upper }}"),
      "providers.d/wire/gemini.yaml: operations.chat.let.extra: template fails at run time: 'undefined_thing' is undefined"),
     ("providers.d/wire/gemini.yaml",
      lambda d: d["operations"]["chat"]["response"].update(system_fingerprint="{{ resp.when }}"),
-     "providers.d/wire/gemini.yaml: operations.chat.response.system_fingerprint: template fails at run time: renders an "
-     "undefined value ('dict object' has no attribute 'when')"),
+     ("providers.d/wire/gemini.yaml: operations.chat.response.system_fingerprint: template fails at run time: "
+      "renders an undefined value ('dict object' has no attribute 'when')")),
     ("providers.d/xai.yaml",
      lambda d: d["overrides"].update(chat={"path": "{{ api_root }}/chat/completions"}),
      "providers.d/xai.yaml: operations.chat.path: template fails at run time: 'api_root' is undefined"),
