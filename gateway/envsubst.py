@@ -40,18 +40,26 @@ def without_default(node: Any) -> set[str]:
     return set()
 
 
-def substitute_tree(node: Any, env: Mapping[str, str], path: str, errors: list[str]) -> Any:
-    """Substitute in every string of a parsed YAML tree; collect errors as 'path: message'."""
+def substitute_tree(node: Any, env: Mapping[str, str], path: str, errors: list[str],
+                    origins: dict[str, tuple[str, ...]] | None = None) -> Any:
+    """Substitute in every string of a parsed YAML tree; collect errors as 'path: message'. `origins`, when
+    given, receives path → the variables whose values the environment supplied there (an error about that
+    value is then blamed on the variable, not on the file)."""
     if isinstance(node, str):
         if "${" not in node:
             return node
+        if origins is not None:
+            from_env = tuple(m.group(1) for m in _VAR.finditer(node) if env.get(m.group(1)) not in (None, ""))
+            if from_env:
+                origins[path] = from_env
         try:
             return substitute(node, env)
         except MissingVariable as exc:
             errors.append(f"{path or '<root>'}: {exc}")
             return node
     if isinstance(node, dict):
-        return {k: substitute_tree(v, env, f"{path}.{k}" if path else str(k), errors) for k, v in node.items()}
+        return {k: substitute_tree(v, env, f"{path}.{k}" if path else str(k), errors, origins)
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [substitute_tree(v, env, f"{path}[{i}]", errors) for i, v in enumerate(node)]
+        return [substitute_tree(v, env, f"{path}[{i}]", errors, origins) for i, v in enumerate(node)]
     return node

@@ -27,7 +27,9 @@ from gateway.config.model import (
     pattern_matches,
 )
 from gateway.config.outbound import outbound
-from gateway.config.schemas import schema_errors
+from gateway.config.render_check import render_errors
+from gateway.config.schemas import did_you_mean, schema_errors
+from gateway.config.yaml_load import DuplicateKeys, load_yaml
 from gateway.envsubst import substitute_tree
 from gateway.http.client_address import parse_network
 from gateway.translate.adapters import load_adapters
@@ -48,6 +50,9 @@ class _Loader:
         self.env = env
         self.errors: list[str] = []
         self.files: list[str] = []
+        self.failed: set[str] = set()       # files that did not load: what follows from them is not reported
+        self.suppressed = 0                  # follow-on errors not reported (counted in the summary line)
+        self.loose: dict[str, Any] = {}     # a failed file's parsed YAML, when it parsed (to know what it names)
 
     def rel(self, path: Path) -> str:
         try:
@@ -58,29 +63,52 @@ class _Loader:
     def err(self, file: str, path: str, message: str) -> None:
         self.errors.append(f"{file}: {path or '<root>'}: {message}")
 
+    def follow_on(self, file: str, path: str, message: str, *, because: bool) -> None:
+        """An error that may only follow from a file that failed to load: counted, not shown, when it does."""
+        if because:
+            self.suppressed += 1
+        else:
+            self.err(file, path, message)
+
     def read(self, path: Path, kind: str, *, substitute: bool = True) -> Any:
         """Parse one YAML file, substitute ${VAR}s and validate against its kind's schema."""
         file = self.rel(path)
         self.files.append(file)
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            doc = load_yaml(path.read_text(encoding="utf-8"))
         except OSError as exc:
             self.err(file, "", f"cannot read: {exc.strerror}")
+            return None
+        except DuplicateKeys as exc:
+            for where, key, first, second in sorted(exc.duplicates, key=lambda d: d[3]):
+                self.err(file, f"{where}.{key}" if where else key,
+                         f"duplicate key '{key}' at lines {first} and {second} (YAML would silently keep the "
+                         "second); remove one")
+            self.failed.add(file)
             return None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark else ""
             self.err(file, where, f"invalid YAML: {getattr(exc, 'problem', exc)}")
+            self.failed.add(file)
             return None
+        origins: dict[str, tuple[str, ...]] = {}
         if substitute:
             sub_errors: list[str] = []
-            doc = substitute_tree(doc, self.env, "", sub_errors)
+            doc = substitute_tree(doc, self.env, "", sub_errors, origins)
             for e in sub_errors:
                 self.errors.append(f"{file}: {e}")
         errors = schema_errors(kind, doc)
         for path_, message in errors:
+            names = origins.get(path_)
+            if names:  # the file only names the variable: the value at fault is the environment's
+                message += f" (the value comes from the environment variable {', '.join(names)})"
             self.err(file, path_, message)
-        return None if errors else doc
+        if errors:
+            self.failed.add(file)
+            self.loose[file] = doc
+            return None
+        return doc
 
 
 def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -129,7 +157,9 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
             ld.err(file, "name", f"provider '{name}' is already defined in {providers[name].source}")
             continue
         if doc["wire"] not in wires and not (base / "providers.d" / "wire" / f"{doc['wire']}.yaml").exists():
-            ld.err(file, "wire", f"no wire format '{doc['wire']}' (expected providers.d/wire/{doc['wire']}.yaml)")
+            known = [p.stem for p in (base / "providers.d" / "wire").glob("*.yaml")]
+            ld.err(file, "wire", f"no wire format '{doc['wire']}' (expected providers.d/wire/{doc['wire']}.yaml)"
+                                 f"{did_you_mean(doc['wire'], known)}")
         auth = doc.get("auth") or {"header": "Authorization", "prefix": "Bearer "}
         wire_name = doc["wire"]
         if doc.get("overrides") and wire_name in wire_docs:
@@ -156,7 +186,9 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
                 ld.err(file, f"models.{model}", f"price already given in {prices[model].source}")
                 continue
             if model not in models:
-                ld.err(file, f"models.{model}", "no such model in config/models.yaml")
+                ld.follow_on(file, f"models.{model}",
+                             f"no such model in config/models.yaml{did_you_mean(model, models)}",
+                             because="config/models.yaml" in ld.failed)
                 continue
             prices[model] = _price(model, spec, doc, file)
 
@@ -169,10 +201,17 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
     _cross_check(ld, models, routes, providers, {**{p: wires[d.wire] for p, d in providers.items() if d.wire in wires},
                                                  **variants}, prices)
     if ld.errors:
+        if ld.suppressed:
+            ld.errors.append(f"(and {ld.suppressed} more error(s) not shown: they only follow from the ones above, "
+                             "and go away with them)")
         raise ConfigError(ld.errors)
-    return Config(root=str(base), settings=settings, models=models, routes=routes, providers=providers,
-                  wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files), payments=payments,
-                  variants=variants)
+    config = Config(root=str(base), settings=settings, models=models, routes=routes, providers=providers,
+                    wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files), payments=payments,
+                    variants=variants)
+    errors = render_errors(config)  # templates that compile but fail on representative requests
+    if errors:
+        raise ConfigError(errors)
+    return config
 
 
 def _compile_wire(ld: _Loader, wires: dict[str, Wire], key: str, doc: dict[str, Any], jinja: Any, file: str,
@@ -180,6 +219,7 @@ def _compile_wire(ld: _Loader, wires: dict[str, Wire], key: str, doc: dict[str, 
     """Compile a wire document into wires[key] (a variant is kept under its provider's name)."""
     try:
         wires[key] = Wire(name or key, doc, jinja, "")
+        wires[key].source = file
     except TreeError as exc:
         ld.err(file, exc.path.lstrip("."), str(exc).split(": ", 1)[1])
 
@@ -209,12 +249,15 @@ def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[R
             if shadow is not None:
                 ld.err(routing, where, f"'{pattern}' can never match: '{shadow}' of an earlier route takes every name it would")
             elif not any(pattern_matches(pattern, m) for m in models):
-                ld.err(routing, where, f"'{pattern}' matches no model in config/models.yaml")
+                ld.follow_on(routing, where, f"'{pattern}' matches no model in config/models.yaml",
+                             because="config/models.yaml" in ld.failed)
             seen.append((pattern, i))
         for role in ("primary", "fallback"):
             name = getattr(route, role)
             if name is not None and name not in providers:
-                ld.err(routing, f"routes[{i}].{role}", f"no provider '{name}' in providers.d/")
+                ld.follow_on(routing, f"routes[{i}].{role}",
+                             f"no provider '{name}' in providers.d/{did_you_mean(name, providers)}",
+                             because=f"providers.d/{name}.yaml" in ld.failed)
 
     for name, model in models.items():
         if not model.enabled:
@@ -222,7 +265,8 @@ def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[R
         where = f"models.{name}"
         matched = next((r for r in routes if r.matches(name)), None)
         if matched is None:
-            ld.err("config/models.yaml", where, "enabled but no route in config/routing.yaml matches it")
+            ld.follow_on("config/models.yaml", where, "enabled but no route in config/routing.yaml matches it",
+                         because="config/routing.yaml" in ld.failed)
             continue
         endpoint = native_endpoint(model.kind)
         if endpoint is None:
@@ -236,7 +280,21 @@ def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[R
                        f"provider '{pname}' (wire '{provider.wire}') cannot serve this {model.kind} model on "
                        f"{endpoint.path}: it has no operation for it")
         if name not in prices:
-            ld.err("config/models.yaml", where, "enabled but has no price in pricing.d/ (give one or mark it `free: true`)")
+            ld.follow_on("config/models.yaml", where,
+                         "enabled but has no price in pricing.d/ (give one or mark it `free: true`)",
+                         because=_price_file_failed(ld, name))
+
+
+def _price_file_failed(ld: _Loader, model: str) -> bool:
+    """A pricing.d/ file that did not load may have held this model's price: it names the model, or it
+    could not even be parsed (so nobody knows what it names)."""
+    for file in ld.failed:
+        if file.startswith("pricing.d/"):
+            doc = ld.loose.get(file)
+            named = doc.get("models") if isinstance(doc, dict) else None
+            if not isinstance(named, dict) or model in named:
+                return True
+    return False
 
 
 def _covers(earlier: str, later: str) -> bool:

@@ -18,7 +18,14 @@ import orjson
 from jinja2 import TemplateError
 
 from gateway.config.model import Config, Provider
-from gateway.errors import BadRequest, GatewayError, RateLimited, UpstreamUnavailable, error_for_status
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    InternalError,
+    RateLimited,
+    UpstreamUnavailable,
+    error_for_status,
+)
 from gateway.http.upstreams import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.proxy.endpoints import Plan
 from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, INLINE_TRANSLATE_BYTES, LargeBodies
@@ -34,8 +41,10 @@ from gateway.proxy.streaming import (
     with_usage_requested,
 )
 from gateway.translate.adapters import Adapter
+from gateway.translate.faults import is_operator_fault
 from gateway.translate.json_pieces import dumps_like
 from gateway.translate.stream_adapters import StreamSide
+from gateway.translate.tree import template_path
 from gateway.translate.wire_operation import UpstreamRequest, Wire, WireOperation
 from gateway.usage import Usage
 
@@ -58,13 +67,19 @@ class Answer:
     document: Any                  # the client's answer as a document (images are counted from it)
 
 
-def untranslatable(exc: Exception, variables: dict[str, Any]) -> Exception:
-    """A request the templates cannot translate is the client's 400, not a crash: plain words and the request
-    id for the client, the Python details for the log."""
+def untranslatable(exc: Exception, variables: dict[str, Any], op: WireOperation) -> Exception:
+    """A request the templates cannot translate: the client's 400 in plain words when its values are at fault,
+    the gateway's 500 when a template is (gateway.translate.faults) — charged nothing either way (the paid
+    call settles a GatewayError at no cost). The Python details and the template go to the log."""
     if isinstance(exc, GatewayError):
         return exc
     rid = variables["request_id"]
-    log.info("request %s cannot be translated: %s: %s", rid, type(exc).__name__, exc)
+    where = template_path(exc).lstrip(".") or op.where.lstrip(".")
+    if is_operator_fault(exc):
+        log.error("request %s: translation of %s failed in template %s: %s: %s", rid, op.label, where,
+                  type(exc).__name__, exc)
+        return InternalError(f"translation of {op.label} failed; quote request id {rid}")
+    log.info("request %s cannot be translated (template %s): %s: %s", rid, where, type(exc).__name__, exc)
     return BadRequest("the request cannot be translated for this model (a field has a type or value the "
                       f"model's provider cannot take); quote request id {rid}")
 
@@ -191,7 +206,7 @@ class Forwarder:
         try:  # (try/except, not a context manager: free unless something is raised; this runs per request)
             return bodies, op.build_request(inner, dumps_like(inner, raw), variables)
         except _UNTRANSLATABLE as exc:
-            raise untranslatable(exc, variables) from None
+            raise untranslatable(exc, variables, op) from None
 
     def prepare(self, plan: Plan, op: WireOperation, body: dict[str, Any], raw: bytes | bytearray,
                 variables: dict[str, Any]) -> tuple[list[dict[str, Any]], UpstreamRequest]:
@@ -204,7 +219,7 @@ class Forwarder:
                 raw = dumps_like(bodies[-1], raw)
             return bodies, op.build_request(bodies[-1], raw, variables)
         except _UNTRANSLATABLE as exc:
-            raise untranslatable(exc, variables) from None
+            raise untranslatable(exc, variables, op) from None
 
     def translate_back(self, plan: Plan, op: WireOperation, provider: Provider, reply: UpstreamReply,
                        bodies: list[dict[str, Any]], variables: dict[str, Any]) -> Answer:
@@ -218,7 +233,12 @@ class Forwarder:
                                                                                      usage)
                 client = doc
             data = reply.body if client is None else orjson.dumps(client)
-        except Exception:
+        except Exception as exc:
+            if is_operator_fault(exc):  # a response template's mistake: the gateway's fault, not the provider's
+                rid = variables["request_id"]
+                log.error("request %s: translation of %s failed in template %s: %s: %s", rid, op.label,
+                          template_path(exc).lstrip(".") or op.where.lstrip("."), type(exc).__name__, exc)
+                raise InternalError(f"translation of {op.label} failed; quote request id {rid}") from None
             log.exception("cannot translate %s answer for %s", provider.name, variables["request_id"])
             raise UpstreamUnavailable(f"provider '{provider.name}' sent an answer the gateway cannot read") from None
         return Answer(data, provider.name, usage, client if client is not None else upstream)

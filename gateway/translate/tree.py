@@ -103,14 +103,38 @@ def _compile_string(text: str, env: SandboxedEnvironment, path: str) -> Node:
             root = env.compile_expression(m.group("expr").strip(), undefined_to_none=False)._template.root_render_func
 
             def evaluate(ctx: Context) -> Any:
-                consume(root(ctx))
+                try:  # free unless something is raised (3.11 zero-cost exceptions)
+                    consume(root(ctx))
+                except Exception as exc:
+                    _mark(exc, path)
+                    raise
                 return ctx.vars["result"]
 
             return evaluate
         root_text = env.from_string(text).root_render_func
-        return lambda ctx: "".join(root_text(ctx))
+
+        def render_text(ctx: Context) -> str:
+            try:
+                return "".join(root_text(ctx))
+            except Exception as exc:
+                _mark(exc, path)
+                raise
+
+        return render_text
     except TemplateError as exc:
         raise TreeError(path, f"template does not compile: {exc}") from None
+
+
+def _mark(exc: BaseException, path: str) -> None:
+    """Name the leaf an exception came from (the innermost one: a macro's leaf inside map_tree keeps its own),
+    so the log and `gateway config validate` can say which template failed."""
+    if getattr(exc, "template_path", None) is None:
+        exc.template_path = path  # type: ignore[attr-defined]
+
+
+def template_path(exc: BaseException) -> str:
+    """The template leaf an exception was raised in ("" when not raised by a template)."""
+    return getattr(exc, "template_path", None) or ""
 
 
 @pass_context

@@ -14,6 +14,7 @@ from typing import Any
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.errors import BadRequest
+from gateway.translate.faults import find_undefined
 from gateway.translate.json_pieces import dumps_like
 from gateway.translate.omit import OMIT
 from gateway.translate.stream import MappedStream, StreamMapping
@@ -43,6 +44,8 @@ class WireOperation:
     def __init__(self, name: str, spec: Mapping[str, Any], env: SandboxedEnvironment,
                  macros: dict[str, Node], where: str) -> None:
         self.name = name
+        self.label = name      # "<wire>.<operation>" once its wire has named it (the 500 of a failed translation)
+        self.where = where     # the prefix of its template paths
         self.method: str = spec.get("method", "POST")
         self.passthrough: bool = bool(spec.get("passthrough", False))
         self._env = env
@@ -72,7 +75,15 @@ class WireOperation:
             return self._passthrough_request(body, raw, variables)
         ctx = self._context(body, variables)
         payload = self._render(ctx, body)
-        return UpstreamRequest(self.method, self._render_path(ctx), dumps_like(payload, raw))
+        try:
+            data = dumps_like(payload, raw)
+        except TypeError as exc:  # a template left a value undefined: say where, for the log
+            found = find_undefined(payload)
+            if found is not None and getattr(exc, "template_path", None) is None:
+                exc.template_path = f"{self.where}.request.{found[0]}".lstrip(".")  # type: ignore[attr-defined]
+                exc.args = (f"renders an undefined value ({found[1]})",)
+            raise
+        return UpstreamRequest(self.method, self._render_path(ctx), data)
 
     def render_request(self, body: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
         """The translated request as a document (adapters between OpenAI's own API shapes)."""
@@ -193,6 +204,9 @@ class Wire:
             self.macros[macro] = compile_tree(tree, env, f"{where}.macros.{macro}")
         self.operations = {op: WireOperation(op, spec, env, self.macros, f"{where}.operations.{op}")
                            for op, spec in doc["operations"].items()}
+        for op in self.operations.values():
+            op.label = f"{name}.{op.name}"
+        self.source = ""   # the file it was read from (set by the config loader)
         self._error_paths = tuple(tuple(p.split(".")) for p in (doc.get("errors") or {}).get("message", ()))
 
     def error_message(self, payload: Any) -> str | None:

@@ -157,3 +157,37 @@ def test_streaming_switched_off_answers_plain_json(tmp_path: Path, gateway_env, 
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     assert r.json()["object"] == "chat.completion" and r.json()["choices"][0]["message"]["content"] == "echo: hi"
     assert "stream" not in fakes["anthropic"].last.body
+
+
+def test_a_template_mistake_is_the_gateways_500_logged_and_not_charged(tmp_path: Path, gateway_env, fakes,
+                                                                        caplog) -> None:
+    """A template that passes `config validate` (the samples carry no `safety_identifier`) but names a variable that does
+    not exist when a request does: the gateway's fault, not the client's 400 (issue 16 item 2)."""
+    root = copy_root(tmp_path)
+    wire_file = root / "providers.d" / "wire" / "anthropic.yaml"
+    wire = yaml.safe_load(wire_file.read_text())
+    wire["operations"]["chat"]["request"]["metadata"] = {
+        "$if": "{{ body.get('safety_identifier') }}", "user_id": "{{ no_such_variable ~ body.safety_identifier }}"}
+    wire_file.write_text(yaml.safe_dump(wire, sort_keys=False))
+    with GatewayServer(root, gateway_env) as server:
+        from tests.support.gateway_server import accounts_call, make_customer
+        customer = make_customer(server, usd="5")
+        auth = {"Authorization": f"Bearer {customer.secret}"}
+        ok = httpx.post(server.base_url + "/v1/chat/completions", headers=auth, timeout=20,
+                        json={"model": "claude-sonnet-4-5", "messages": MSG})
+        assert ok.status_code == 200, ok.text
+        before = accounts_call(server, lambda acc: acc.account(customer.account_id)).credited
+        with caplog.at_level("ERROR", logger="gateway.proxy.forwarding"):
+            r = httpx.post(server.base_url + "/v1/chat/completions", headers=auth, timeout=20,
+                           json={"model": "claude-sonnet-4-5", "messages": MSG, "safety_identifier": "u1"})
+        assert r.status_code == 500, r.text
+        doc = r.json()
+        assert set(doc) == {"statusCode", "error", "message"} and doc["statusCode"] == 500
+        assert doc["message"].startswith("translation of anthropic.chat failed")
+        rid = r.headers["x-request-id"]
+        assert rid in doc["message"]
+        logged = [rec.getMessage() for rec in caplog.records if rid in rec.getMessage()]
+        assert any("operations.chat.request.metadata.user_id" in line for line in logged), logged
+        assert accounts_call(server, lambda acc: acc.account(customer.account_id)).credited == before
+        history = accounts_call(server, lambda acc: acc.history(customer.account_id))
+        assert history[0]["status"] == 500 and int(history[0]["cost"]) == 0, history[0]

@@ -59,10 +59,10 @@ BROKEN = {
         "config/routing.yaml: routes[1].fallback: no provider 'vertex' in providers.d/"),
     "bad base url": (
         "providers.d/anthropic.yaml", lambda d: d.update(base_url="api.anthropic.com"),
-        "providers.d/anthropic.yaml: base_url: 'api.anthropic.com' does not match"),
+        "providers.d/anthropic.yaml: base_url: 'api.anthropic.com' is not an http:// or https:// URL"),
     "unknown provider field": (
         "providers.d/xai.yaml", lambda d: d.update(timeout=5),
-        "providers.d/xai.yaml: <root>: unknown field(s) ('timeout' was unexpected)"),
+        "providers.d/xai.yaml: <root>: unknown field 'timeout' — did you mean 'timeout_ms'?"),
     "template syntax": (
         "providers.d/wire/anthropic.yaml",
         lambda d: d["operations"]["chat"]["request"].update(system="{{ body.messages | }}"),
@@ -155,3 +155,107 @@ def test_render_previews_upstream_request(tmp_path: Path, capsys, monkeypatch) -
     assert out["body"]["system"] == "Be terse."
     assert out["body"]["stop_sequences"] == ["END"]
     assert out["body"]["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+
+
+# -- silent failures that are errors now (issue 16) ------------------------------------------------------
+
+def test_duplicate_yaml_key_is_an_error_naming_both_lines(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A second `gpt-4o-mini:` entry used to replace the first silently (and disabled the model)."""
+    root = copy_root(tmp_path)
+    models = root / "config" / "models.yaml"
+    lines = models.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("gpt-4o-mini:")) + 1
+    models.write_text("\n".join(lines) + "\n  gpt-4o-mini: {kind: chat, enabled: false, reason: old entry}\n")
+    second = len(lines) + 1
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert (f"config/models.yaml: models.gpt-4o-mini: duplicate key 'gpt-4o-mini' at lines {first} and {second}"
+            in "\n".join(out)), out
+
+
+@pytest.mark.parametrize(("file", "edit", "expected"), [
+    ("providers.d/wire/anthropic.yaml",
+     lambda d: d["operations"]["chat"]["request"].update(system="{{ system_prompt }}"),
+     ("providers.d/wire/anthropic.yaml: operations.chat.request.system: template fails at run time: "
+      "renders an undefined value ('system_prompt' is undefined)")),
+    ("providers.d/wire/gemini.yaml",
+     lambda d: d["operations"]["chat"]["let"].update(extra="{{ undefined_thing | upper }}"),
+     "providers.d/wire/gemini.yaml: operations.chat.let.extra: template fails at run time: 'undefined_thing' is undefined"),
+    ("providers.d/wire/gemini.yaml",
+     lambda d: d["operations"]["chat"]["response"].update(system_fingerprint="{{ resp.when }}"),
+     ("providers.d/wire/gemini.yaml: operations.chat.response.system_fingerprint: template fails at run time: "
+      "renders an undefined value ('dict object' has no attribute 'when')")),
+    ("providers.d/xai.yaml",
+     lambda d: d["overrides"].update(chat={"path": "{{ api_root }}/chat/completions"}),
+     "providers.d/xai.yaml: operations.chat.path: template fails at run time: 'api_root' is undefined"),
+], ids=["request-leaf", "let", "response", "provider-override"])
+def test_template_that_fails_on_a_sample_request_is_an_error(file: str, edit, expected: str, tmp_path: Path,
+                                                              capsys, monkeypatch) -> None:
+    """Validated "OK" before, then every call through the wire answered 400 'StrictUndefined'."""
+    root = copy_root(tmp_path)
+    edit_yaml(root / file, edit)
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert any(line.startswith(expected) for line in out), "\n".join(out)
+
+
+def test_one_typo_is_one_error_and_the_follow_on_ones_are_counted(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A typo in one model's kind used to print 100-180 lines ('no price', 'matches no model' for everything)."""
+    root = copy_root(tmp_path)
+    edit_yaml(root / "config" / "models.yaml", lambda d: d["models"]["gpt-4o-mini"].update(kind="chta"))
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert len(out) == 2, "\n".join(out)
+    assert out[0].startswith("config/models.yaml: models.gpt-4o-mini.kind: 'chta' is not one of")
+    assert out[0].endswith("— did you mean 'chat'?")
+    assert out[1].startswith("(and ") and "more error(s) not shown: they only follow from the ones above" in out[1]
+    assert int(out[1].split()[1]) > 50
+
+
+def test_unparsable_price_file_hides_only_its_own_follow_ons(tmp_path: Path, capsys, monkeypatch) -> None:
+    root = copy_root(tmp_path)
+    (root / "pricing.d" / "xai.yaml").write_text("models: [unclosed\n")
+    edit_yaml(root / "config" / "routing.yaml", lambda d: d["routes"][1].update(fallback="vertex"))
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert out[0].startswith("pricing.d/xai.yaml: line ")
+    assert "config/routing.yaml: routes[1].fallback: no provider 'vertex' in providers.d/" in out
+    assert not any("no price" in line for line in out), out
+    assert out[-1].startswith("(and ")
+
+
+@pytest.mark.parametrize(("file", "edit", "expected"), [
+    ("providers.d/xai.yaml", lambda d: d.update(wire="opeani"),
+     "providers.d/xai.yaml: wire: no wire format 'opeani' (expected providers.d/wire/opeani.yaml) "
+     "— did you mean 'openai'?"),
+    ("config/routing.yaml", lambda d: d["routes"][3].update(primary="xia"),
+     "config/routing.yaml: routes[3].primary: no provider 'xia' in providers.d/ — did you mean 'xai'?"),
+    ("providers.d/xai.yaml", lambda d: d.update(timeout_msec=5),
+     "providers.d/xai.yaml: <root>: unknown field 'timeout_msec' — did you mean 'timeout_ms'?"),
+    ("pricing.d/xai.yaml", lambda d: d["models"].update({"grok-3-mni": {"input": "1", "output": "2"}}),
+     "pricing.d/xai.yaml: models.grok-3-mni: no such model in config/models.yaml — did you mean 'grok-3-mini'?"),
+], ids=["wire", "provider", "field", "model"])
+def test_a_typo_gets_the_closest_name(file: str, edit, expected: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    root = copy_root(tmp_path)
+    edit_yaml(root / file, edit)
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert expected in out, "\n".join(out)
+
+
+def test_value_rules_are_stated_in_words(tmp_path: Path, capsys, monkeypatch) -> None:
+    root = copy_root(tmp_path)
+    edit_yaml(root / "pricing.d" / "xai.yaml", lambda d: d["models"]["grok-3-mini"].update(input="0,30"))
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    line = next(line for line in out if line.startswith("pricing.d/xai.yaml: models.grok-3-mini.input:"))
+    assert "'0,30' is not a non-negative decimal string such as \"0.15\"" in line
+    assert "^" not in line and "[0-9]" not in line, line
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`GATEWAY_PORT=eighty` was blamed on config/gateway.yaml alone."""
+    code, out = run_validate(REPO, capsys, monkeypatch, config_env(GATEWAY_PORT="eighty"))
+    assert code == 1
+    assert out == ["config/gateway.yaml: server.port: 'eighty' is not a whole number such as 8000 "
+                   "(the value comes from the environment variable GATEWAY_PORT)"]
