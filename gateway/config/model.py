@@ -52,6 +52,8 @@ class Observability:
     request_log: bool = True               # one line per request on stderr
     log_format: str = "json"               # json | text (the request line and every other log line)
     ready_timeout_ms: int = 1000           # /readyz: Redis must answer a PING within this
+    otlp_endpoint: str = ""                # OpenTelemetry traces over OTLP/HTTP to <this>/v1/traces; "" : off
+    service_name: str = "botech-gateway"   # the traces' service.name
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,10 @@ class Observer:
         self._token = o.metrics_token.encode()
         self.log = RequestLog(o.log_format) if o.request_log else None
         self.tracing: Any = None          # gateway.observability.tracing.Tracing when OTLP is configured
+        if o.otlp_endpoint:
+            from gateway.observability.tracing import Tracing  # the SDK is imported only when tracing is on
+
+            self.tracing = Tracing(o.otlp_endpoint, o.service_name, OPERATIONS)
         self.shutting_down = False
         self._folder = metrics_folder()
         self._registry = registry_for(GatewayCollector(METRICS, self._folder, redis_up,
