@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 from gateway.admin_api import build_admin_app
 from gateway.auth import Authenticator
@@ -21,6 +22,7 @@ from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFou
 from gateway.http.asgi import ClientGone, Receive, Scope, Send, new_request_id, send_error
 from gateway.http.upstreams import UpstreamPool
 from gateway.memory import return_freed_memory
+from gateway.observability.observer import Observer
 from gateway.pricing import PriceBook
 from gateway.proxy.billing import BillingGate
 from gateway.proxy.endpoints import ENDPOINTS
@@ -75,6 +77,8 @@ class GatewayApp:
         self.info = InfoEndpoints(config, self.auth, self.accounts)
         self.admin = build_admin_app(self.accounts, s.admin_token)
         self.web = build_web_app(self.accounts, config, self.redis, self.keyspace)  # cabinet + console pages
+        # metrics, the request log, traces, /healthz /readyz /metrics (gateway.observability)
+        self.obs = Observer(config, self.redis.ping, lambda: not self.ledger.down)
         # the route table of /v1: exact paths, then /v1/models/{model}[/chat/completions]
         self._exact: dict[str, dict[str, Handler]] = {
             "/v1": {"GET": self.info.index}, "/v1/": {"GET": self.info.index},
@@ -121,6 +125,7 @@ class GatewayApp:
         self.ledger.open_journal(journal_dir(self.config))  # and replay what dead processes left there
         self.sweeper.start()
         await self.pool.start()
+        await self.obs.startup()
         # Everything built so far (config, compiled templates, price book) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which would otherwise walk it again and
         # again under load.
@@ -128,6 +133,7 @@ class GatewayApp:
         gc.freeze()
 
     async def shutdown(self) -> None:
+        await self.obs.shutdown()
         self.large.close()
         await self.pool.close()
         await self.sweeper.stop()
@@ -137,23 +143,37 @@ class GatewayApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        if path.startswith("/admin/"):
-            await self.admin(scope, receive, send)
-            return
+        obs = self.obs
         if path != "/v1" and not path.startswith("/v1/"):
-            await self.web(scope, receive, send)
+            if obs.handles(path):  # health checks and scrapes: not counted, logged or billed
+                await obs.serve(scope, receive, send)
+                return
+            admin = path.startswith("/admin/")
+            rec = obs.start(scope, send, new_request_id(), "admin" if admin else "web", False)
+            try:
+                await (self.admin if admin else self.web)(scope, receive, rec.send)
+            finally:
+                obs.finish(rec)
             return
         request_id = new_request_id()
+        rec = obs.start(scope, send, request_id, "v1", True)
+        send = rec.send
         try:
             handler, params = self._find(scope["path"], scope["method"])
-            await handler(scope, receive, send, request_id, params)
+            outcome = await handler(scope, receive, send, request_id, params)
+            if outcome is not None:
+                rec.outcome(outcome)
         except ClientGone:
-            return
+            rec.error_type = "caller_disconnected"
         except GatewayError as err:
+            rec.failed(err)
             await send_error(send, err, request_id)
         except Exception:
             log.exception("unhandled error in %s", request_id)
+            rec.error_type = "gateway_internal"
             await send_error(send, InternalError(f"internal error; quote request id {request_id}"), request_id)
+        finally:
+            obs.finish(rec)
 
     def _find(self, path: str, method: str) -> tuple[Handler, dict[str, str]]:
         methods = self._exact.get(path)

@@ -39,11 +39,13 @@ class Authenticator:
         if hit is not None and hit[1] > now:
             return hit[0]
         if self._down():
-            raise UpstreamUnavailable("the gateway cannot check tokens right now; try again")
+            raise UpstreamUnavailable("the gateway cannot check tokens right now; try again",
+                                      error_type="gateway_redis_unavailable")
         try:
             value = await self._r.get(self._k.token(digest))
         except (RedisError, OSError):
-            raise UpstreamUnavailable("the gateway cannot check tokens right now; try again") from None
+            raise UpstreamUnavailable("the gateway cannot check tokens right now; try again",
+                                      error_type="gateway_redis_unavailable") from None
         if value is None:
             raise Unauthorized("invalid token")
         # redis-py types a reply bytes | str; ours are bytes (decode_responses=False)

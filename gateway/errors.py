@@ -21,12 +21,18 @@ import orjson
 
 class GatewayError(Exception):
     status: int = 500
+    # whose fault, for metrics and the request log (gateway.observability): caller_*, policy_*, provider_*,
+    # or gateway_* (ours); a class gives the usual one, a raise site may name a finer one
+    error_type: str = "gateway_internal"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None, provider: str = "") -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, provider: str = "",
+                 error_type: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.headers: dict[str, str] = headers or {}
         self.provider = provider  # the provider whose answer this error passes on ("" when it is ours)
+        if error_type:
+            self.error_type = error_type
 
     def body(self) -> bytes:
         return error_body(self.status, self.message)
@@ -34,38 +40,47 @@ class GatewayError(Exception):
 
 class BadRequest(GatewayError):
     status = 400
+    error_type = "caller_bad_request"
 
 
 class Unauthorized(GatewayError):
     status = 401
+    error_type = "caller_auth"
 
 
 class Forbidden(GatewayError):
     status = 403
+    error_type = "policy_forbidden"
 
 
 class NotFound(GatewayError):
     status = 404
+    error_type = "caller_not_found"
 
 
 class MethodNotAllowed(GatewayError):
     status = 405
+    error_type = "caller_method"
 
 
 class PayloadTooLarge(GatewayError):
     status = 413
+    error_type = "caller_too_large"
 
 
 class RateLimited(GatewayError):
     status = 429
+    error_type = "policy_rate_limit"
 
 
 class UpstreamUnavailable(GatewayError):
     status = 503
+    error_type = "provider_unavailable"
 
 
 class InternalError(GatewayError):
     status = 500
+    error_type = "gateway_internal"
 
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -79,6 +94,7 @@ def error_body(status: int, message: str) -> bytes:
 def error_for_status(status: int, message: str, headers: dict[str, str] | None = None,
                      provider: str = "") -> GatewayError:
     """A client-safe error carrying an arbitrary status (e.g. a provider's 400/404/413 passed on)."""
-    err = GatewayError(message, headers=headers, provider=provider)
+    err = GatewayError(message, headers=headers, provider=provider,
+                       error_type="caller_rejected_by_provider" if provider and status < 500 else "")
     err.status = status
     return err

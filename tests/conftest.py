@@ -54,7 +54,9 @@ def redis_env(test_redis_url: str) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def gateway_env(fakes: dict[str, FakeUpstream], redis_env: dict[str, str]) -> dict[str, str]:
-    return fake_env(fakes) | redis_env
+    # in-process gateways write no request lines (they would land between the tests' captured output);
+    # tests/e2e/test_operations.py reads them from `gateway serve`
+    return fake_env(fakes) | redis_env | {"GATEWAY_REQUEST_LOG": "false"}
 
 
 @pytest.fixture(autouse=True)

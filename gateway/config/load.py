@@ -18,6 +18,7 @@ import yaml
 from gateway.config.model import (
     CatalogueModel,
     Config,
+    Observability,
     PaymentProvider,
     Price,
     Provider,
@@ -355,6 +356,8 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         web_login_window_s=int(web.get("login_window_s", d.web_login_window_s)),
         web_public_url=str(web.get("public_url", d.web_public_url)).rstrip("/"),
         limits=_limits(server.get("limits") or {}),
+        shutdown_grace_s=float(server.get("shutdown_grace_s", d.shutdown_grace_s)),
+        observability=_observability(doc.get("observability") or {}),
     )
 
 
@@ -362,6 +365,13 @@ def _limits(doc: Mapping[str, Any]) -> ServerLimits:
     """`server.limits`: each value converted to the type of its default (the schema has checked it)."""
     kinds: dict[str, Any] = {f.name: type(f.default) for f in dataclasses.fields(ServerLimits)}
     return ServerLimits(**{name: kinds[name](value) for name, value in doc.items() if name in kinds})
+
+
+def _observability(doc: Mapping[str, Any]) -> Observability:
+    """`observability:` — each value converted to the type of its default (the schema has checked it)."""
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(Observability)}
+    return Observability(**{name: _as_bool(value) if kinds[name] is bool else kinds[name](value)
+                            for name, value in doc.items() if name in kinds})
 
 
 def _payment(name: str, spec: Mapping[str, Any]) -> PaymentProvider:

@@ -42,6 +42,21 @@ class ServerLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Observability:
+    """config/gateway.yaml `observability:` — what the operator sees (gateway.observability)."""
+
+    metrics: bool = True                   # /metrics and the per-request counters behind it
+    metrics_port: int = 0                  # 0: /metrics on the main port; else a listener of its own
+    metrics_host: str = ""                 # "" : server.host
+    metrics_token: str = ""                # when set, /metrics wants `Authorization: Bearer <token>`
+    request_log: bool = True               # one line per request on stderr
+    log_format: str = "json"               # json | text (the request line and every other log line)
+    ready_timeout_ms: int = 1000           # /readyz: Redis must answer a PING within this
+    otlp_endpoint: str = ""                # OpenTelemetry traces over OTLP/HTTP to <this>/v1/traces; "" : off
+    service_name: str = "botech-gateway"   # the traces' service.name
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -74,6 +89,8 @@ class Settings:
     web_login_window_s: int = 900
     web_public_url: str = ""                # base of the payment return URL; empty: from the request
     limits: ServerLimits = field(default_factory=ServerLimits)
+    shutdown_grace_s: float = 30.0          # SIGTERM: requests and streams in flight get this long to finish
+    observability: Observability = field(default_factory=Observability)
 
 
 @dataclass(frozen=True, slots=True)

@@ -428,8 +428,9 @@ class Pool:
         else:
             conn.abort()
 
-    async def request(self, method: str, path: str, body: bytes | bytearray, timeout: float, stream: bool = False) -> Response:
-        head = (f"{method} {self._target}{path} HTTP/1.1\r\n".encode("latin-1") + self._head_fixed
+    async def request(self, method: str, path: str, body: bytes | bytearray, timeout: float, stream: bool = False,
+                      extra_head: bytes = b"") -> Response:
+        head = (f"{method} {self._target}{path} HTTP/1.1\r\n".encode("latin-1") + self._head_fixed + extra_head
                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
         response: Response | None = None
         while self._idle:

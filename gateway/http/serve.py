@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 from multiprocessing.synchronize import Event
 
 import uvicorn
@@ -19,14 +21,19 @@ import uvicorn
 from gateway.app import GatewayApp
 from gateway.config import ConfigError, load_config
 from gateway.http.workers import Supervisor, WorkersError, reuseport_socket
+from gateway.observability.exposition import METRICS_DIR_ENV
+from gateway.observability.log_format import formatter
 from gateway.store.connection import embedded_redis_for
 
 log = logging.getLogger("gateway.http.serve")
 
 
-def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str = "info", fmt: str | None = None) -> None:
+    """Every log line on stderr, as JSON or text (`observability.log_format`; workers read it from the
+    environment, as they read the level)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(fmt or os.environ.get("GATEWAY_LOG_FORMAT", "text")))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def create_app() -> GatewayApp:
@@ -44,6 +51,7 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
             print(line, file=sys.stderr)
         return 1
     s = config.settings
+    os.environ["GATEWAY_LOG_FORMAT"] = s.observability.log_format   # what the workers log in
     configure_logging(s.log_level)
     raise_fd_limit()
     embedded = embedded_redis_for(config)
@@ -59,8 +67,11 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     # with the default action that would skip the `finally` below and leave the embedded redis-server
     # running. Turn that last SIGTERM into a normal exit instead.
     signal.signal(signal.SIGTERM, _exit_normally)
+    metrics_dir = None
     try:
-        if n > 1:
+        if n > 1:  # each worker writes its figures here; the one a scrape reaches adds them up
+            metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+            os.environ[METRICS_DIR_ENV] = metrics_dir
             return Supervisor(n, run_worker, host, port).run()
         server = uvicorn.Server(_uvicorn_config(host, port, s.log_level))
         server.run()
@@ -69,6 +80,8 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 1
     finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         if embedded is not None:
             embedded.stop()
 
@@ -100,6 +113,7 @@ def _uvicorn_config(host: str, port: int, log_level: str) -> uvicorn.Config:
                           loop="uvloop", lifespan="on",
                           http="gateway.http.server_protocol:HttpProtocol",  # ours: cheaper per request than uvicorn's
                           access_log=False, log_level=log_level, timeout_keep_alive=30,
+                          log_config=None,  # uvicorn's lines go through our handler (JSON or text) too
                           proxy_headers=False, server_header=False)
 
 

@@ -23,11 +23,12 @@ class UpstreamFailure(Exception):
     """The provider could not be reached or did not answer in time (try the fallback). `reason` is plain
     words the client may see; `detail` is for the log only."""
 
-    def __init__(self, provider: str, reason: str, detail: str = "") -> None:
+    def __init__(self, provider: str, reason: str, detail: str = "", kind: str = "provider_connection") -> None:
         super().__init__(f"{provider}: {reason}")
         self.provider = provider
         self.reason = reason
         self.detail = detail
+        self.kind = kind  # the error type metrics and the log show (gateway.errors)
 
 
 log = logging.getLogger("gateway.http.upstreams")
@@ -37,7 +38,7 @@ KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"re
 
 def _failure(provider: Provider, exc: HTTPError) -> UpstreamFailure:
     if exc.timeout:
-        return UpstreamFailure(provider.name, f"timeout after {provider.timeout_ms} ms")
+        return UpstreamFailure(provider.name, f"timeout after {provider.timeout_ms} ms", kind="provider_timeout")
     return UpstreamFailure(provider.name, str(exc), exc.detail)
 
 
@@ -63,7 +64,8 @@ class UpstreamStream:
                 yield chunk
         except HTTPError as exc:
             if exc.timeout:
-                raise UpstreamFailure(self._provider.name, "stream stalled: no data within the timeout") from None
+                raise UpstreamFailure(self._provider.name, "stream stalled: no data within the timeout",
+                                      kind="provider_timeout") from None
             raise UpstreamFailure(self._provider.name, f"stream broken: {exc}", exc.detail) from None
 
     def close(self) -> None:
@@ -96,20 +98,22 @@ class UpstreamPool:
             pool.close()
         self._pools.clear()
 
-    async def send(self, provider: Provider, request: UpstreamRequest) -> UpstreamReply:
+    async def send(self, provider: Provider, request: UpstreamRequest, extra_head: bytes = b"") -> UpstreamReply:
+        """`extra_head`: header lines of this request only (a trace's traceparent), each ending in CRLF."""
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
-                                                                provider.timeout_ms / 1000)
+                                                                provider.timeout_ms / 1000, extra_head=extra_head)
             body = await response.read()
         except HTTPError as exc:
             raise _failure(provider, exc) from None
         return UpstreamReply(response.status, response.headers, body)
 
-    async def open_stream(self, provider: Provider, request: UpstreamRequest) -> UpstreamStream:
+    async def open_stream(self, provider: Provider, request: UpstreamRequest, extra_head: bytes = b"") -> UpstreamStream:
         """Send a streaming request and return once the status line and headers are in."""
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
-                                                                provider.timeout_ms / 1000, stream=True)
+                                                                provider.timeout_ms / 1000, stream=True,
+                                                                extra_head=extra_head)
         except HTTPError as exc:
             raise _failure(provider, exc) from None
         return UpstreamStream(provider, response)

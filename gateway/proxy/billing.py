@@ -27,6 +27,9 @@ from gateway.usage import Usage
 
 log = logging.getLogger("gateway.proxy.billing")
 UNAVAILABLE = "billing is temporarily unavailable; nothing was charged, try again"
+# admit.lua's refusal codes (gateway.store.ledger.REJECTIONS) → the error type metrics and the log show
+_REFUSAL_TYPES = {3: "policy_account_blocked", 4: "policy_model_not_allowed", 5: "policy_rate_limit_requests",
+                  6: "policy_rate_limit_tokens", 7: "policy_balance", 8: "policy_monthly_limit"}
 
 
 @dataclass(slots=True)
@@ -113,7 +116,7 @@ class BillingGate:
         """Send the admission to Redis now; the request can be prepared while Redis answers. While Redis
         is known to be down, or too many settlements wait for its confirmation, refuse at once (503)."""
         if self._resp.down or len(self._waiting) >= self._max_waiting:  # attributes, not properties: per request
-            raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"})
+            raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}, error_type="gateway_billing_unavailable")
         reserve = self.reservation(decision, body, raw)
         endpoint = decision.endpoint.path  # what history records
         pending = self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)
@@ -129,7 +132,7 @@ class BillingGate:
                 self._ledger.settle_later(caller, request_id, 0, {
                     "key": caller.key_id, "model": decision.model.name, "provider": "-", "endpoint": endpoint,
                     "status": 503, "error": f"billing unavailable: {exc}"[:300]})
-            raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}) from None
+            raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}, error_type="gateway_billing_unavailable") from None
         if a.code != ADMIT_OK:
             status, message = REJECTIONS[a.code]
             if status == 401:
@@ -137,10 +140,10 @@ class BillingGate:
             if status == 429:
                 retry = str(max(1, -(-a.reset_ms // 1000)))
                 raise RateLimited(message, headers={"Retry-After": retry, **{
-                    k.decode(): v.decode() for k, v in rate_headers(a)}})
+                    k.decode(): v.decode() for k, v in rate_headers(a)}}, error_type=_REFUSAL_TYPES[a.code])
             if a.code == 4:
                 message = f"model '{decision.model.name}' is not allowed for this key"
-            raise Forbidden(message)
+            raise Forbidden(message, error_type=_REFUSAL_TYPES.get(a.code, ""))
         return Ticket(caller, request_id, decision.model.name, endpoint, reserve, a)
 
     def settle(self, ticket: Ticket, outcome: Outcome, raw_len: int = 0, reply_len: int = 0,

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, TypeVar
 
 import orjson
@@ -27,6 +28,8 @@ from gateway.errors import (
     error_for_status,
 )
 from gateway.http.upstreams import UpstreamFailure, UpstreamPool, UpstreamReply
+from gateway.observability.metrics import METRICS
+from gateway.observability.record import RequestRecord
 from gateway.proxy.endpoints import Plan
 from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, INLINE_TRANSLATE_BYTES, LargeBodies
 from gateway.proxy.routing import RouteDecision
@@ -99,10 +102,10 @@ class Forwarder:
                 "max_output_tokens": m.max_output_tokens or self._config.settings.default_max_output_tokens}
 
     async def forward(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray, request_id: str,
-                      admitted: Admitted) -> Answer:
+                      admitted: Admitted, rec: RequestRecord | None = None) -> Answer:
         """Try the candidates in order; the first answer, or the GatewayError the client gets. Each upstream
         request is prepared first and sent only once `admitted()` returns (the admission runs in Redis
-        meanwhile)."""
+        meanwhile). `rec` (observability) gets the provider tried, the upstream time and the fallback."""
         variables = self.variables(decision, request_id)
 
         async def attempt(provider: Provider, plan: Plan) -> Answer:
@@ -114,16 +117,22 @@ class Forwarder:
             else:
                 bodies, upstream_request = await self._translated_large(admitted, self.prepare, plan, op, body, raw,
                                                                         variables)
-            reply = await self._pool.send(provider, upstream_request)
+            started = perf_counter()
+            try:
+                reply = await self._pool.send(provider, upstream_request, rec.upstream_head if rec is not None else b"")
+            finally:
+                if rec is not None:
+                    rec.upstream_time(started)
+            METRICS.provider_answered(provider.name)
             self._check_status(provider, wire, reply)
             if len(reply.body) > INLINE_PARSE_BYTES and self._large is not None:
                 return await self._large.run(self.translate_back, plan, op, provider, reply, bodies, variables)
             return self.translate_back(plan, op, provider, reply, bodies, variables)
 
-        return await self._first_that_answers(decision, request_id, attempt)
+        return await self._first_that_answers(decision, request_id, attempt, rec)
 
     async def open_stream(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray,
-                          request_id: str, admitted: Admitted) -> StreamCall:
+                          request_id: str, admitted: Admitted, rec: RequestRecord | None = None) -> StreamCall:
         """Start the stream on the first candidate that answers 200; before that, fall back like forward()."""
         variables = self.variables(decision, request_id)
 
@@ -138,35 +147,54 @@ class Forwarder:
             else:
                 bodies, upstream_request = await self._translated_large(admitted, self.prepare_stream, plan, op, body,
                                                                         raw, variables)
-            upstream = await self._pool.open_stream(provider, upstream_request)
+            started = perf_counter()
+            try:
+                upstream = await self._pool.open_stream(provider, upstream_request,
+                                                        rec.upstream_head if rec is not None else b"")
+            finally:  # to the head of the answer; the paid call adds the stream's time
+                if rec is not None:
+                    rec.upstream_time(started)
+            METRICS.provider_answered(provider.name)
             if upstream.status != 200:
                 self._check_status(provider, wire, UpstreamReply(upstream.status, upstream.headers,
                                                                  await upstream.read_all()))
             return self._stream_chain(provider.name, upstream, plan, op, bodies, variables, decision)
 
-        return await self._first_that_answers(decision, request_id, attempt)
+        return await self._first_that_answers(decision, request_id, attempt, rec)
 
     async def _first_that_answers(self, decision: RouteDecision, request_id: str,
-                                  attempt: Callable[[Provider, Plan], Awaitable[T]]) -> T:
+                                  attempt: Callable[[Provider, Plan], Awaitable[T]], rec: RequestRecord | None) -> T:
         """The primary, then the fallback on timeout, connection error or a retryable status (seed §14)."""
         last: GatewayError | None = None
+        tried = ""
         for provider, plan in decision.candidates:
+            if last is not None:  # moving on to the fallback (metrics, the request log)
+                METRICS.fallback(decision.endpoint.name, decision.model.name, tried, provider.name)
+                if rec is not None:
+                    rec.fallback = provider.name
+            tried = provider.name
+            if rec is not None:
+                rec.provider = tried
             if not provider.configured:
-                last = UpstreamUnavailable(f"provider '{provider.name}' is not configured (no API key)")
+                last = UpstreamUnavailable(f"provider '{provider.name}' is not configured (no API key)",
+                                           error_type="provider_not_configured")
                 continue
             try:
                 return await attempt(provider, plan)
             except UpstreamFailure as exc:
                 log.warning("upstream %s failed for %s: %s%s", provider.name, request_id, exc.reason,
                             f" ({exc.detail})" if exc.detail else "")
-                last = UpstreamUnavailable(f"provider '{provider.name}' unavailable: {exc.reason}")
+                last = UpstreamUnavailable(f"provider '{provider.name}' unavailable: {exc.reason}",
+                                           error_type=exc.kind)
+                METRICS.provider_failed(provider.name, exc.kind)
         assert last is not None
         raise last
 
     def _check_status(self, provider: Provider, wire: Wire, reply: UpstreamReply) -> None:
         """A retryable status moves on to the fallback; any other error status is the client's answer."""
         if reply.status in _RETRYABLE:
-            raise UpstreamFailure(provider.name, f"answered HTTP {reply.status}")
+            raise UpstreamFailure(provider.name, f"answered HTTP {reply.status}",
+                                  kind="provider_5xx" if reply.status >= 500 else "provider_refused")
         if reply.status >= 400:
             raise self._client_error(provider, wire, reply)
 
@@ -240,7 +268,8 @@ class Forwarder:
                           template_path(exc).lstrip(".") or op.where.lstrip("."), type(exc).__name__, exc)
                 raise InternalError(f"translation of {op.label} failed; quote request id {rid}") from None
             log.exception("cannot translate %s answer for %s", provider.name, variables["request_id"])
-            raise UpstreamUnavailable(f"provider '{provider.name}' sent an answer the gateway cannot read") from None
+            raise UpstreamUnavailable(f"provider '{provider.name}' sent an answer the gateway cannot read",
+                                      error_type="provider_bad_answer") from None
         return Answer(data, provider.name, usage, client if client is not None else upstream)
 
     def _client_error(self, provider: Provider, wire: Wire, reply: UpstreamReply) -> GatewayError:
@@ -252,6 +281,6 @@ class Forwarder:
         if reply.status == 429:
             headers = {"Retry-After": reply.headers["retry-after"]} if "retry-after" in reply.headers else {}
             return RateLimited(f"rate limited by provider '{provider.name}': {message}", headers=headers,
-                               provider=provider.name)
+                               provider=provider.name, error_type="provider_429")
         status = reply.status if reply.status in (400, 404, 413, 422) else 400
         return error_for_status(400 if status == 422 else status, message, provider=provider.name)

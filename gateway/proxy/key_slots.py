@@ -22,4 +22,4 @@ class KeySlots:
 
     def refuse(self) -> NoReturn:
         raise RateLimited(f"too many requests in flight for this key (at most {self.limit} at once)",
-                          headers={"Retry-After": "1"})
+                          headers={"Retry-After": "1"}, error_type="policy_key_concurrency")

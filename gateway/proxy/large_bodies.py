@@ -60,7 +60,8 @@ class LargeBodies:
         except BrokenProcessPool:
             self._process = None  # killed (e.g. out of memory): the next request starts a new one
             log.error("the body-reading helper process died; it is started again on the next large body")
-            raise UpstreamUnavailable("the gateway could not read this request body right now; try again") from None
+            raise UpstreamUnavailable("the gateway could not read this request body right now; try again",
+                                      error_type="gateway_overloaded") from None
         if verdict != "ok":
             raise BadRequest(payload)
         body: dict[str, Any] = await loop.run_in_executor(self._threads, pickle.loads, payload)

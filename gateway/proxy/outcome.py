@@ -14,6 +14,7 @@ class Outcome:
     provider: str = ""               # who answered ("" when none did)
     usage: Usage | None = None       # what the provider reported (None: nothing, or nothing readable)
     error: str = ""                  # the client's error message, or why a stream ended early
+    cost: int = 0                    # nano-USD charged (known once the settlement is confirmed)
 
     @classmethod
     def failed(cls, err: GatewayError) -> Outcome:

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -25,6 +26,8 @@ from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError
 from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_bytes
 from gateway.http.upstreams import UpstreamFailure
+from gateway.observability.metrics import METRICS
+from gateway.observability.record import RECORD, RequestRecord
 from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.forwarding import Answer, Forwarder
@@ -99,7 +102,12 @@ class PaidCalls:
                        params: dict[str, str]) -> Outcome | None:
         """Serve one call; its Outcome (None when it ended before admission: a bad token or body, a refusal
         that admission would have given anyway — the error the client got is raised)."""
+        rec: RequestRecord | None = scope.get(RECORD)   # what the operator sees of this call (observability)
+        if rec is not None:
+            rec.endpoint = endpoint.name
         caller = await self._auth.caller(header(scope, b"authorization"))
+        if rec is not None:
+            rec.caller = caller
         # requests in flight per key (gateway.proxy.key_slots), counted before the body is read; inline: per request
         slots, kid = self._slots.used, caller.key_id
         n = slots.get(kid, 0)
@@ -119,6 +127,8 @@ class PaidCalls:
                 req.set("model", params["model"])
             endpoint.check(req.body, self._limits)
             decision = self._router.resolve(req.body.get("model"), endpoint)
+            if rec is not None:
+                rec.model = decision.model.name
             streaming = req.body.get("stream") is True
             if streaming and not self._settings.streaming:  # the seed's behaviour: plain JSON
                 req.set("stream", False)
@@ -126,10 +136,12 @@ class PaidCalls:
                 streaming = False
             if req.stale_large:
                 await req.synced(self._large)
+            if rec is not None:
+                rec.t_admit = perf_counter()
             admitting = self._billing.admit(caller, decision, req.body, req.raw, request_id)
             if streaming:
-                return await self._stream(req, decision, admitting, receive, send)
-            return await self._whole(req, decision, admitting, send)
+                return await self._stream(req, decision, admitting, receive, send, rec)
+            return await self._whole(req, decision, admitting, send, rec)
         finally:
             n = slots[kid] - 1
             if n:
@@ -137,31 +149,40 @@ class PaidCalls:
             else:
                 del slots[kid]
 
-    async def _whole(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting, send: Send) -> Outcome:
+    async def _whole(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting, send: Send,
+                     rec: RequestRecord | None) -> Outcome:
         """A whole answer: forwarded while Redis admits, settled, then sent."""
-        forward = self._forwarder.forward(decision, req.body, req.raw, req.request_id, admitting.ticket)
+        forward = self._forwarder.forward(decision, req.body, req.raw, req.request_id, admitting.ticket, rec)
         if req.endpoint.billed == "images":  # counted from the answer, inside: no image is a failure, settled as one
             forward = _counted(forward)
-        answer, ticket = await self._answered(admitting, forward)
+        answer, ticket = await self._answered(admitting, forward, rec)
         outcome = Outcome(200, answer.provider, answer.usage)
         # The settlement is written to Redis before the answer goes out, so whatever the client does next
         # sees the charge; the answer does not wait for Redis's reply (one round trip off every call).
         body = req.body
         settling = self._billing.settle(ticket, outcome, len(req.raw), len(answer.body),
                                         price_dims=(str(body.get("size") or "*"), str(body.get("quality") or "*")))
+        if rec is not None:
+            rec.t_settle = perf_counter()
         try:
             extra = ((b"x-gateway-provider", answer.provider.encode()),) + rate_headers(ticket.admission)
             await send_bytes(send, 200, answer.body, req.request_id, extra)
         finally:
-            await settling
+            outcome.cost = await settling
+            if rec is not None:
+                rec.t_settled = perf_counter()
         return outcome
 
     async def _stream(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting, receive: Receive,
-                      send: Send) -> Outcome:
+                      send: Send, rec: RequestRecord | None) -> Outcome:
         """Relay an SSE stream; bill what the provider reports (or, if cut short, what was produced). A failure
         before the first byte is answered with the seed's error JSON (fallback already tried)."""
         call, ticket = await self._answered(admitting, self._forwarder.open_stream(
-            decision, req.body, req.raw, req.request_id, admitting.ticket))
+            decision, req.body, req.raw, req.request_id, admitting.ticket, rec), rec)
+        opened = perf_counter()
+        if rec is not None:
+            rec.stream = True
+        METRICS.streams_in_flight += 1
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                    (b"x-request-id", ticket.request_id.encode()), (b"x-gateway-provider", call.provider.encode()),
                    *rate_headers(ticket.admission)]
@@ -178,25 +199,36 @@ class PaidCalls:
                 relay.cancel()
                 await asyncio.gather(relay, return_exceptions=True)
         finally:
+            METRICS.streams_in_flight -= 1
             watcher.cancel()
             if cut or error is not None:
                 call.upstream.close()
             else:
                 call.upstream.finish()
+            if rec is not None:  # the provider's time goes on to the stream's end
+                rec.upstream_time(opened)
+                if cut or error is not None:
+                    rec.cut = "client" if cut else "provider"
+                    rec.error_type = "caller_disconnected" if cut else "provider_stream_broken"
             source = call.source
             complete = not cut and error is None and source.usage is not None
             usage = source.usage if complete else estimate(len(req.raw), source.out_chars, source.usage)
             outcome = Outcome(200, call.provider, usage, error or ("client disconnected mid-stream" if cut else ""))
             settling = self._billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut else {})})
+            if rec is not None:
+                rec.t_settle = perf_counter()
             try:  # as for a whole answer: the settlement is on the wire before the end of the stream
                 if not cut:
                     tail = call.framer.error(error) if error is not None else call.end()
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
             finally:
-                await settling
+                outcome.cost = await settling
+                if rec is not None:
+                    rec.t_settled = perf_counter()
         return outcome
 
-    async def _answered(self, admitting: Admitting, call: Awaitable[Any]) -> tuple[Any, Ticket]:
+    async def _answered(self, admitting: Admitting, call: Awaitable[Any],
+                        rec: RequestRecord | None) -> tuple[Any, Ticket]:
         """Await the upstream part of a paid call and its admission. A failure is recorded at no cost and
         raised again, carrying the key's rate-limit headers like a success would (a refused admission raises
         its refusal instead: nothing was reserved, and the refusal is what the client must see)."""
@@ -204,7 +236,11 @@ class PaidCalls:
             result = await call
         except GatewayError as err:
             ticket = await admitting.ticket()
+            if rec is not None:
+                rec.t_settle = perf_counter()
             await self._billing.settle(ticket, Outcome.failed(err))
+            if rec is not None:
+                rec.t_settled = perf_counter()
             err.headers.update({k.decode(): v.decode() for k, v in rate_headers(ticket.admission)})
             raise
         except BaseException:

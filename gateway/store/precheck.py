@@ -25,7 +25,8 @@ async def can_spend(client: AsyncStore, keys: KeySpace, caller: Caller, now_ms: 
             pipe.hmget(keys.account(caller.account_id), "status", "credited", "spent", "reserved")
             key, account = await pipe.execute()
     except (RedisError, OSError):
-        raise UpstreamUnavailable("billing is temporarily unavailable; nothing was charged, try again") from None
+        raise UpstreamUnavailable("billing is temporarily unavailable; nothing was charged, try again",
+                                  error_type="gateway_billing_unavailable") from None
     status, limit, month_spent, month_reserved = key
     if status is None or account[0] is None:
         raise Unauthorized("invalid token")

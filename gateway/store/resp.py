@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
+from gateway.observability.metrics import METRICS
+
 log = logging.getLogger("gateway.redis")
 
 PROBE_FIRST_S = 0.1   # the breaker's first probe; then doubled while Redis stays down ...
@@ -223,6 +225,7 @@ class RespClient:
         if self.down:
             return
         self.down = True
+        METRICS.redis_failed("breaker_open")
         log.warning("Redis %s unavailable (%s): failing calls at once until it answers again", self.address, reason)
         self._probe = asyncio.ensure_future(self._probing())
 

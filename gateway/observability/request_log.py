@@ -1,0 +1,116 @@
+"""One log line per request on stderr: JSON (or plain text, `observability.log_format: text`).
+
+What it holds: time, request ids, method and path, endpoint, account and key (its id and its public prefix
+`bt_xxxxxxxx`), model, provider, status, error type, tokens, cost, duration, upstream and overhead
+milliseconds, streamed / cut, fallback, trace id. Never a prompt, an answer, an error message (a provider's
+message may quote the prompt), a key secret or a password.
+
+Lines are gathered and written together at most 0.2 s later (one write system call per batch, not one per
+request): a request's line costs a dict and an orjson call. `flush()` at shutdown writes what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import orjson
+
+from gateway.observability.record import RequestRecord
+
+FLUSH_DELAY_S = 0.2
+FLUSH_LINES = 256
+
+
+class RequestLog:
+    def __init__(self, fmt: str = "json", fd: int = 2) -> None:
+        self._json = fmt != "text"
+        self._fd = fd
+        self._lines: list[bytes] = []
+        self._armed = False
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self, now: float) -> str:
+        sec = int(now)
+        if sec != self._second:  # the date part once a second
+            self._second = sec
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
+
+    def write(self, rec: RequestRecord, duration_s: float) -> None:
+        fields = line_fields(rec, duration_s, self._time(time.time()))
+        if self._json:
+            line = orjson.dumps(fields) + b"\n"
+        else:
+            line = (" ".join(f"{k}={v}" for k, v in fields.items() if v not in ("", None))).encode() + b"\n"
+        self._lines.append(line)
+        if len(self._lines) >= FLUSH_LINES:
+            self.flush()
+        elif not self._armed:
+            self._armed = True
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): write now
+                self.flush()
+
+    def flush(self) -> None:
+        self._armed = False
+        if not self._lines:
+            return
+        data = b"".join(self._lines)
+        self._lines.clear()
+        try:
+            while data:
+                n = os.write(self._fd, data)
+                data = data[n:]
+        except BlockingIOError:  # stderr is a full non-blocking pipe: drop the rest rather than hold the loop
+            pass
+        except OSError:
+            pass
+
+
+def key_prefix(scope: dict[str, Any]) -> str:
+    """The public part of the caller's token (bt_ + its 8-letter prefix), never the secret after it."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            token = value.partition(b" ")[2].strip()
+            if token.startswith(b"bt_") and len(token) > 12 and token[11:12] == b"_":
+                return token[:11].decode("ascii", "replace")
+            return ""
+    return ""
+
+
+def line_fields(rec: RequestRecord, duration_s: float, when: str) -> dict[str, Any]:
+    caller = rec.caller
+    usage = rec.usage
+    up = rec.upstream_s
+    scope = rec.scope
+    fields: dict[str, Any] = {
+        "time": when, "level": "info", "logger": "gateway.request",
+        "request_id": rec.request_id, "client_request_id": rec.client_id or None,
+        "method": scope.get("method"), "path": scope.get("path", "")[:200], "endpoint": rec.endpoint,
+        "account_id": caller.account_id if caller is not None else None,
+        "key_id": caller.key_id if caller is not None else None,
+        "key_prefix": key_prefix(scope) if caller is not None else None,
+        "model": rec.model or None, "provider": rec.provider or None,
+        "status": rec.status, "error_type": rec.error_type or None,
+        "input_tokens": usage.input_tokens if usage is not None else None,
+        "output_tokens": usage.output_tokens if usage is not None else None,
+        "cached_tokens": usage.cached_input_tokens if usage is not None else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage is not None else None,
+        "cost_usd": rec.cost_nano / 1e9 if rec.caller is not None else None,
+        "duration_ms": round(duration_s * 1000, 2),
+        "upstream_ms": round(up * 1000, 2) if up >= 0 else None,
+        "overhead_ms": round((duration_s - up if up >= 0 else duration_s) * 1000, 2),
+        "stream": rec.stream, "cut": rec.cut or None, "fallback": rec.fallback or None,
+    }
+    ttft = rec.ttft_s
+    if ttft >= 0:
+        fields["ttft_ms"] = round(ttft * 1000, 2)
+    span = rec.span
+    if span is not None:
+        fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
+    return fields
