@@ -9,10 +9,7 @@ import asyncio
 import csv
 import io
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -27,10 +24,10 @@ import redis
 from redis.crc import key_slot
 
 import gateway.cli_accounts
-from gateway.proxy.endpoints import ENDPOINTS
 from gateway.cli import main
 from gateway.config import load_config
 from gateway.money import NANO, usd_to_nano
+from gateway.proxy.endpoints import ENDPOINTS
 from gateway.store.accounts import Accounts
 from gateway.store.connection import async_client, sync_client
 from gateway.store.keys import KeySpace
@@ -38,11 +35,12 @@ from gateway.store.ledger import Caller, Ledger
 from gateway.store.resp import RespError
 from gateway.store.scripts import NAMES
 from gateway.web.passwords import Passwords
-from tests.support.cluster import LocalCluster, move_slot_begin, move_slot_end, move_slot_keys
 from tests.conftest import fake_env
-from tests.support.fake_payments import FakePayments
-from tests.support.gateway_server import GatewayServer, accounts_call, free_port, make_customer
 from tests.support import REDIS_URL, REPO, chat_model_for
+from tests.support.cluster import LocalCluster, move_slot_begin, move_slot_end, move_slot_keys
+from tests.support.fake_payments import FakePayments
+from tests.support.gateway_process import GatewayProcess
+from tests.support.gateway_server import GatewayServer, accounts_call, make_customer
 from tests.support.web import PASSWORD, Cabinet, create_key, usd_of
 
 MSG = [{"role": "user", "content": "Привет"}]
@@ -321,44 +319,11 @@ def test_large_body_precheck(gw: GatewayServer) -> None:
         assert r.status_code == status, r.text
 
 
-class _Serve:
-    """`gateway serve` (one worker) in a process of its own."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
-                                     env={**os.environ, **env, "GATEWAY_ROOT": str(REPO)},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def wait_up(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.stop()
-            try:
-                if httpx.get(self.base + "/v1", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"gateway serve did not come up: {self.stop()}")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode()[-3000:]
-
-
 def test_rate_limit_is_exact_across_two_gateway_processes(gw: GatewayServer, env: dict[str, str],
                                                          tmp_path: Path) -> None:
     rpm = 12
     c = make_customer(gw, usd="5", rpm=rpm)
-    servers = [_Serve(env | {"GATEWAY_DATA_DIR": str(tmp_path / str(i))}) for i in range(2)]
+    servers = [GatewayProcess(env | {"GATEWAY_DATA_DIR": str(tmp_path / str(i))}) for i in range(2)]
     try:
         for s in servers:
             s.wait_up()
