@@ -20,6 +20,8 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -39,6 +41,7 @@ from gateway.account_admin import (
 from gateway.errors import error_body
 from gateway.money import MoneyError, parse_rate, usd_to_nano
 from gateway.store.accounts import Accounts, ConflictError, InvalidInput, NotFoundError
+from gateway.store.replicated import NotReplicated
 
 PREFIX = "/admin/v1"
 MAX_BODY = 64 * 1024
@@ -306,6 +309,15 @@ def build_admin_app(accounts: Accounts, admin_token: str) -> FastAPI:
     @app.exception_handler(MoneyError)
     async def bad_input(request: Request, exc: ValueError) -> Response:
         return _error(400, str(exc))
+
+    @app.exception_handler(ConnectionError)
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # Redis down, a failover under way, or money a replica has not confirmed (gateway.store.replicated):
+        # nothing acknowledged; an operation id makes the retry safe
+        message = str(exc) if isinstance(exc, NotReplicated) else "Redis is temporarily unavailable; try again"
+        return _error(503, message, {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:

@@ -19,6 +19,7 @@ from gateway.money import nano_to_float, nano_to_rub
 from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import month_and_day
+from gateway.store.replicated import AUTO, ReplicaAcks
 from gateway.store.scripts import Scripts
 
 TOKEN_RE = re.compile(rb"^bt_[a-z0-9]{8}_[A-Za-z0-9]{32}$")
@@ -100,10 +101,12 @@ class CreatedKey:
 
 
 class Accounts:
-    def __init__(self, client: AsyncStore, keys: KeySpace, default_rate: Decimal) -> None:
+    def __init__(self, client: AsyncStore, keys: KeySpace, default_rate: Decimal,
+                 replica_acks: ReplicaAcks = AUTO) -> None:
         self.r = client
         self.k = keys
         self._scripts = Scripts(client)
+        self._acks = replica_acks   # credits are acknowledged once a replica has them (gateway.store.replicated)
         self._default_rate = default_rate
 
     async def close(self) -> None:
@@ -164,7 +167,7 @@ class Accounts:
             raise InvalidInput("a correction needs a reason")
         applied, _ = await self._scripts.credit(
             keys=[self.k.account(aid), self.k.ledger(aid), self.k.payments(aid)],
-            args=[operation_id, amount, kind, reason, actor, int(time.time() * 1000)])
+            args=[operation_id, amount, kind, reason, actor, int(time.time() * 1000)], acks=self._acks)
         if int(applied) == -1:
             raise NotFoundError(f"no account {aid}")
         return bool(int(applied)), await self.account(aid)

@@ -126,6 +126,33 @@ class ClusterBatcher:
             raise result
         return result
 
+    async def pipeline_for(self, key: str, commands: list[list[Any]]) -> list[Any]:
+        """Several commands on one connection of the master of `key`'s slot (a write and its WAIT), in one
+        write; the first command's MOVED, ASK, TRYAGAIN or CLUSTERDOWN sends them all again (to the new owner,
+        or after a pause while the slot moves or a failover is under way) until the command deadline."""
+        loop = asyncio.get_running_loop()
+        slot, started, pause = self._slot(key), loop.time(), TRYAGAIN_FIRST_S
+        replies: list[Any] = []
+        for _ in range(MAX_STEPS):
+            node = await self._owner(slot)
+            try:
+                replies = await node.client.pipeline(commands)
+            except RespConnectionError:
+                self._refresh_soon()
+                raise
+            kind, _, rest = str(replies[0]).partition(" ") if isinstance(replies[0], RespError) else ("", "", "")
+            if kind == "MOVED":
+                self._by_slot[slot] = self._node(rest.split(" ")[1])
+                self._refresh_soon()
+            elif kind in ("ASK", "TRYAGAIN", "CLUSTERDOWN") and loop.time() - started < self._command_timeout_ms / 1000:
+                self._refresh_soon()
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, TRYAGAIN_MAX_S)
+            else:
+                return replies
+            self.redirects[kind] += 1
+        return replies
+
     async def _redirected(self, name: str, command: list[Any], slot: int, error: RespError) -> Any:
         """Follow MOVED / ASK / TRYAGAIN / NOSCRIPT until a real answer (or another error) comes."""
         loop = asyncio.get_running_loop()

@@ -6,6 +6,8 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if ARGV[1] ~= '' then
   if redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[6]) == 0 then
+    -- written again (same value): the caller's WAIT then also covers the first application
+    redis.call('HSET', KEYS[3], ARGV[1], redis.call('HGET', KEYS[3], ARGV[1]))
     return {0, tonumber(redis.call('HGET', KEYS[1], 'credited')) or 0}
   end
 end

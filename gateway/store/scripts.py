@@ -13,6 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.store.batch import ScriptBatcher
 from gateway.store.cluster import ClusterBatcher
 from gateway.store.connection import AsyncStore
+from gateway.store.replicated import NEVER, ReplicaAcks, check_acknowledged, wait_commands
 from gateway.store.resp import RespClient
 
 NAMES = ("admit", "settle", "credit", "sweep", "unindex")
@@ -24,7 +25,7 @@ def _source(name: str) -> str:
 
 class Scripts:
     def __init__(self, client: AsyncStore, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> None:
-        sources = {name: _source(name) for name in NAMES}
+        sources = self._sources = {name: _source(name) for name in NAMES}
         self._batcher: ScriptBatcher | ClusterBatcher
         if isinstance(client, RedisCluster):
             self._batcher = ClusterBatcher.like(client, sources, connect_timeout_ms=connect_timeout_ms,
@@ -43,8 +44,17 @@ class Scripts:
         answer; answered when awaited."""
         return self._batcher.submit("settle", keys, args, now=True)
 
-    async def credit(self, keys: list[str], args: list[Any]) -> Any:
-        return await self._batcher.call("credit", keys, args)
+    async def credit(self, keys: list[str], args: list[Any], acks: ReplicaAcks = NEVER) -> Any:
+        """The credit script; with `acks`, answered only once replicas confirm it (gateway.store.replicated)."""
+        if acks.required == 0:
+            return await self._batcher.call("credit", keys, args)
+        # on one connection, in one write: the WAIT after it covers this write (EVAL: rare, no NOSCRIPT turn)
+        commands = [["EVAL", self._sources["credit"], len(keys), *keys, *args], *wait_commands(acks)]
+        if isinstance(self._batcher, ClusterBatcher):
+            replies = await self._batcher.pipeline_for(keys[0], commands)
+        else:
+            replies = await self._batcher.client.pipeline(commands)
+        return check_acknowledged(replies, acks)
 
     async def sweep(self, keys: list[str], args: list[Any]) -> Any:
         return await self._batcher.call("sweep", keys, args)

@@ -9,10 +9,7 @@ import asyncio
 import csv
 import io
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -42,6 +39,7 @@ from tests.conftest import fake_env
 from tests.support import REPO, chat_model_for, redis_url
 from tests.support.cluster import LocalCluster, move_slot_begin, move_slot_end, move_slot_keys
 from tests.support.fake_payments import FakePayments
+from tests.support.gateway_process import GatewayProcess
 from tests.support.gateway_server import GatewayServer, accounts_call, free_port, make_customer
 from tests.support.web import PASSWORD, Cabinet, create_key, usd_of
 
@@ -321,44 +319,11 @@ def test_large_body_precheck(gw: GatewayServer) -> None:
         assert r.status_code == status, r.text
 
 
-class _Serve:
-    """`gateway serve` (one worker) in a process of its own."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
-                                     env={**os.environ, **env, "GATEWAY_ROOT": str(REPO)},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def wait_up(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.stop()
-            try:
-                if httpx.get(self.base + "/v1", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"gateway serve did not come up: {self.stop()}")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode()[-3000:]
-
-
 def test_rate_limit_is_exact_across_two_gateway_processes(gw: GatewayServer, env: dict[str, str],
                                                          tmp_path: Path) -> None:
     rpm = 12
     c = make_customer(gw, usd="5", rpm=rpm)
-    servers = [_Serve(env | {"GATEWAY_DATA_DIR": str(tmp_path / str(i))}) for i in range(2)]
+    servers = [GatewayProcess(env | {"GATEWAY_DATA_DIR": str(tmp_path / str(i))}) for i in range(2)]
     try:
         for s in servers:
             s.wait_up()
