@@ -99,7 +99,8 @@ class UpstreamPool:
     async def send(self, provider: Provider, request: UpstreamRequest) -> UpstreamReply:
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
-                                                                provider.timeout_ms / 1000)
+                                                                provider.timeout_ms / 1000,
+                                                                content_type=request.content_type)
             body = await response.read()
         except HTTPError as exc:
             raise _failure(provider, exc) from None

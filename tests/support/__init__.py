@@ -26,17 +26,26 @@ WIRE_RESPONSE_SCHEMA = {
     ("anthropic", "chat"): ("anthropic", "Message"),
     ("gemini", "chat"): ("gemini", "GenerateContentResponse"),
     ("gemini", "image"): ("gemini", "GenerateContentResponse"),
+    ("openai", "embedding"): ("openai", "CreateEmbeddingResponse"),
+    ("gemini", "embedding"): ("gemini", "BatchEmbedContentsResponse"),
+    ("gemini", "speech"): ("gemini", "GenerateContentResponse"),
 }
 # the OpenAI schema a client's answer on each endpoint must satisfy
 CLIENT_SCHEMA = {"chat": "CreateChatCompletionResponse", "responses": "Response",
-                 "completion": "CreateCompletionResponse", "image": "ImagesResponse"}
+                 "completion": "CreateCompletionResponse", "image": "ImagesResponse",
+                 "embedding": "CreateEmbeddingResponse"}
 REQUEST_SCHEMA = {("openai", "chat"): ("openai", "CreateChatCompletionRequest"),
                   ("openai", "responses"): ("openai", "CreateResponse"),
                   ("openai", "completion"): ("openai", "CreateCompletionRequest"),
                   ("openai", "image"): ("openai", "CreateImageRequest"),
                   ("anthropic", "chat"): ("anthropic", "CreateMessageParams"),
                   ("gemini", "chat"): ("gemini", "GenerateContentRequest"),
-                  ("gemini", "image"): ("gemini", "GenerateContentRequest")}
+                  ("gemini", "image"): ("gemini", "GenerateContentRequest"),
+                  ("openai", "embedding"): ("openai", "CreateEmbeddingRequest"),
+                  ("openai", "moderation"): ("openai", "CreateModerationRequest"),
+                  ("openai", "speech"): ("openai", "CreateSpeechRequest"),
+                  ("gemini", "embedding"): ("gemini", "BatchEmbedContentsRequest"),
+                  ("gemini", "speech"): ("gemini", "GenerateContentRequest")}
 
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -96,7 +105,15 @@ def model_for(provider: str, endpoint: str) -> str | None:
     """The model a golden test uses for `provider` on `endpoint` (None: the provider serves none there)."""
     if endpoint == "image":
         return IMAGE_MODEL.get(provider)
+    if endpoint in MEDIA_MODEL:  # issue 20's endpoints; uploads (transcription) have no JSON grid
+        return MEDIA_MODEL[endpoint].get(provider)
     return chat_model_for(provider)
+
+
+MEDIA_MODEL = {"embedding": {"openai": "text-embedding-3-small", "gemini": "gemini-embedding-001"},
+               "moderation": {"openai": "omni-moderation-latest"},
+               "speech": {"openai": "gpt-4o-mini-tts", "gemini": "gemini-2.5-flash-preview-tts"},
+               "transcription": {}, "translation": {}}
 
 
 def load_json(path: Path) -> Any:
