@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
 
 from gateway.admin_api import build_admin_app
 from gateway.auth import Authenticator

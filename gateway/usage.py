@@ -15,6 +15,10 @@ class Usage:
     output_tokens: int = 0         # every generated token, reasoning included
     reasoning_tokens: int = 0      # subset of output_tokens
     images: int = 0                # generated images (image endpoints)
+    input_audio_tokens: int = 0    # subset of input_tokens that were audio (transcription)
+    output_audio_tokens: int = 0   # subset of output_tokens that are audio (speech)
+    characters: int = 0            # input characters (speech models priced per character)
+    audio_ms: int = 0              # audio length in milliseconds (models priced per second or minute of audio)
     estimated: bool = False        # True when counted by the gateway, not reported by the provider
 
     @property
@@ -45,7 +49,8 @@ class Usage:
         }
 
 
-_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+           "input_audio_tokens", "output_audio_tokens", "audio_seconds")
 
 
 def dig(doc: Any, path: Sequence[str]) -> Any:
@@ -65,7 +70,8 @@ class UsageMap:
     __slots__ = ("_paths",)
 
     def __init__(self, spec: Mapping[str, Sequence[str]]) -> None:
-        self._paths = tuple((f, tuple(tuple(p.split(".")) for p in spec.get(f, ()))) for f in _FIELDS)
+        self._paths = tuple((f, tuple(tuple(p.split(".")) for p in spec.get(f, ()))) for f in _FIELDS
+                            if spec.get(f) or f in _FIELDS[:5])
 
     def extract(self, doc: Any) -> Usage | None:
         """The usage a provider reported, or None if it reported none at all."""
@@ -75,8 +81,10 @@ class UsageMap:
             total = 0
             for path in paths:
                 v = dig(doc, path)
-                if isinstance(v, int) and not isinstance(v, bool):
+                if isinstance(v, int) and not isinstance(v, bool) or field == "audio_seconds" and isinstance(v, float):
                     total += v
                     found = True
             values[field] = total
+        if "audio_seconds" in values:  # a duration (seconds, maybe fractional) is kept in whole milliseconds
+            values["audio_ms"] = round(values.pop("audio_seconds") * 1000)
         return Usage(**values) if found else None  # type: ignore[arg-type]  # mypy reads **dict[str, int] against the bool field too

@@ -284,6 +284,8 @@ def _cross_check(ld: _Loader, models: dict[str, CatalogueModel], routes: tuple[R
             ld.follow_on("config/models.yaml", where,
                          "enabled but has no price in pricing.d/ (give one or mark it `free: true`)",
                          because=_price_file_failed(ld, name))
+        else:
+            _check_price_units(ld, prices[name], model.kind, endpoint.billed)
 
 
 def _price_file_failed(ld: _Loader, model: str) -> bool:
@@ -296,6 +298,24 @@ def _price_file_failed(ld: _Loader, model: str) -> bool:
             if not isinstance(named, dict) or model in named:
                 return True
     return False
+
+
+def _check_price_units(ld: _Loader, price: Price, kind: str, billed: str) -> None:
+    """A price unit the model's endpoint never reports would never be charged: say so (issue 20)."""
+    where, file = f"models.{price.model}", price.file
+    if price.characters and billed != "speech":
+        ld.err(file, where + ".characters", f"a {kind} model is not billed per character (speech models only)")
+    if price.per_audio_minute and billed != "audio":
+        ld.err(file, where + ".per_audio_minute",
+               f"a {kind} model is not billed per audio minute (transcription models only)")
+    if price.input_audio is not None and billed != "audio":
+        ld.err(file, where + ".input_audio", f"a {kind} model takes no audio input here (transcription only)")
+    if price.output_audio is not None and billed != "speech":
+        ld.err(file, where + ".output_audio", f"a {kind} model gives no audio output here (speech only)")
+    if billed == "audio" and not (price.free or price.per_audio_minute or price.input or price.per_request):
+        ld.err(file, where, "a transcription model needs per_audio_minute (or _second) or token prices")
+    if billed == "speech" and not (price.free or price.characters or price.input or price.output or price.per_request):
+        ld.err(file, where, "a speech model needs a `characters` price or token prices")
 
 
 def _covers(earlier: str, later: str) -> bool:
@@ -332,6 +352,7 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         host=server.get("host", d.host), port=int(server.get("port", d.port)),
         workers=int(server.get("workers", d.workers)),
         max_body_bytes=int(server.get("max_body_bytes", d.max_body_bytes)),
+        max_upload_bytes=int(server.get("max_upload_bytes", d.max_upload_bytes)),
         streaming=_as_bool(server.get("streaming", d.streaming)), log_level=server.get("log_level", d.log_level),
         forwarded_allow_ips=_list(server.get("forwarded_allow_ips", d.forwarded_allow_ips)),
         forwarded_header=server.get("forwarded_header", d.forwarded_header),
@@ -392,6 +413,9 @@ def _price(model: str, spec: Mapping[str, Any], doc: Mapping[str, Any], file: st
         model=model, free=bool(spec.get("free", False)), input=dec("input") or Decimal(0),
         cached_input=dec("cached_input"), cache_write=dec("cache_write"), output=dec("output") or Decimal(0),
         per_request=dec("per_request") or Decimal(0), per_image=per_image,
+        characters=dec("characters") or Decimal(0), input_audio=dec("input_audio"), output_audio=dec("output_audio"),
+        per_audio_minute=dec("per_audio_minute") or (dec("per_audio_second") or Decimal(0)) * 60,
         markup_percent=Decimal(spec.get("markup_percent", doc.get("markup_percent", "0"))),
         source=spec.get("source", doc.get("source", file)), effective=spec.get("effective", doc.get("effective", "")),
+        file=file,
     )

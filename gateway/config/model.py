@@ -62,6 +62,7 @@ class Settings:
     port: int = 8000
     workers: int = 1
     max_body_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int = 25 * 1024 * 1024   # multipart uploads (transcription, image edits)
     streaming: bool = True
     log_level: str = "info"
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")   # reverse proxies whose headers are believed
@@ -159,9 +160,14 @@ class Price:
     output: Decimal = Decimal(0)
     per_request: Decimal = Decimal(0)
     per_image: tuple[tuple[str, str, Decimal], ...] = ()
+    characters: Decimal = Decimal(0)        # per 1M input characters (speech)
+    input_audio: Decimal | None = None      # per 1M input audio tokens (else the input price)
+    output_audio: Decimal | None = None     # per 1M output audio tokens (else the output price)
+    per_audio_minute: Decimal = Decimal(0)  # per minute of audio (`per_audio_second` × 60 in the file)
     markup_percent: Decimal = Decimal(0)
     source: str = ""
     effective: str = ""
+    file: str = ""                          # the pricing.d/ file that gives it (config errors name it)
 
 
 @dataclass(frozen=True, slots=True)

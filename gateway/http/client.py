@@ -398,6 +398,9 @@ class Pool:
         if self._absolute and self._proxy is not None and self._proxy.authorization:
             fixed["Proxy-Authorization"] = self._proxy.authorization
         self._head_fixed = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
+        # the same without the default Content-Type, for a request that brings its own (a multipart upload)
+        self._head_untyped = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()
+                                     if k.lower() != "content-type").encode("latin-1")
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
 
@@ -429,8 +432,10 @@ class Pool:
             conn.abort()
 
     async def request(self, method: str, path: str, body: bytes | bytearray, timeout: float, stream: bool = False,
-                      extra_head: bytes = b"") -> Response:
-        head = (f"{method} {self._target}{path} HTTP/1.1\r\n".encode("latin-1") + self._head_fixed + extra_head
+                      extra_head: bytes = b"", content_type: str = "") -> Response:
+        fixed = self._head_fixed if not content_type else \
+            self._head_untyped + b"Content-Type: " + content_type.encode("latin-1") + b"\r\n"
+        head = (f"{method} {self._target}{path} HTTP/1.1\r\n".encode("latin-1") + fixed + extra_head
                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
         response: Response | None = None
         while self._idle:

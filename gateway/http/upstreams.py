@@ -102,7 +102,8 @@ class UpstreamPool:
         """`extra_head`: header lines of this request only (a trace's traceparent), each ending in CRLF."""
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
-                                                                provider.timeout_ms / 1000, extra_head=extra_head)
+                                                                provider.timeout_ms / 1000, extra_head=extra_head,
+                                                                content_type=request.content_type)
             body = await response.read()
         except HTTPError as exc:
             raise _failure(provider, exc) from None

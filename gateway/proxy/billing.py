@@ -26,6 +26,8 @@ from gateway.store.resp import STORE_ERRORS, RespError, StoreUnavailable
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.proxy.billing")
+# a bound on the audio tokens a second of audio becomes (OpenAI's transcription models use ~10-25; Gemini 32)
+AUDIO_TOKENS_PER_S = 50
 UNAVAILABLE = "billing is temporarily unavailable; nothing was charged, try again"
 # admit.lua's refusal codes (gateway.store.ledger.REJECTIONS) → the error type metrics and the log show
 _REFUSAL_TYPES = {3: "policy_account_blocked", 4: "policy_model_not_allowed", 5: "policy_rate_limit_requests",
@@ -97,7 +99,10 @@ class BillingGate:
         self._default_cap = settings.default_max_output_tokens
 
     def output_cap(self, decision: RouteDecision, body: dict[str, Any]) -> int:
-        if decision.endpoint.billed != "tokens":
+        billed = decision.endpoint.billed
+        if billed != "tokens":
+            if billed == "speech" or billed == "audio":  # audio out / the transcript: the model's cap
+                return min(decision.model.max_output_tokens or self._default_cap, self._default_cap)
             return 0
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
         if not isinstance(cap, int) or cap <= 0:
@@ -106,18 +111,26 @@ class BillingGate:
         n = body.get("n")
         return cap * (n if isinstance(n, int) and 0 < n <= 128 else 1)
 
-    def reservation(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray) -> int:
-        images = body.get("n", 1) if decision.endpoint.billed == "images" else 0
-        return self._prices.max_cost(decision.model.name, len(raw), self.output_cap(decision, body),
-                                     images=images if isinstance(images, int) else 1)
+    def reservation(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray,
+                    media: Usage | None = None) -> int:
+        billed = decision.endpoint.billed
+        images = body.get("n", 1) if billed == "images" else 0
+        input_bound = len(raw)
+        if billed == "speech":  # every character, and each as a token (a token is at least one character)
+            text = body.get("input")
+            media = Usage(characters=len(text) if isinstance(text, str) else len(raw))
+        elif media is not None and media.audio_ms:  # the upload's text fields, and the audio as tokens
+            input_bound = media.input_tokens + AUDIO_TOKENS_PER_S * -(-media.audio_ms // 1000)
+        return self._prices.max_cost(decision.model.name, input_bound, self.output_cap(decision, body),
+                                     images=images if isinstance(images, int) else 1, media=media)
 
     def admit(self, caller: Caller, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray,
-              request_id: str) -> Admitting:
+              request_id: str, media: Usage | None = None) -> Admitting:
         """Send the admission to Redis now; the request can be prepared while Redis answers. While Redis
         is known to be down, or too many settlements wait for its confirmation, refuse at once (503)."""
         if self._resp.down or len(self._waiting) >= self._max_waiting:  # attributes, not properties: per request
             raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}, error_type="gateway_billing_unavailable")
-        reserve = self.reservation(decision, body, raw)
+        reserve = self.reservation(decision, body, raw, media)
         endpoint = decision.endpoint.path  # what history records
         pending = self._ledger.admit(caller, request_id, decision.model.name, endpoint, reserve)
         return Admitting(self._ticket(pending, caller, request_id, decision, endpoint, reserve))
@@ -174,6 +187,12 @@ class BillingGate:
         }
         if u.images:
             fields["images"] = u.images
+        if u.characters:
+            fields["chars"] = u.characters
+        if u.audio_ms:
+            fields["audio_ms"] = u.audio_ms
+        if u.input_audio_tokens or u.output_audio_tokens:
+            fields["audio_tokens"] = u.input_audio_tokens + u.output_audio_tokens
         if u.estimated:
             fields["estimated"] = 1
         if outcome.error:

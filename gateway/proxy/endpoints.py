@@ -16,9 +16,13 @@ from typing import Any
 from gateway.config.model import ServerLimits
 from gateway.proxy.request_body import (
     check_chat_body,
+    check_embeddings_body,
     check_image_body,
+    check_moderation_body,
     check_responses_body,
+    check_speech_body,
     check_text_body,
+    check_transcription_body,
 )
 
 BodyCheck = Callable[[dict[str, Any], ServerLimits], None]
@@ -49,7 +53,10 @@ class Endpoint:
     check: BodyCheck              # the body's shape (400), before anyone spends on it
     ways: tuple[Way, ...]         # in order of preference; the first way of a kind without adapters is native
     streams: bool = True          # `stream: true` answers Server-Sent Events
-    billed: str = "tokens"        # "tokens" (the provider's usage) or "images" (the answer's data items)
+    billed: str = "tokens"        # "tokens" (the provider's usage), "images" (the answer's data items), "input"
+                                  # (input tokens only), "speech" (characters and/or tokens, output audio),
+                                  # "audio" (audio length and/or tokens)
+    form: bool = False            # the body is multipart/form-data (uploads), not JSON
 
     def plan(self, kind: str, operations: frozenset[str] | set[str]) -> Plan | None:
         """How a model of `kind` is served here by a wire offering `operations`, or None."""
@@ -78,6 +85,26 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
         Way("image", "image"),
     ), streams=False, billed="images"),
 )}
+
+
+# issue 20: the media endpoints (embeddings, moderations, speech, transcription, image edits)
+ENDPOINTS.update({e.name: e for e in (
+    Endpoint("embedding", "/v1/embeddings", check_embeddings_body, (
+        Way("embedding", "embedding"),
+    ), streams=False, billed="input"),
+    Endpoint("moderation", "/v1/moderations", check_moderation_body, (
+        Way("moderation", "moderation"),
+    ), streams=False, billed="input"),
+    Endpoint("speech", "/v1/audio/speech", check_speech_body, (
+        Way("speech", "speech"),
+    ), streams=False, billed="speech"),
+    Endpoint("transcription", "/v1/audio/transcriptions", check_transcription_body, (
+        Way("transcription", "transcription"),
+    ), streams=False, billed="audio", form=True),
+    Endpoint("translation", "/v1/audio/translations", check_transcription_body, (
+        Way("transcription", "translation"),
+    ), streams=False, billed="audio", form=True),
+)})
 
 
 def native_endpoint(kind: str) -> Endpoint | None:

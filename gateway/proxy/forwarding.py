@@ -31,7 +31,9 @@ from gateway.http.upstreams import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.observability.metrics import METRICS
 from gateway.observability.record import RequestRecord
 from gateway.proxy.endpoints import Plan
+from gateway.proxy.form_body import Form
 from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, INLINE_TRANSLATE_BYTES, LargeBodies
+from gateway.proxy.media import media_answer
 from gateway.proxy.routing import RouteDecision
 from gateway.proxy.streaming import (
     Framer,
@@ -68,6 +70,16 @@ class Answer:
     provider: str
     usage: Usage | None
     document: Any                  # the client's answer as a document (images are counted from it)
+    content_type: bytes = b"application/json"
+
+
+def form_request(op: WireOperation, form: Form, variables: dict[str, Any]) -> UpstreamRequest:
+    """An upload goes upstream as it came, boundary and all (only a renamed model is spliced in)."""
+    if not op.passthrough:
+        raise BadRequest(f"model '{variables['model']}' cannot take an upload on this endpoint")
+    upstream_model = variables["upstream_model"]
+    raw = form.raw if form.fields.get("model") == upstream_model else form.with_field("model", upstream_model)
+    return UpstreamRequest(op.method, op.path_for(form.fields, variables), raw, form.content_type)
 
 
 def untranslatable(exc: Exception, variables: dict[str, Any], op: WireOperation) -> Exception:
@@ -102,7 +114,7 @@ class Forwarder:
                 "max_output_tokens": m.max_output_tokens or self._config.settings.default_max_output_tokens}
 
     async def forward(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray, request_id: str,
-                      admitted: Admitted, rec: RequestRecord | None = None) -> Answer:
+                      admitted: Admitted, rec: RequestRecord | None = None, form: Form | None = None) -> Answer:
         """Try the candidates in order; the first answer, or the GatewayError the client gets. Each upstream
         request is prepared first and sent only once `admitted()` returns (the admission runs in Redis
         meanwhile). `rec` (observability) gets the provider tried, the upstream time and the fallback."""
@@ -111,7 +123,10 @@ class Forwarder:
         async def attempt(provider: Provider, plan: Plan) -> Answer:
             wire = self._config.wire_of(provider)
             op = wire.operations[plan.operation]
-            if len(raw) <= INLINE_TRANSLATE_BYTES or self._large is None:  # the hot path: no extra await level
+            if form is not None:  # an upload
+                bodies, upstream_request = [body], form_request(op, form, variables)
+                await admitted()
+            elif len(raw) <= INLINE_TRANSLATE_BYTES or self._large is None:  # the hot path: no extra await level
                 bodies, upstream_request = self.prepare(plan, op, body, raw, variables)
                 await admitted()
             else:
@@ -251,6 +266,16 @@ class Forwarder:
 
     def translate_back(self, plan: Plan, op: WireOperation, provider: Provider, reply: UpstreamReply,
                        bodies: list[dict[str, Any]], variables: dict[str, Any]) -> Answer:
+        if op.answer != "json":
+            try:
+                data, usage, doc, ctype = media_answer(op, reply, bodies[-1], variables)
+                return Answer(data, provider.name, usage, doc, ctype)
+            except GatewayError:
+                raise
+            except Exception:
+                log.exception("cannot translate %s answer for %s", provider.name, variables["request_id"])
+                raise UpstreamUnavailable(
+                    f"provider '{provider.name}' sent an answer the gateway cannot read") from None
         try:
             upstream = orjson.loads(reply.body)
             client, usage = op.translate_response(upstream, bodies[-1], variables)

@@ -30,9 +30,11 @@ from gateway.observability.metrics import METRICS
 from gateway.observability.record import RECORD, RequestRecord
 from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
 from gateway.proxy.endpoints import Endpoint
+from gateway.proxy.form_body import Form, check_audio_file, read_form
 from gateway.proxy.forwarding import Answer, Forwarder
 from gateway.proxy.key_slots import KeySlots
 from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, LargeBodies
+from gateway.proxy.media import audio_usage, speech_usage
 from gateway.proxy.outcome import Outcome
 from gateway.proxy.request_body import parse_json_body
 from gateway.proxy.routing import RouteDecision, Router
@@ -49,7 +51,7 @@ class PaidRequest:
     """The client's request as the call carries it: the parsed body and its raw bytes, kept in step (a
     change to the body re-serialises the bytes once, when they are next asked for)."""
 
-    __slots__ = ("_raw", "body", "caller", "endpoint", "request_id", "size")
+    __slots__ = ("_raw", "body", "caller", "endpoint", "form", "request_id", "size")
 
     def __init__(self, endpoint: Endpoint, caller: Caller, request_id: str, body: dict[str, Any],
                  raw: bytes | bytearray | None) -> None:
@@ -59,6 +61,7 @@ class PaidRequest:
         self.body = body
         self._raw = raw
         self.size = len(raw) if raw is not None else 0   # the client's body as it came (large-body rules)
+        self.form: Form | None = None     # an upload: its parts, where its files lie (gateway.proxy.form_body)
 
     def set(self, key: str, value: Any) -> None:
         self.body[key] = value
@@ -115,6 +118,8 @@ class PaidCalls:
             self._slots.refuse()
         slots[kid] = n + 1
         try:
+            if endpoint.form:  # an upload: parsed as it arrives, forwarded as it came
+                return await self._upload(endpoint, scope, receive, send, caller, request_id, rec)
             # the body, read within the limits, parsed and checked (400/413 before anyone spends on it)
             raw = await read_body(scope, receive, self._settings.max_body_bytes)
             if len(raw) > INLINE_PARSE_BYTES:  # refuse a key that can spend nothing before reading megabytes for it
@@ -129,7 +134,7 @@ class PaidCalls:
             decision = self._router.resolve(req.body.get("model"), endpoint)
             if rec is not None:
                 rec.model = decision.model.name
-            streaming = req.body.get("stream") is True
+            streaming = req.body.get("stream") is True and endpoint.streams  # (else relayed whole: media)
             if streaming and not self._settings.streaming:  # the seed's behaviour: plain JSON
                 req.set("stream", False)
                 req.drop("stream_options")
@@ -149,14 +154,42 @@ class PaidCalls:
             else:
                 del slots[kid]
 
+    async def _upload(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send, caller: Caller,
+                      request_id: str, rec: RequestRecord | None) -> Outcome:
+        """A multipart upload (gateway.proxy.form_body): bounded and parsed while it arrives, its fields checked,
+        the audio's length measured for the reservation; then the same call as a JSON body."""
+        declared = header(scope, b"content-length")
+        if declared is None or not declared.isdigit() or int(declared) > INLINE_PARSE_BYTES:
+            await self._can_spend(caller)  # refuse a key that can spend nothing before reading megabytes for it
+        form = await read_form(scope, receive, self._settings.max_upload_bytes)
+        req = PaidRequest(endpoint, caller, request_id, form.fields, form.raw)
+        req.form = form
+        if endpoint.billed == "audio":
+            check_audio_file(form.file("file"))
+        endpoint.check(req.body, self._limits)
+        decision = self._router.resolve(req.body.get("model"), endpoint)
+        if rec is not None:
+            rec.model = decision.model.name
+        bound, _ = form.audio_ms()
+        admitting = self._billing.admit(caller, decision, req.body, req.raw, request_id,
+                                        Usage(input_tokens=form.text_bytes, audio_ms=bound))
+        return await self._whole(req, decision, admitting, send, rec)
+
     async def _whole(self, req: PaidRequest, decision: RouteDecision, admitting: Admitting, send: Send,
                      rec: RequestRecord | None) -> Outcome:
         """A whole answer: forwarded while Redis admits, settled, then sent."""
-        forward = self._forwarder.forward(decision, req.body, req.raw, req.request_id, admitting.ticket, rec)
+        forward = self._forwarder.forward(decision, req.body, req.raw, req.request_id, admitting.ticket, rec,
+                                              req.form)
         if req.endpoint.billed == "images":  # counted from the answer, inside: no image is a failure, settled as one
             forward = _counted(forward)
         answer, ticket = await self._answered(admitting, forward, rec)
-        outcome = Outcome(200, answer.provider, answer.usage)
+        usage = answer.usage
+        billed = req.endpoint.billed
+        if billed == "speech":
+            usage = speech_usage(usage, req.body.get("input") or "")
+        elif billed == "audio":
+            usage = audio_usage(usage, req.form.audio_ms()[1] if req.form is not None else 0, len(answer.body))
+        outcome = Outcome(200, answer.provider, usage)
         # The settlement is written to Redis before the answer goes out, so whatever the client does next
         # sees the charge; the answer does not wait for Redis's reply (one round trip off every call).
         body = req.body
@@ -166,7 +199,7 @@ class PaidCalls:
             rec.t_settle = perf_counter()
         try:
             extra = ((b"x-gateway-provider", answer.provider.encode()),) + rate_headers(ticket.admission)
-            await send_bytes(send, 200, answer.body, req.request_id, extra)
+            await send_bytes(send, 200, answer.body, req.request_id, extra, answer.content_type)
         finally:
             outcome.cost = await settling
             if rec is not None:

@@ -109,6 +109,103 @@ def check_image_body(body: dict[str, Any], limits: ServerLimits) -> None:
             raise BadRequest(f"'{key}' must be a string")
 
 
+def check_embeddings_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    """`input`: a string, an array of strings, an array of token ids, or an array of such arrays."""
+    inp = body.get("input")
+    if isinstance(inp, str):
+        if not inp:
+            raise BadRequest("'input' must not be an empty string")
+    elif isinstance(inp, list) and inp:
+        if len(inp) > 2048:
+            raise BadRequest(f"too many inputs: {len(inp)}, at most 2048 per request")
+        first = inp[0]
+        if isinstance(first, str):
+            if not all(isinstance(x, str) and x for x in inp):
+                raise BadRequest("'input' must be an array of non-empty strings")
+        elif isinstance(first, int) and not isinstance(first, bool):
+            if not all(type(x) is int for x in inp):
+                raise BadRequest("'input' must be an array of integers (token ids)")
+        elif isinstance(first, list):
+            if not all(isinstance(x, list) and x and all(type(t) is int for t in x) for x in inp):
+                raise BadRequest("'input' must be an array of non-empty arrays of integers (token ids)")
+        else:
+            raise BadRequest("'input' must be a string, an array of strings or an array of token ids")
+    else:
+        raise BadRequest("'input' is required: a string, an array of strings or an array of token ids")
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in ("float", "base64"):
+        raise BadRequest("'encoding_format' must be 'float' or 'base64'")
+    dims = body.get("dimensions")
+    if dims is not None and (type(dims) is not int or dims < 1):
+        raise BadRequest("'dimensions' must be a positive integer")
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise BadRequest("'user' must be a string")
+
+
+def check_moderation_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    """`input`: a string, an array of strings, or an array of text / image_url parts."""
+    inp = body.get("input")
+    if isinstance(inp, str):
+        return
+    if not isinstance(inp, list) or not inp:
+        raise BadRequest("'input' is required: a string, an array of strings or an array of input parts")
+    if len(inp) > limits.max_content_parts:
+        raise BadRequest(f"too many inputs: {len(inp)}, at most {limits.max_content_parts} per request")
+    if all(isinstance(x, str) for x in inp):
+        return
+    for i, part in enumerate(inp):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            continue
+        if kind == "image_url" and isinstance(part.get("image_url"), dict) \
+                and isinstance(part["image_url"].get("url"), str):
+            continue
+        raise BadRequest(f"input[{i}] must be {{'type': 'text', 'text': ...}} or "
+                         "{'type': 'image_url', 'image_url': {'url': ...}}")
+
+
+SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+
+
+def check_speech_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    """OpenAI's CreateSpeechRequest: text (at most 4,096 characters), a voice, an audio format."""
+    text = body.get("input")
+    if not isinstance(text, str) or not text:
+        raise BadRequest("'input' is required and must be a non-empty string")
+    if len(text) > 4096:
+        raise BadRequest(f"'input' is {len(text)} characters long; at most 4096")
+    voice = body.get("voice")
+    if isinstance(voice, dict):
+        voice = voice.get("id")
+    if not isinstance(voice, str) or not voice:
+        raise BadRequest("'voice' is required: a voice name (e.g. 'alloy') or {'id': ...}")
+    fmt = body.get("response_format")
+    if fmt is not None and fmt not in SPEECH_FORMATS:
+        raise BadRequest(f"'response_format' must be one of {', '.join(SPEECH_FORMATS)}")
+    stream_format = body.get("stream_format")
+    if stream_format is not None and stream_format not in ("sse", "audio"):
+        raise BadRequest("'stream_format' must be 'sse' or 'audio'")
+    speed = body.get("speed")
+    if speed is not None and (not isinstance(speed, (int, float)) or isinstance(speed, bool)
+                              or not 0.25 <= speed <= 4.0):
+        raise BadRequest("'speed' must be a number from 0.25 to 4.0")
+    if body.get("instructions") is not None and not isinstance(body["instructions"], str):
+        raise BadRequest("'instructions' must be a string")
+
+
+TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
+
+
+def check_transcription_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    """The text fields of a transcription / translation form (the file is checked as it is read)."""
+    fmt = body.get("response_format")
+    if fmt is not None and fmt not in TRANSCRIPTION_FORMATS:
+        raise BadRequest(f"'response_format' must be one of {', '.join(TRANSCRIPTION_FORMATS)}")
+    temperature = body.get("temperature")
+    if temperature is not None and not isinstance(temperature, float):
+        raise BadRequest("'temperature' must be a number")
+
+
 def _check_common(body: dict[str, Any], limits: ServerLimits, positive_ints: tuple[str, ...],
                   numbers: tuple[str, ...] = ("temperature", "top_p")) -> None:
     """Types of the fields every endpoint shares: counts, sampling numbers, stream, tools."""
@@ -212,7 +309,8 @@ def _check_parts(parts: list[Any], where: str) -> None:
 
 BODY_CHECKS: dict[str, Callable[[dict[str, Any], ServerLimits], None]] = {
     "chat": check_chat_body, "responses": check_responses_body, "completion": check_text_body,
-    "image": check_image_body,
+    "image": check_image_body, "embedding": check_embeddings_body, "moderation": check_moderation_body,
+    "speech": check_speech_body, "transcription": check_transcription_body,
 }
 
 

@@ -7,9 +7,11 @@ shapes (content parts, tool calls) are generic too.
 
 from __future__ import annotations
 
+import array
 import base64
 import binascii
 import mimetypes
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -280,7 +282,34 @@ def fail(message: str) -> None:
     raise BadRequest(str(message))
 
 
+def text_inputs(value: Any) -> list[str]:
+    """OpenAI embeddings `input` as a list of texts (token ids can only go to the models that made them)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return value
+    raise BadRequest("this model takes text input only: send a string or an array of strings, not token ids")
+
+
+def estimate_tokens(value: Any) -> int:
+    """~4 characters a token over every string in `value` (for providers that report no usage)."""
+    texts = [value] if isinstance(value, str) else [x for x in value if isinstance(x, str)] \
+        if isinstance(value, list) else []
+    return sum(-(-len(t) // 4) for t in texts)
+
+
+def float32_base64(values: Any) -> str:
+    """Floats as little-endian float32, base64 (OpenAI's `encoding_format: base64` embeddings)."""
+    arr = array.array("f", values)
+    if sys.byteorder != "little":  # pragma: no cover - every platform we run on is little-endian
+        arr.byteswap()
+    return base64.b64encode(arr.tobytes()).decode("ascii")
+
+
 FILTERS = {
+    "text_inputs": text_inputs,
+    "estimate_tokens": estimate_tokens,
+    "float32_base64": float32_base64,
     "where": where,
     "where_not": where_not,
     "has": has,

@@ -7,6 +7,7 @@ request tree, and a response tree that turns the provider's answer back into Ope
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ class UpstreamRequest:
     method: str
     path: str            # appended to the provider's base_url
     body: bytes | bytearray  # the client's raw body when it passes through unchanged
+    content_type: str = ""   # when not JSON (a multipart upload passed through)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ class WireOperation:
         self._response = compile_tree(spec["response"], env, f"{where}.response") if "response" in spec else None
         self.finish_reasons: dict[str, str] = dict(spec.get("finish_reasons") or {})
         self.usage = UsageMap(spec.get("usage") or {})
+        self.answer: str = spec.get("answer", "json")   # json | any (relayed with its type) | audio (see schema)
+        self.answer_usage = UsageMap(spec["answer_usage"]) if "answer_usage" in spec else None
         stream = spec.get("stream") or {}
         # a pass-through stream is relayed as is (usage read from its events); a mapped one is translated
         self.stream_usage = UsageMap(stream.get("usage") or spec.get("usage") or {})
@@ -132,6 +136,9 @@ class WireOperation:
             self._render_path(self._context(body, variables))
         return UpstreamRequest(self.method, path, raw)
 
+    def path_for(self, body: dict[str, Any], variables: dict[str, Any]) -> str:
+        return self._path_const if self._path_const is not None else str(self._path(self._context(body, variables)))
+
     def start_stream(self, body: dict[str, Any], variables: dict[str, Any]) -> MappedStream:
         assert self.stream is not None
         return self.stream.start(body, variables, self.finish_reasons)
@@ -165,7 +172,12 @@ class WireOperation:
         u = usage or Usage()
         ctx.vars["usage"] = u.to_openai_chat()
         ctx.vars["responses_usage"] = u.to_openai_responses()
-        return self._response(ctx), usage
+        client = self._response(ctx)
+        if usage is None and self.answer_usage is not None:  # the provider reported none: our estimate
+            usage = self.answer_usage.extract(client)
+            if usage is not None:
+                usage = dataclasses.replace(usage, estimated=True)
+        return client, usage
 
 
 _PASS = _Param("pass")

@@ -40,7 +40,7 @@ from tests.support import REPO, chat_model_for, redis_url
 from tests.support.cluster import LocalCluster, move_slot_begin, move_slot_end, move_slot_keys
 from tests.support.fake_payments import FakePayments
 from tests.support.gateway_process import GatewayProcess
-from tests.support.gateway_server import GatewayServer, accounts_call, free_port, make_customer
+from tests.support.gateway_server import GatewayServer, accounts_call, make_customer
 from tests.support.web import PASSWORD, Cabinet, create_key, usd_of
 
 MSG = [{"role": "user", "content": "Привет"}]

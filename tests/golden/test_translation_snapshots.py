@@ -70,7 +70,8 @@ def test_client_answer(provider: str, endpoint: str, fixture, found, snapshot) -
     spec, schema = WIRE_RESPONSE_SCHEMA[(wire, plan.operation)]
     assert validate(spec, schema, upstream) == [], "the recorded provider answer itself must be valid"
     request = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "responses": {"input": "hi"},
-               "completion": {"prompt": "hi"}, "image": {"prompt": "hi"}}[endpoint] | {"model": decision.model.name}
+               "completion": {"prompt": "hi"}, "image": {"prompt": "hi"},
+               "embedding": {"input": ["hello world", "hi"], "encoding_format": "float"}}[endpoint] | {"model": decision.model.name}
     variables = PIPELINE.variables(decision, "req_test") | {"created": 1777300000}
     op = CFG.wire_of(prov).operations[plan.operation]
     bodies, _ = PIPELINE.prepare(plan, op, request, orjson.dumps(request), variables)

@@ -27,17 +27,26 @@ WIRE_RESPONSE_SCHEMA = {
     ("anthropic", "chat"): ("anthropic", "Message"),
     ("gemini", "chat"): ("gemini", "GenerateContentResponse"),
     ("gemini", "image"): ("gemini", "GenerateContentResponse"),
+    ("openai", "embedding"): ("openai", "CreateEmbeddingResponse"),
+    ("gemini", "embedding"): ("gemini", "BatchEmbedContentsResponse"),
+    ("gemini", "speech"): ("gemini", "GenerateContentResponse"),
 }
 # the OpenAI schema a client's answer on each endpoint must satisfy
 CLIENT_SCHEMA = {"chat": "CreateChatCompletionResponse", "responses": "Response",
-                 "completion": "CreateCompletionResponse", "image": "ImagesResponse"}
+                 "completion": "CreateCompletionResponse", "image": "ImagesResponse",
+                 "embedding": "CreateEmbeddingResponse"}
 REQUEST_SCHEMA = {("openai", "chat"): ("openai", "CreateChatCompletionRequest"),
                   ("openai", "responses"): ("openai", "CreateResponse"),
                   ("openai", "completion"): ("openai", "CreateCompletionRequest"),
                   ("openai", "image"): ("openai", "CreateImageRequest"),
                   ("anthropic", "chat"): ("anthropic", "CreateMessageParams"),
                   ("gemini", "chat"): ("gemini", "GenerateContentRequest"),
-                  ("gemini", "image"): ("gemini", "GenerateContentRequest")}
+                  ("gemini", "image"): ("gemini", "GenerateContentRequest"),
+                  ("openai", "embedding"): ("openai", "CreateEmbeddingRequest"),
+                  ("openai", "moderation"): ("openai", "CreateModerationRequest"),
+                  ("openai", "speech"): ("openai", "CreateSpeechRequest"),
+                  ("gemini", "embedding"): ("gemini", "BatchEmbedContentsRequest"),
+                  ("gemini", "speech"): ("gemini", "GenerateContentRequest")}
 
 
 def __getattr__(name: str) -> Any:
@@ -102,7 +111,15 @@ def model_for(provider: str, endpoint: str, cfg: Config | None = None) -> str | 
     """The model a golden test uses for `provider` on `endpoint` (None: the provider serves none there)."""
     if endpoint == "image":
         return IMAGE_MODEL.get(provider)
+    if endpoint in MEDIA_MODEL:  # issue 20's endpoints; uploads (transcription) have no JSON grid
+        return MEDIA_MODEL[endpoint].get(provider)
     return chat_model_for(provider, cfg)
+
+
+MEDIA_MODEL = {"embedding": {"openai": "text-embedding-3-small", "gemini": "gemini-embedding-001"},
+               "moderation": {"openai": "omni-moderation-latest"},
+               "speech": {"openai": "gpt-4o-mini-tts", "gemini": "gemini-2.5-flash-preview-tts"},
+               "transcription": {}, "translation": {}}
 
 
 def load_json(path: Path) -> Any:

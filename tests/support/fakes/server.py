@@ -36,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import anthropic_wire, gemini_wire, openai_wire
+from . import anthropic_wire, gemini_wire, media_wire, openai_wire
 from .common import PNG_BYTES, dumps, loads, sse
 from .specs import SpecError, check
 
@@ -375,7 +375,7 @@ class FakeUpstream:
         n = self._next_n()
         body: Any = None
         bad_json = False
-        if raw:
+        if raw and not request.content_type.startswith("multipart/"):  # a form is parsed by its handler
             try:
                 body = loads(raw)
             except ValueError:
@@ -726,6 +726,17 @@ class FakeUpstream:
                     "performance. Additional data, function call `default_api:...` , "
                     f"position {where}.",
                 )
+        if self.wire == "gemini" and params.get("action") == "generateContent":
+            voice = (((body.get("generationConfig") or {}).get("speechConfig") or {}).get("voiceConfig") or {}).get(
+                "prebuiltVoiceConfig", {}).get("voiceName")
+            if voice is not None and voice not in media_wire.GEMINI_VOICES:
+                return self._error(400, n, f"Voice name {voice} is not supported.")
+        if self.wire == "openai" and route.schema == "CreateSpeechRequest":
+            voice = body.get("voice")
+            if isinstance(voice, str) and voice not in media_wire.OPENAI_VOICES:
+                return self._error(400, n, f"Invalid value: '{voice}'. Supported values are: "
+                                   + ", ".join(f"'{v}'" for v in media_wire.OPENAI_VOICES) + ".",
+                                   code="invalid_value")
         if self.wire == "anthropic" and route.schema == "CreateMessageParams":
             thinking = body.get("thinking") or {}
             if thinking.get("type") == "enabled" and isinstance(body.get("max_tokens"), int):
@@ -741,6 +752,11 @@ class FakeUpstream:
                 _Route("POST", r"/v1/completions", self._openai_completions, "CreateCompletionRequest"),
                 _Route("POST", r"/v1/responses", self._openai_responses, "CreateResponse"),
                 _Route("POST", r"/v1/images/generations", self._openai_images, "CreateImageRequest"),
+                _Route("POST", r"/v1/embeddings", self._openai_embeddings, "CreateEmbeddingRequest"),
+                _Route("POST", r"/v1/moderations", self._openai_moderations, "CreateModerationRequest"),
+                _Route("POST", r"/v1/audio/speech", self._openai_speech, "CreateSpeechRequest"),
+                _Route("POST", r"/v1/audio/transcriptions", self._openai_transcription, None),
+                _Route("POST", r"/v1/audio/translations", self._openai_translation, None),
                 _Route("GET", r"/v1/models", self._openai_models, None),
                 _Route("GET", r"/v1/models/(?P<model>[^/]+)", self._openai_model, None),
                 _Route("GET", r"/fake-files/(?P<name>[^/]+)", self._file, None, auth=False),
@@ -760,6 +776,12 @@ class FakeUpstream:
                 r"/(?P<ver>v1beta|v1)/models/(?P<model>[^/:]+):(?P<action>generateContent|streamGenerateContent)",
                 self._gemini_generate,
                 "GenerateContentRequest",
+            ),
+            _Route(
+                "POST",
+                r"/(?P<ver>v1beta|v1)/models/(?P<model>[^/:]+):batchEmbedContents",
+                self._gemini_batch_embed,
+                "BatchEmbedContentsRequest",
             ),
             _Route(
                 "POST",
@@ -812,6 +834,77 @@ class FakeUpstream:
     async def _openai_model(self, ctx: _Ctx) -> web.StreamResponse:
         return self._answer(ctx, ctx.scripted_body or openai_wire.model_obj(ctx.params["model"]), "Model")
 
+    async def _openai_embeddings(self, ctx: _Ctx) -> web.StreamResponse:
+        doc = ctx.scripted_body or media_wire.embeddings(ctx.body, ctx.n)
+        self._check_response("CreateEmbeddingResponse", media_wire.decoded(doc), ctx.request.path)
+        return self._answer(ctx, doc, None)
+
+    async def _openai_moderations(self, ctx: _Ctx) -> web.StreamResponse:
+        return self._answer(ctx, ctx.scripted_body or media_wire.moderation(ctx.body, ctx.n),
+                            "CreateModerationResponse")
+
+    async def _openai_speech(self, ctx: _Ctx) -> web.StreamResponse:
+        if ctx.body.get("stream_format") == "sse":
+            if ctx.body.get("model", "").startswith("tts-1"):
+                return self._error(400, ctx.n, "stream_format 'sse' is not supported for tts-1 models")
+            events = media_wire.speech_events(ctx.body)
+            for ev in events:
+                self._check_response("CreateSpeechResponseStreamEvent", ev, ctx.request.path)
+            return await self._stream(ctx, [sse(ev) for ev in events])
+        audio, ctype = media_wire.speech(ctx.body)
+        return web.Response(body=audio, headers={"Content-Type": ctype, **self._default_headers(ctx.n)})
+
+    async def _openai_transcription(self, ctx: _Ctx) -> web.StreamResponse:
+        return await self._audio_form(ctx, "CreateTranscriptionRequest", "transcribe")
+
+    async def _openai_translation(self, ctx: _Ctx) -> web.StreamResponse:
+        return await self._audio_form(ctx, "CreateTranslationRequest", "translate")
+
+    async def _audio_form(self, ctx: _Ctx, schema: str, task: str) -> web.StreamResponse:
+        """A multipart upload, parsed as OpenAI does, its fields checked against the spec's request schema."""
+        if not ctx.request.content_type.startswith("multipart/form-data"):
+            return self._error(400, ctx.n, "Invalid Content-Type header; expected multipart/form-data")
+        fields: dict[str, Any] = {}
+        audio = b""
+        for key, filename, value in media_wire.form_parts(ctx.request.headers["Content-Type"], ctx.rec.raw):
+            if filename is not None:
+                audio = value
+                fields[key] = "<binary>"
+            elif key.endswith("[]"):
+                fields.setdefault(key[:-2], []).append(value.decode())
+            elif key == "temperature":
+                fields[key] = float(value)
+            elif key == "stream":
+                fields[key] = value == b"true"
+            else:
+                fields[key] = value.decode()
+        ctx.rec.body = fields
+        errors = check(self.wire, schema, fields, strict=self.strict) if self.validate_requests else []
+        if errors:
+            ctx.rec.spec_errors.extend(str(e) for e in errors)
+            self.spec_errors.extend(f"POST {ctx.request.path}: {e}" for e in errors)
+            if self.reject_invalid:
+                return self._invalid(errors, ctx.n)
+        if not audio:
+            return self._error(400, ctx.n, "Could not parse multipart form: no 'file' part")
+        fmt = fields.get("response_format") or "json"
+        if fmt not in media_wire.formats_for(fields.get("model", "")):
+            return self._error(400, ctx.n, f"response_format '{fmt}' is not compatible with model "
+                               f"'{fields.get('model')}'", code="unsupported_value")
+        if not media_wire.wav_seconds(audio) and not audio.startswith((b"ID3", b"\xff\xfb", b"OggS", b"fLaC")):
+            return self._error(400, ctx.n, "Audio file might be corrupted or unsupported", code="invalid_value")
+        doc, ctype = media_wire.transcription(fields, audio, task)
+        if fields.get("stream") and isinstance(doc, dict):
+            events = media_wire.transcription_events(doc)
+            for ev in events:
+                self._check_response("CreateTranscriptionResponseStreamEvent", ev, ctx.request.path)
+            return await self._stream(ctx, [sse(ev) for ev in events])
+        if isinstance(doc, dict):
+            kind = {"verbose_json": "CreateTranscriptionResponseVerboseJson",
+                    "diarized_json": "CreateTranscriptionResponseDiarizedJson"}.get(fmt, "CreateTranscriptionResponseJson")
+            return self._answer(ctx, doc, kind if task == "transcribe" else None)
+        return web.Response(body=doc.encode(), headers={"Content-Type": ctype, **self._default_headers(ctx.n)})
+
     # ---- anthropic
     async def _anthropic_messages(self, ctx: _Ctx) -> web.StreamResponse:
         msg = ctx.scripted_body or anthropic_wire.message(ctx.body, ctx.n, text=ctx.text)
@@ -844,6 +937,9 @@ class FakeUpstream:
     # ---- gemini
     async def _gemini_generate(self, ctx: _Ctx) -> web.StreamResponse:
         model = ctx.params["model"]
+        modalities = (ctx.body.get("generationConfig") or {}).get("responseModalities") or []
+        if "AUDIO" in modalities and not ctx.scripted_body:
+            return self._answer(ctx, media_wire.gemini_speech(ctx.body, model), "GenerateContentResponse")
         resp = ctx.scripted_body or gemini_wire.generate(ctx.body, model, ctx.n, text=ctx.text)
         if ctx.params["action"] == "streamGenerateContent":
             chunks = gemini_wire.stream_chunks(resp)
@@ -857,6 +953,10 @@ class FakeUpstream:
             ]
             return await self._stream(ctx, frames, content_type="application/json; charset=UTF-8")
         return self._answer(ctx, resp, "GenerateContentResponse")
+
+    async def _gemini_batch_embed(self, ctx: _Ctx) -> web.StreamResponse:
+        return self._answer(ctx, ctx.scripted_body or media_wire.gemini_embeddings(ctx.body),
+                            "BatchEmbedContentsResponse")
 
     async def _gemini_count(self, ctx: _Ctx) -> web.StreamResponse:
         return self._answer(
