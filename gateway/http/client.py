@@ -397,6 +397,7 @@ class Pool:
         fixed = {"Host": host_header, "Accept-Encoding": "identity", "Connection": "keep-alive", **headers}
         if self._absolute and self._proxy is not None and self._proxy.authorization:
             fixed["Proxy-Authorization"] = self._proxy.authorization
+        self._fixed = fixed
         self._head_fixed = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
@@ -422,14 +423,24 @@ class Pool:
             raise connect_error(exc) from None
         return conn
 
+    def _with(self, headers: tuple[tuple[str, str], ...]) -> bytes:
+        names = {k.lower() for k, _ in headers}
+        kept = [(k, v) for k, v in self._fixed.items() if k.lower() not in names]
+        # a header value never carries a line break into the request head
+        extra = [(k, v) for k, v in headers if "\r" not in v and "\n" not in v and "\r" not in k and "\n" not in k]
+        return "".join(f"{k}: {v}\r\n" for k, v in kept + extra).encode("latin-1")
+
     def put_back(self, conn: _Connection) -> None:
         if len(self._idle) < self._max_idle:
             self._idle.append(conn)
         else:
             conn.abort()
 
-    async def request(self, method: str, path: str, body: bytes, timeout: float, stream: bool = False) -> Response:
-        head = (f"{method} {self._target}{path} HTTP/1.1\r\n".encode("latin-1") + self._head_fixed
+    async def request(self, method: str, path: str, body: bytes, timeout: float, stream: bool = False,
+                      headers: tuple[tuple[str, str], ...] = ()) -> Response:
+        """`headers`: besides the fixed ones, replacing those of the same name (a client's API version)."""
+        fixed = self._head_fixed if not headers else self._with(headers)
+        head = (f"{method} {self._target}{path} HTTP/1.1\r\n".encode("latin-1") + fixed
                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
         response: Response | None = None
         while self._idle:

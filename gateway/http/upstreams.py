@@ -99,7 +99,7 @@ class UpstreamPool:
     async def send(self, provider: Provider, request: UpstreamRequest) -> UpstreamReply:
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
-                                                                provider.timeout_ms / 1000)
+                                                                provider.timeout_ms / 1000, headers=request.headers)
             body = await response.read()
         except HTTPError as exc:
             raise _failure(provider, exc) from None
@@ -109,7 +109,8 @@ class UpstreamPool:
         """Send a streaming request and return once the status line and headers are in."""
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
-                                                                provider.timeout_ms / 1000, stream=True)
+                                                                provider.timeout_ms / 1000, stream=True,
+                                                                headers=request.headers)
         except HTTPError as exc:
             raise _failure(provider, exc) from None
         return UpstreamStream(provider, response)

@@ -23,7 +23,7 @@ from gateway.proxy.outcome import Outcome
 from gateway.proxy.routing import RouteDecision
 from gateway.store.ledger import ADMIT_OK, REJECTIONS, Admission, Caller, Ledger
 from gateway.store.resp import STORE_ERRORS, RespError, StoreUnavailable
-from gateway.usage import Usage
+from gateway.usage import Usage, dig
 
 log = logging.getLogger("gateway.proxy.billing")
 UNAVAILABLE = "billing is temporarily unavailable; nothing was charged, try again"
@@ -97,6 +97,8 @@ class BillingGate:
         if decision.endpoint.billed != "tokens":
             return 0
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+        if cap is None and decision.endpoint.caps:  # an API that keeps it elsewhere (Gemini's generationConfig)
+            cap = next((v for v in (dig(body, p.split(".")) for p in decision.endpoint.caps) if v is not None), None)
         if not isinstance(cap, int) or cap <= 0:
             model_cap = decision.model.max_output_tokens or self._default_cap
             cap = min(model_cap, self._default_cap)
@@ -171,6 +173,8 @@ class BillingGate:
         }
         if u.images:
             fields["images"] = u.images
+        if u.cache_write_tokens:
+            fields["cache_write"] = u.cache_write_tokens
         if u.estimated:
             fields["estimated"] = 1
         if outcome.error:
