@@ -17,7 +17,7 @@ from functools import partial
 from gateway.admin_api import build_admin_app
 from gateway.auth import Authenticator
 from gateway.config.model import Config
-from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.errors import ERROR_SHAPES, ErrorShape, GatewayError, InternalError, MethodNotAllowed, NotFound
 from gateway.http.asgi import ClientGone, Receive, Scope, Send, new_request_id, send_error
 from gateway.http.upstreams import UpstreamPool
 from gateway.memory import return_freed_memory
@@ -30,6 +30,7 @@ from gateway.proxy.key_slots import KeySlots
 from gateway.proxy.large_bodies import LargeBodies
 from gateway.proxy.paid_call import PaidCalls
 from gateway.proxy.routing import Router
+from gateway.proxy.token_count import TokenCounts
 from gateway.store.accounts import Accounts
 from gateway.store.connection import async_client, journal_dir
 from gateway.store.keys import KeySpace
@@ -85,10 +86,32 @@ class GatewayApp:
             "/v1/me": {"GET": self.info.me}, "/v1/balance": {"GET": self.info.balance},
             "/v1/usage": {"GET": self.info.usage},
         }
+        self.counts = TokenCounts(config, self.auth, self.router, self.paid.forwarder, self._can_spend)
+        # paths of the form <prefix>{model}<suffix> (Gemini's /v1beta/models/{model}:generateContent), by prefix
+        self._templated: dict[str, dict[str, tuple[dict[str, Handler], ErrorShape | None]]] = {}
+        self._shapes: dict[str, ErrorShape] = {}   # the error body of the paths that speak another API
         for endpoint in ENDPOINTS.values():
-            self._exact[endpoint.path] = {"POST": partial(self.paid, endpoint)}
+            serve = self.counts if endpoint.billed == "free" else self.paid
+            shape = ERROR_SHAPES[endpoint.errors] if endpoint.errors else None
+            for path in endpoint.paths:
+                methods: dict[str, Handler] = {"POST": partial(serve, endpoint)}
+                if "{model}" in path:
+                    prefix, _, suffix = path.partition("{model}")
+                    self._templated.setdefault(prefix, {})[suffix] = (methods, shape)
+                else:
+                    self._exact[path] = methods
+                    if shape is not None:
+                        self._shapes[path] = shape
         self._chat_in_path: dict[str, Handler] = {"POST": partial(self.paid, ENDPOINTS["chat"])}
         self._one_model: dict[str, Handler] = {"GET": self.info.get_model}
+        # the Gemini API's catalogue (google-genai's models.list / models.get)
+        generate = ENDPOINTS["generate"]
+        self._generate_shape = ERROR_SHAPES[generate.errors]
+        self._generate_models_prefix = generate.path.partition("{model}")[0]          # /v1beta/models/
+        self._other_root = "/" + generate.path.split("/")[1] + "/"                     # /v1beta/
+        self._exact[self._generate_models_prefix.rstrip("/")] = {"GET": partial(self.info.generate_models, generate)}
+        self._shapes[self._generate_models_prefix.rstrip("/")] = self._generate_shape
+        self._generate_one_model: dict[str, Handler] = {"GET": partial(self.info.generate_model, generate)}
 
     async def _can_spend(self, caller: Caller) -> None:
         await can_spend(self.redis, self.keyspace, caller, int(time.time() * 1000))
@@ -143,7 +166,7 @@ class GatewayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         obs = self.obs
-        if path != "/v1" and not path.startswith("/v1/"):
+        if path != "/v1" and not path.startswith("/v1/") and not path.startswith(self._other_root):
             if obs.handles(path):  # health checks and scrapes: not counted, logged or billed
                 await obs.serve(scope, receive, send)
                 return
@@ -166,18 +189,37 @@ class GatewayApp:
             rec.error_type = "caller_disconnected"
         except GatewayError as err:
             rec.failed(err)
-            await send_error(send, err, request_id)
+            await send_error(send, err, request_id, self._error_shape(path))
         except Exception:
             log.exception("unhandled error in %s", request_id)
             rec.error_type = "gateway_internal"
-            await send_error(send, InternalError(f"internal error; quote request id {request_id}"), request_id)
+            await send_error(send, InternalError(f"internal error; quote request id {request_id}"), request_id,
+                             self._error_shape(path))
         finally:
             obs.finish(rec)
+
+    def _error_shape(self, path: str) -> ErrorShape | None:
+        """The error body the client's API expects on `path` (the seed's unless the path speaks another)."""
+        shape = self._shapes.get(path)
+        if shape is None and (path.startswith(self._generate_models_prefix) or path.startswith("/v1/models/")
+                              and ":" in path):
+            shape = self._generate_shape
+        return shape
 
     def _find(self, path: str, method: str) -> tuple[Handler, dict[str, str]]:
         methods = self._exact.get(path)
         params: dict[str, str] = {}
-        if methods is None and path.startswith("/v1/models/"):
+        if methods is None and ":" in path:  # <prefix>{model}:method (the Gemini API)
+            prefix, _, rest = path.rpartition("/")
+            model, colon, action = rest.partition(":")
+            hit = self._templated.get(prefix + "/", {}).get(colon + action)
+            if hit is not None and model:
+                params["model"] = model
+                methods = hit[0]
+        if methods is None and path.startswith(self._generate_models_prefix) and path != self._generate_models_prefix:
+            params["model"] = path[len(self._generate_models_prefix):]
+            methods = self._generate_one_model
+        elif methods is None and path.startswith("/v1/models/"):
             rest = path[len("/v1/models/"):]
             if rest.endswith(CHAT_IN_PATH):
                 params["model"] = rest[: -len(CHAT_IN_PATH)]

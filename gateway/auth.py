@@ -6,14 +6,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
 
 from redis.exceptions import RedisError
 
 from gateway.errors import Unauthorized, UpstreamUnavailable
+from gateway.http.asgi import header
 from gateway.store.accounts import TOKEN_RE, token_hash
 from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller
+
+
+def credential(scope: Any, sources: tuple[str, ...]) -> bytes | None:
+    """The client's `Authorization` value, or one made from where its API carries the key instead: a header
+    (`x-api-key`, `x-goog-api-key`) or a query parameter ("?key"). The first source present wins."""
+    for source in sources:
+        if source == "bearer":
+            value = header(scope, b"authorization")
+            if value:
+                return value
+        elif source[0] == "?":
+            query = scope.get("query_string") or b""
+            if query:
+                for k, v in parse_qsl(query.decode("latin-1")):
+                    if k == source[1:] and v:
+                        return b"Bearer " + v.encode("latin-1")
+        else:
+            value = header(scope, source.encode())
+            if value:
+                return b"Bearer " + value.strip()
+    return None
 
 
 class Authenticator:

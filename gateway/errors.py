@@ -15,8 +15,11 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from pathlib import Path
+from typing import Any
 
 import orjson
+import yaml
 
 
 class GatewayError(Exception):
@@ -98,3 +101,45 @@ def error_for_status(status: int, message: str, headers: dict[str, str] | None =
                        error_type="caller_rejected_by_provider" if provider and status < 500 else "")
     err.status = status
     return err
+
+
+class ErrorShape:
+    """An inbound API's own error body (gateway/shapes/errors.yaml), for the endpoints that speak it."""
+
+    __slots__ = ("_body", "_default", "_types", "name", "stream_event")
+
+    def __init__(self, name: str, spec: dict[str, Any]) -> None:
+        self.name = name
+        self._body = spec["body"]
+        self._types = {int(k): str(v) for k, v in (spec.get("types") or {}).items()}
+        self._default = str(spec.get("default", "error"))
+        self.stream_event: str = spec.get("stream_event") or ""
+
+    def document(self, status: int, message: str, request_id: str = "") -> Any:
+        values = {"$status": status, "$type": self._types.get(status, self._default), "$message": message,
+                  "$request_id": request_id}
+
+        def fill(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: fill(v) for k, v in node.items()}
+            if isinstance(node, str):
+                return values.get(node, node)
+            return node
+
+        return fill(self._body)
+
+    def body(self, status: int, message: str, request_id: str = "") -> bytes:
+        return orjson.dumps(self.document(status, message, request_id))
+
+
+def load_error_shapes() -> dict[str, ErrorShape]:
+    doc = yaml.safe_load((Path(__file__).parent / "shapes" / "errors.yaml").read_text(encoding="utf-8"))
+    return {name: ErrorShape(name, spec) for name, spec in doc.items()}
+
+
+ERROR_SHAPES: dict[str, ErrorShape] = load_error_shapes()
+
+
+def render_error(err: GatewayError, shape: ErrorShape | None, request_id: str = "") -> bytes:
+    """The error's body in the seed's shape, or in the inbound API's own."""
+    return err.body() if shape is None else shape.body(err.status, err.message, request_id)

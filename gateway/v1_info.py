@@ -10,11 +10,11 @@ from urllib.parse import parse_qs
 import orjson
 
 from gateway import __version__
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, credential
 from gateway.config.model import CatalogueModel, Config
 from gateway.errors import BadRequest, NotFound, Unauthorized
 from gateway.http.asgi import Receive, Scope, Send, header, send_bytes
-from gateway.proxy.endpoints import ENDPOINTS, native_path
+from gateway.proxy.endpoints import ENDPOINTS, Endpoint, native_path
 from gateway.store.accounts import Accounts, InvalidInput
 from gateway.store.ledger import Caller
 
@@ -33,6 +33,7 @@ class InfoEndpoints:
         self._config = config
         self._auth = auth
         self._accounts = accounts
+        self._generate_body: bytes | None = None
         self._models_body = orjson.dumps({"object": "list", "data": [model_card(m) for m in config.enabled_models]})
         paid = [{"method": "POST", "path": e.path, "description": _DESCRIPTIONS.get(e.name, e.name)}
                 for e in ENDPOINTS.values()]
@@ -66,6 +67,32 @@ class InfoEndpoints:
         if model is None or not model.enabled:
             raise NotFound(f"model '{params['model']}' not found among enabled models")
         await send_bytes(send, 200, orjson.dumps(model_card(model)), request_id)
+
+    # -- the Gemini API's catalogue: the models its endpoint serves (every chat model), in its shape -------
+
+    def _generate_card(self, model: CatalogueModel) -> dict[str, Any]:
+        return {"name": f"models/{model.name}", "baseModelId": model.name, "version": "001",
+                "displayName": model.name, "description": f"{model.name} through the Botech AI Gateway",
+                "inputTokenLimit": model.context_window or 0, "outputTokenLimit": model.max_output_tokens or 0,
+                "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]}
+
+    async def generate_models(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send, request_id: str,
+                              params: dict[str, str]) -> None:
+        await self._auth.caller(credential(scope, endpoint.auth))
+        if self._generate_body is None:
+            cards = [self._generate_card(m) for m in self._config.enabled_models
+                     if any(w.kind == m.kind for w in endpoint.ways)]
+            self._generate_body = orjson.dumps({"models": cards})
+        await send_bytes(send, 200, self._generate_body, request_id)
+
+    async def generate_model(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send, request_id: str,
+                             params: dict[str, str]) -> None:
+        await self._auth.caller(credential(scope, endpoint.auth))
+        name = params["model"].removeprefix("models/")
+        model = self._config.models.get(name)
+        if model is None or not model.enabled or not any(w.kind == model.kind for w in endpoint.ways):
+            raise NotFound(f"model '{name}' not found among enabled models")
+        await send_bytes(send, 200, orjson.dumps(self._generate_card(model)), request_id)
 
     async def me(self, scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
         caller = await self._active(scope)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.errors import BadRequest, ErrorShape, GatewayError, PayloadTooLarge, render_error
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -88,6 +88,7 @@ async def send_bytes(send: Send, status: int, body: bytes, request_id: str,
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, err: GatewayError, request_id: str) -> None:
+async def send_error(send: Send, err: GatewayError, request_id: str, shape: ErrorShape | None = None) -> None:
+    """`shape`: the inbound API's own error body (an endpoint that speaks another API than the seed's)."""
     extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
-    await send_bytes(send, err.status, err.body(), request_id, extra)
+    await send_bytes(send, err.status, render_error(err, shape, request_id), request_id, extra)

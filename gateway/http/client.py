@@ -397,10 +397,8 @@ class Pool:
         fixed = {"Host": host_header, "Accept-Encoding": "identity", "Connection": "keep-alive", **headers}
         if self._absolute and self._proxy is not None and self._proxy.authorization:
             fixed["Proxy-Authorization"] = self._proxy.authorization
+        self._fixed = fixed
         self._head_fixed = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
-        # the same without the default Content-Type, for a request that brings its own (a multipart upload)
-        self._head_untyped = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()
-                                     if k.lower() != "content-type").encode("latin-1")
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
 
@@ -425,6 +423,13 @@ class Pool:
             raise connect_error(exc) from None
         return conn
 
+    def _with(self, headers: tuple[tuple[str, str], ...]) -> bytes:
+        names = {k.lower() for k, _ in headers}
+        kept = [(k, v) for k, v in self._fixed.items() if k.lower() not in names]
+        # a header value never carries a line break into the request head
+        extra = [(k, v) for k, v in headers if "\r" not in v and "\n" not in v and "\r" not in k and "\n" not in k]
+        return "".join(f"{k}: {v}\r\n" for k, v in kept + extra).encode("latin-1")
+
     def put_back(self, conn: _Connection) -> None:
         if len(self._idle) < self._max_idle:
             self._idle.append(conn)
@@ -432,9 +437,13 @@ class Pool:
             conn.abort()
 
     async def request(self, method: str, path: str, body: bytes | bytearray, timeout: float, stream: bool = False,
-                      extra_head: bytes = b"", content_type: str = "") -> Response:
-        fixed = self._head_fixed if not content_type else \
-            self._head_untyped + b"Content-Type: " + content_type.encode("latin-1") + b"\r\n"
+                      extra_head: bytes = b"", content_type: str = "",
+                      headers: tuple[tuple[str, str], ...] = ()) -> Response:
+        """`headers`: besides the fixed ones, replacing those of the same name (a client's API version, an
+        upload's own Content-Type); `extra_head`: ready header lines of this request only (a traceparent)."""
+        if content_type:
+            headers = (*headers, ("Content-Type", content_type))
+        fixed = self._head_fixed if not headers else self._with(headers)
         head = (f"{method} {self._target}{path} HTTP/1.1\r\n".encode("latin-1") + fixed + extra_head
                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
         response: Response | None = None

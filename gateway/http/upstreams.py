@@ -103,7 +103,8 @@ class UpstreamPool:
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
                                                                 provider.timeout_ms / 1000, extra_head=extra_head,
-                                                                content_type=request.content_type)
+                                                                content_type=request.content_type,
+                                                                headers=request.headers)
             body = await response.read()
         except HTTPError as exc:
             raise _failure(provider, exc) from None
@@ -114,7 +115,7 @@ class UpstreamPool:
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
                                                                 provider.timeout_ms / 1000, stream=True,
-                                                                extra_head=extra_head)
+                                                                extra_head=extra_head, headers=request.headers)
         except HTTPError as exc:
             raise _failure(provider, exc) from None
         return UpstreamStream(provider, response)

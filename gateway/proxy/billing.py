@@ -23,7 +23,7 @@ from gateway.proxy.outcome import Outcome
 from gateway.proxy.routing import RouteDecision
 from gateway.store.ledger import ADMIT_OK, REJECTIONS, Admission, Caller, Ledger
 from gateway.store.resp import STORE_ERRORS, RespError, StoreUnavailable
-from gateway.usage import Usage
+from gateway.usage import Usage, dig
 
 log = logging.getLogger("gateway.proxy.billing")
 # a bound on the audio tokens a second of audio becomes (OpenAI's transcription models use ~10-25; Gemini 32)
@@ -105,6 +105,8 @@ class BillingGate:
                 return min(decision.model.max_output_tokens or self._default_cap, self._default_cap)
             return 0
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+        if cap is None and decision.endpoint.caps:  # an API that keeps it elsewhere (Gemini's generationConfig)
+            cap = next((v for v in (dig(body, p.split(".")) for p in decision.endpoint.caps) if v is not None), None)
         if not isinstance(cap, int) or cap <= 0:
             model_cap = decision.model.max_output_tokens or self._default_cap
             cap = min(model_cap, self._default_cap)
@@ -193,6 +195,8 @@ class BillingGate:
             fields["audio_ms"] = u.audio_ms
         if u.input_audio_tokens or u.output_audio_tokens:
             fields["audio_tokens"] = u.input_audio_tokens + u.output_audio_tokens
+        if u.cache_write_tokens:
+            fields["cache_write"] = u.cache_write_tokens
         if u.estimated:
             fields["estimated"] = 1
         if outcome.error:

@@ -17,7 +17,9 @@ from gateway.config.model import ServerLimits
 from gateway.proxy.request_body import (
     check_chat_body,
     check_embeddings_body,
+    check_generate_body,
     check_image_body,
+    check_messages_body,
     check_moderation_body,
     check_responses_body,
     check_speech_body,
@@ -55,8 +57,24 @@ class Endpoint:
     streams: bool = True          # `stream: true` answers Server-Sent Events
     billed: str = "tokens"        # "tokens" (the provider's usage), "images" (the answer's data items), "input"
                                   # (input tokens only), "speech" (characters and/or tokens, output audio),
-                                  # "audio" (audio length and/or tokens)
+                                  # "audio" (audio length and/or tokens) or "free" (a token count: no admission,
+                                  # no charge, no rate limit)
     form: bool = False            # the body is multipart/form-data (uploads), not JSON
+    # -- endpoints that speak another API than OpenAI's (Messages, Gemini); the defaults are OpenAI's --
+    also: tuple[str, ...] = ()    # more paths it answers on; "{model}" in a path: the model is named there
+    auth: tuple[str, ...] = ("bearer",)   # where the bt_ key may come: "bearer", a header name, "?<query key>"
+    errors: str = ""              # its error body (gateway/shapes/errors.yaml); "" the seed's
+    stream: bool | None = None    # whether it answers a stream, when the path says so (None: `stream: true`)
+    framing: str = ""             # how its stream is framed (gateway.proxy.streaming.Framer); "" its name
+    caps: tuple[str, ...] = ()    # dotted paths of the body's output cap besides max_tokens & co (billing)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path, *self.also)
+
+    @property
+    def model_in_path(self) -> bool:
+        return "{model}" in self.path
 
     def plan(self, kind: str, operations: frozenset[str] | set[str]) -> Plan | None:
         """How a model of `kind` is served here by a wire offering `operations`, or None."""
@@ -84,6 +102,34 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("image", "/v1/images/generations", check_image_body, (
         Way("image", "image"),
     ), streams=False, billed="images"),
+    # Anthropic's Messages API: its own wire's native operation where it has one (the raw body passes),
+    # else through chat
+    Endpoint("messages", "/v1/messages", check_messages_body, (
+        Way("chat", "messages"),
+        Way("chat", "chat", ("messages_via_chat",)),
+        Way("responses", "responses", ("messages_via_chat", "chat_via_responses")),
+    ), auth=("x-api-key", "bearer"), errors="messages", framing="messages"),
+    Endpoint("messages_count_tokens", "/v1/messages/count_tokens", check_messages_body, (
+        Way("chat", "messages_count_tokens"),
+        Way("chat", "chat", ("messages_via_chat",)),
+        Way("responses", "responses", ("messages_via_chat", "chat_via_responses")),
+    ), streams=False, billed="free", auth=("x-api-key", "bearer"), errors="messages"),
+    # the Gemini API (google-genai calls /v1beta or /v1): the model and streaming are in the path
+    *(Endpoint(name, f"/v1beta/models/{{model}}:{method}", check_generate_body, (
+        Way("chat", "generate"),
+        Way("chat", "chat", ("generate_via_chat",)),
+        Way("responses", "responses", ("generate_via_chat", "chat_via_responses")),
+    ), also=(f"/v1/models/{{model}}:{method}",), auth=("x-goog-api-key", "?key", "bearer"), errors="generate",
+        stream=stream, framing="generate", caps=("generationConfig.maxOutputTokens",
+                                                 "generation_config.max_output_tokens"))
+      for name, method, stream in (("generate", "generateContent", False),
+                                   ("stream_generate", "streamGenerateContent", True))),
+    Endpoint("generate_count_tokens", "/v1beta/models/{model}:countTokens", check_generate_body, (
+        Way("chat", "generate_count_tokens"),
+        Way("chat", "chat", ("generate_via_chat",)),
+        Way("responses", "responses", ("generate_via_chat", "chat_via_responses")),
+    ), also=("/v1/models/{model}:countTokens",), streams=False, billed="free",
+        auth=("x-goog-api-key", "?key", "bearer"), errors="generate"),
 )}
 
 

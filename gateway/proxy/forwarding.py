@@ -20,6 +20,7 @@ from jinja2 import TemplateError
 
 from gateway.config.model import Config, Provider
 from gateway.errors import (
+    ERROR_SHAPES,
     BadRequest,
     GatewayError,
     InternalError,
@@ -39,6 +40,7 @@ from gateway.proxy.streaming import (
     Framer,
     MappedChat,
     PassthroughChat,
+    PassthroughEvents,
     PassthroughResponses,
     Source,
     StreamCall,
@@ -56,6 +58,7 @@ from gateway.usage import Usage
 log = logging.getLogger("gateway.proxy.forwarding")
 T = TypeVar("T")
 Admitted = Callable[[], Awaitable[Any]]
+Headers = list[tuple[bytes, bytes]] | tuple[()]
 
 # provider statuses after which the fallback candidate is tried (our key/config at fault, or the provider)
 _RETRYABLE = frozenset((401, 403, 408, 409, 500, 502, 503, 504, 520, 521, 522, 524, 529))
@@ -114,11 +117,15 @@ class Forwarder:
                 "max_output_tokens": m.max_output_tokens or self._config.settings.default_max_output_tokens}
 
     async def forward(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray, request_id: str,
-                      admitted: Admitted, rec: RequestRecord | None = None, form: Form | None = None) -> Answer:
+                      admitted: Admitted, rec: RequestRecord | None = None, form: Form | None = None,
+                      headers: Headers = ()) -> Answer:
         """Try the candidates in order; the first answer, or the GatewayError the client gets. Each upstream
         request is prepared first and sent only once `admitted()` returns (the admission runs in Redis
-        meanwhile). `rec` (observability) gets the provider tried, the upstream time and the fallback."""
+        meanwhile). `rec` (observability) gets the provider tried, the upstream time and the fallback;
+        `headers`: the client's, of which a wire operation may pass some on (`pass_headers`)."""
         variables = self.variables(decision, request_id)
+        if headers:
+            variables["client_headers"] = headers
 
         async def attempt(provider: Provider, plan: Plan) -> Answer:
             wire = self._config.wire_of(provider)
@@ -147,9 +154,14 @@ class Forwarder:
         return await self._first_that_answers(decision, request_id, attempt, rec)
 
     async def open_stream(self, decision: RouteDecision, body: dict[str, Any], raw: bytes | bytearray,
-                          request_id: str, admitted: Admitted, rec: RequestRecord | None = None) -> StreamCall:
-        """Start the stream on the first candidate that answers 200; before that, fall back like forward()."""
+                          request_id: str, admitted: Admitted, rec: RequestRecord | None = None,
+                          headers: Headers = (), framing: str = "") -> StreamCall:
+        """Start the stream on the first candidate that answers 200; before that, fall back like forward().
+        `framing`: the client's stream framing when the path, not the endpoint, decides it."""
         variables = self.variables(decision, request_id)
+        variables["stream"] = True
+        if headers:
+            variables["client_headers"] = headers
 
         async def attempt(provider: Provider, plan: Plan) -> StreamCall:
             wire = self._config.wire_of(provider)
@@ -173,7 +185,7 @@ class Forwarder:
             if upstream.status != 200:
                 self._check_status(provider, wire, UpstreamReply(upstream.status, upstream.headers,
                                                                  await upstream.read_all()))
-            return self._stream_chain(provider.name, upstream, plan, op, bodies, variables, decision)
+            return self._stream_chain(provider.name, upstream, plan, op, bodies, variables, decision, framing)
 
         return await self._first_that_answers(decision, request_id, attempt, rec)
 
@@ -214,12 +226,18 @@ class Forwarder:
             raise self._client_error(provider, wire, reply)
 
     def _stream_chain(self, provider: str, upstream: Any, plan: Plan, op: WireOperation,
-                      bodies: list[dict[str, Any]], variables: dict[str, Any], decision: RouteDecision) -> StreamCall:
+                      bodies: list[dict[str, Any]], variables: dict[str, Any], decision: RouteDecision,
+                      framing: str = "") -> StreamCall:
+        endpoint = decision.endpoint
         wants_usage = client_wants_usage(bodies[0])
         raw_relay = not plan.adapters
+        framer = Framer(endpoint.name, variables, wants_usage, framing or endpoint.framing,
+                        ERROR_SHAPES[endpoint.errors] if endpoint.errors else None)
         source: Source
         if op.stream is not None:
             source = MappedChat(op.start_stream(bodies[-1], variables), variables)
+        elif op.relay_events:  # the provider's own API, which the client speaks too
+            source = PassthroughEvents(op.stream_usage, op.stream_parse, framer.raw)
         elif plan.operation == "responses":
             source = PassthroughResponses(op.stream_usage, raw=raw_relay)
         else:
@@ -227,7 +245,6 @@ class Forwarder:
         # the innermost adapter converts first: the stream flows up from the wire towards the client
         sides: list[StreamSide] = [self._adapters[plan.adapters[level]].stream(bodies[level], variables)
                                    for level in range(len(plan.adapters) - 1, -1, -1)]
-        framer = Framer(decision.endpoint.name, variables, wants_usage)
         return StreamCall(provider, upstream, source, sides, framer,
                           usage_forwarded=isinstance(source, PassthroughChat) and wants_usage and raw_relay)
 
@@ -244,7 +261,7 @@ class Forwarder:
         """As prepare(), for a streaming call (pass-through asks the provider for usage in the stream)."""
         bodies, _ = self.prepare(plan, op, body, raw, variables)
         inner = bodies[-1]
-        if op.passthrough and plan.operation != "responses":
+        if op.passthrough and plan.operation != "responses" and not op.relay_events:
             inner = with_usage_requested(inner)
         try:  # (try/except, not a context manager: free unless something is raised; this runs per request)
             return bodies, op.build_request(inner, dumps_like(inner, raw), variables)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, credential
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError
 from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_bytes
@@ -51,11 +51,13 @@ class PaidRequest:
     """The client's request as the call carries it: the parsed body and its raw bytes, kept in step (a
     change to the body re-serialises the bytes once, when they are next asked for)."""
 
-    __slots__ = ("_raw", "body", "caller", "endpoint", "form", "request_id", "size")
+    __slots__ = ("_raw", "body", "caller", "endpoint", "form", "framing", "headers", "request_id", "size")
 
     def __init__(self, endpoint: Endpoint, caller: Caller, request_id: str, body: dict[str, Any],
-                 raw: bytes | bytearray | None) -> None:
+                 raw: bytes | bytearray | None, headers: Any = ()) -> None:
         self.endpoint = endpoint
+        self.headers = headers   # the client's (a wire operation may pass some on)
+        self.framing = ""        # the stream's framing when the path decides it, not the endpoint
         self.caller = caller
         self.request_id = request_id
         self.body = body
@@ -97,6 +99,7 @@ class PaidCalls:
         self._billing = billing
         self._router = router
         self._forwarder = forwarder
+        self.forwarder = forwarder   # shared with the free token counts (gateway.proxy.token_count)
         self._large = large
         self._slots = key_slots
         self._can_spend = can_spend
@@ -108,7 +111,7 @@ class PaidCalls:
         rec: RequestRecord | None = scope.get(RECORD)   # what the operator sees of this call (observability)
         if rec is not None:
             rec.endpoint = endpoint.name
-        caller = await self._auth.caller(header(scope, b"authorization"))
+        caller = await self._auth.caller(credential(scope, endpoint.auth))
         if rec is not None:
             rec.caller = caller
         # requests in flight per key (gateway.proxy.key_slots), counted before the body is read; inline: per request
@@ -127,15 +130,21 @@ class PaidCalls:
                 body = await self._large.parse(raw)
             else:
                 body = parse_json_body(raw, self._limits.max_json_depth)
-            req = PaidRequest(endpoint, caller, request_id, body, raw)
-            if "model" in params:  # /v1/models/{model}/chat/completions
+            req = PaidRequest(endpoint, caller, request_id, body, raw, scope["headers"])
+            if "model" in params and not endpoint.model_in_path:  # /v1/models/{model}/chat/completions
                 req.set("model", params["model"])
             endpoint.check(req.body, self._limits)
-            decision = self._router.resolve(req.body.get("model"), endpoint)
+            # (an API that names the model in its path — Gemini's — keeps it out of the body)
+            decision = self._router.resolve(params["model"] if endpoint.model_in_path else req.body.get("model"),
+                                            endpoint)
             if rec is not None:
                 rec.model = decision.model.name
-            streaming = req.body.get("stream") is True and endpoint.streams  # (else relayed whole: media)
-            if streaming and not self._settings.streaming:  # the seed's behaviour: plain JSON
+            if endpoint.stream is not None:  # the path says whether it streams, and how it is framed
+                streaming = endpoint.stream
+                if streaming and b"alt=sse" not in scope.get("query_string", b""):
+                    req.framing = endpoint.framing + "_array"
+            elif (streaming := req.body.get("stream") is True and endpoint.streams) and not self._settings.streaming:
+                # the seed's behaviour: plain JSON (media endpoints relay whole)
                 req.set("stream", False)
                 req.drop("stream_options")
                 streaming = False
@@ -179,7 +188,7 @@ class PaidCalls:
                      rec: RequestRecord | None) -> Outcome:
         """A whole answer: forwarded while Redis admits, settled, then sent."""
         forward = self._forwarder.forward(decision, req.body, req.raw, req.request_id, admitting.ticket, rec,
-                                              req.form)
+                                          req.form, req.headers)
         if req.endpoint.billed == "images":  # counted from the answer, inside: no image is a failure, settled as one
             forward = _counted(forward)
         answer, ticket = await self._answered(admitting, forward, rec)
@@ -211,12 +220,12 @@ class PaidCalls:
         """Relay an SSE stream; bill what the provider reports (or, if cut short, what was produced). A failure
         before the first byte is answered with the seed's error JSON (fallback already tried)."""
         call, ticket = await self._answered(admitting, self._forwarder.open_stream(
-            decision, req.body, req.raw, req.request_id, admitting.ticket, rec), rec)
+            decision, req.body, req.raw, req.request_id, admitting.ticket, rec, req.headers, req.framing), rec)
         opened = perf_counter()
         if rec is not None:
             rec.stream = True
         METRICS.streams_in_flight += 1
-        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+        headers = [(b"content-type", call.framer.content_type), (b"cache-control", b"no-cache"),
                    (b"x-request-id", ticket.request_id.encode()), (b"x-gateway-provider", call.provider.encode()),
                    *rate_headers(ticket.admission)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

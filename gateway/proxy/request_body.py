@@ -206,6 +206,93 @@ def check_transcription_body(body: dict[str, Any], limits: ServerLimits) -> None
         raise BadRequest("'temperature' must be a number")
 
 
+def check_messages_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    """A Messages API body (POST /v1/messages and its count_tokens): the shape a translation reads, with the
+    request-shape limits. Anything finer is the provider's to judge (a pass-through sends the body as is)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' is required and must be a non-empty array")
+    if len(messages) > limits.max_messages:
+        raise BadRequest(f"too many messages: {len(messages)}, at most {limits.max_messages} per request")
+    parts = 0
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise BadRequest(f"messages.{i}: an object whose role is 'user' or 'assistant'")
+        content = m.get("content")
+        if isinstance(content, list):
+            parts += len(content)
+            if not all(isinstance(b, dict) for b in content):
+                raise BadRequest(f"messages.{i}.content: every content block must be an object")
+        elif not isinstance(content, str):
+            raise BadRequest(f"messages.{i}.content: a string or an array of content blocks")
+    system = body.get("system")
+    if isinstance(system, list):
+        parts += len(system)
+        if not all(isinstance(b, dict) for b in system):
+            raise BadRequest("system: a string or an array of text blocks")
+    elif system is not None and not isinstance(system, str):
+        raise BadRequest("system: a string or an array of text blocks")
+    if parts > limits.max_content_parts:
+        raise BadRequest(f"too many content blocks: {parts}, at most {limits.max_content_parts} per request")
+    for key in ("max_tokens",):
+        v = body.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise BadRequest(f"'{key}' must be a positive integer")
+    for key in ("temperature", "top_p"):
+        v = body.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise BadRequest(f"'{key}' must be a number")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise BadRequest("'stream' must be a boolean")
+    _check_tool_list(body.get("tools"), limits)
+    for key in ("tool_choice", "metadata", "thinking"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise BadRequest(f"'{key}' must be an object")
+    stops = body.get("stop_sequences")
+    if stops is not None and (not isinstance(stops, list) or not all(isinstance(x, str) for x in stops)):
+        raise BadRequest("'stop_sequences' must be an array of strings")
+
+
+def check_generate_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    """A Gemini API body (generateContent, streamGenerateContent, countTokens; camelCase or snake_case keys)."""
+    inner = body.get("generateContentRequest") or body.get("generate_content_request")
+    if isinstance(inner, dict):  # countTokens may wrap a whole generateContent request
+        body = inner
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise BadRequest("'contents' is required and must be a non-empty array")
+    if len(contents) > limits.max_messages:
+        raise BadRequest(f"too many contents: {len(contents)}, at most {limits.max_messages} per request")
+    parts = 0
+    for i, c in enumerate(contents):
+        p = c.get("parts") if isinstance(c, dict) else None
+        if not isinstance(p, list) or not all(isinstance(x, dict) for x in p):
+            raise BadRequest(f"contents[{i}]: an object with an array of part objects in 'parts'")
+        parts += len(p)
+    if parts > limits.max_content_parts:
+        raise BadRequest(f"too many parts: {parts}, at most {limits.max_content_parts} per request")
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+            raise BadRequest("'tools' must be an array of objects")
+        n = sum(len(t.get("functionDeclarations") or t.get("function_declarations") or ()) for t in tools)
+        if n > limits.max_tools:
+            raise BadRequest(f"too many function declarations: {n}, at most {limits.max_tools} per request")
+    for key in ("generationConfig", "generation_config", "systemInstruction", "system_instruction",
+                "toolConfig", "tool_config"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise BadRequest(f"'{key}' must be an object")
+
+
+def _check_tool_list(tools: Any, limits: ServerLimits) -> None:
+    if tools is None:
+        return
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise BadRequest("'tools' must be an array of objects")
+    if len(tools) > limits.max_tools:
+        raise BadRequest(f"too many tools: {len(tools)}, at most {limits.max_tools} per request")
+
+
 def _check_common(body: dict[str, Any], limits: ServerLimits, positive_ints: tuple[str, ...],
                   numbers: tuple[str, ...] = ("temperature", "top_p")) -> None:
     """Types of the fields every endpoint shares: counts, sampling numbers, stream, tools."""
@@ -311,6 +398,7 @@ BODY_CHECKS: dict[str, Callable[[dict[str, Any], ServerLimits], None]] = {
     "chat": check_chat_body, "responses": check_responses_body, "completion": check_text_body,
     "image": check_image_body, "embedding": check_embeddings_body, "moderation": check_moderation_body,
     "speech": check_speech_body, "transcription": check_transcription_body,
+    "messages": check_messages_body, "generate": check_generate_body,
 }
 
 

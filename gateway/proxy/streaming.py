@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import ErrorShape
 from gateway.http.sse import DONE, SSEParser, frame
 from gateway.translate.stream import MappedStream, StreamFailed
 from gateway.usage import Usage, UsageMap
@@ -125,6 +126,44 @@ class PassthroughResponses(Source):
         return [frame(data, kind)] if self._raw else [event]
 
 
+class PassthroughEvents(Source):
+    """A provider's own event stream relayed to a client that speaks the same API (Messages, Gemini): each
+    event goes out as the provider framed it (`wrap`: the framer's raw piece). Only the events that may carry
+    usage or an error are parsed (`parse`: their names; every event when the stream names none), the others
+    only counted for the estimate of a stream cut short. Usage: the largest value per field wins (both APIs
+    report running totals)."""
+
+    def __init__(self, usage_map: UsageMap, parse: frozenset[str], wrap: Any) -> None:
+        self._usage_map = usage_map
+        self._parse = parse
+        self._wrap = wrap
+
+    def on_event(self, name: str, data: bytes) -> list[Item | bytes]:
+        if name and self._parse and name not in self._parse:
+            self.out_chars += max(len(data) - 80, 0)  # a delta event's JSON beside its text: ~80 bytes
+            return [self._wrap(data, name)]
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise StreamFailed("provider sent an unreadable stream event") from None
+        if isinstance(event, dict):
+            err = event.get("error")
+            if isinstance(err, dict):
+                raise StreamFailed(str(err.get("message") or "provider error"))
+            found = self._usage_map.extract(event)
+            if found is not None:
+                self.usage = found if self.usage is None else _larger(self.usage, found)
+            if not name:
+                self.out_chars += max(len(data) - 300, 0)  # a chunk's JSON beside its text (and usage)
+        return [self._wrap(data, name)]
+
+
+def _larger(a: Usage, b: Usage) -> Usage:
+    return Usage(max(a.input_tokens, b.input_tokens), max(a.cached_input_tokens, b.cached_input_tokens),
+                 max(a.cache_write_tokens, b.cache_write_tokens), max(a.output_tokens, b.output_tokens),
+                 max(a.reasoning_tokens, b.reasoning_tokens))
+
+
 class MappedChat(Source):
     """A provider's own stream format, translated by the wire's stream mapping into chat chunks."""
 
@@ -157,15 +196,34 @@ class MappedChat(Source):
 
 
 class Framer:
-    """The client's side of the stream for one endpoint."""
+    """The client's side of the stream for one endpoint. `framing` (the endpoint's record): "chat",
+    "completion" (data chunks, a usage chunk, [DONE]); "responses", "messages" (events named by their type,
+    the API's own closing event ends it); "generate" (data chunks, the connection's end ends it);
+    "generate_array" (the same chunks as one JSON array, what :streamGenerateContent answers without
+    ?alt=sse). `shape`: the endpoint's error body, for an error mid-stream."""
 
-    def __init__(self, endpoint: str, variables: dict[str, Any], include_usage: bool) -> None:
-        self._responses = endpoint == "responses"
+    def __init__(self, endpoint: str, variables: dict[str, Any], include_usage: bool, framing: str = "",
+                 shape: ErrorShape | None = None) -> None:
+        style = framing or endpoint
+        self._responses = style == "responses"
+        self._named = style in ("responses", "messages")
+        self._own_end = style in ("responses", "messages", "generate", "generate_array")
+        self._array = style == "generate_array"
+        self._pieces = 0
+        self._shape = shape
+        self.content_type = b"application/json; charset=utf-8" if self._array else b"text/event-stream; charset=utf-8"
         self._include_usage = include_usage
         self._seq = 0
         self._vars = variables
         self._object = "text_completion" if endpoint == "completion" else "chat.completion.chunk"
         self._prefix = "cmpl-" if endpoint == "completion" else "chatcmpl-"
+
+    def raw(self, data: bytes, name: str) -> bytes:
+        """One provider event relayed as it came (pass-through of the client's own API)."""
+        if self._array:
+            self._pieces += 1
+            return (b"[" if self._pieces == 1 else b",\r\n") + data
+        return frame(data, name if self._named else None)
 
     def frames(self, items: list[Item | bytes]) -> Iterator[bytes]:
         for item in items:
@@ -175,11 +233,17 @@ class Framer:
                 item["sequence_number"] = self._seq
                 self._seq += 1
                 yield frame(item, item.get("type"))
+            elif self._named:
+                yield frame(item, item.get("type"))
+            elif self._array:
+                yield self.raw(orjson.dumps(item), "")
             else:
                 yield frame(item)
 
     def end(self, usage: Usage | None, usage_forwarded: bool) -> Iterator[bytes]:
-        if self._responses:
+        if self._own_end:
+            if self._array:
+                yield b"]" if self._pieces else b"[]"
             return
         if self._include_usage and not usage_forwarded:
             u = usage or Usage()
@@ -189,8 +253,15 @@ class Framer:
         yield DONE
 
     def error(self, message: str) -> bytes:
-        """OpenAI's in-stream error shape, which the official SDKs raise as an APIError."""
-        payload: dict[str, Any] = {"error": {"message": message, "type": "upstream_error", "param": None, "code": "stream_failed"}}
+        """OpenAI's in-stream error shape, which the official SDKs raise as an APIError (or the endpoint's
+        own API's error body, as its servers send it mid-stream)."""
+        if self._shape is not None:
+            doc = orjson.dumps(self._shape.document(500, message, self._vars["request_id"]))
+            if self._array:
+                return (b"[" if not self._pieces else b",\r\n") + doc + b"]"
+            return frame(doc, self._shape.stream_event or None)
+        payload: dict[str, Any] = {"error": {"message": message, "type": "upstream_error", "param": None,
+                                   "code": "stream_failed"}}
         if self._responses:
             payload = {"type": "error", "code": "stream_failed", "message": message, "param": None,
                        "sequence_number": self._seq}

@@ -190,3 +190,81 @@ class ResponsesToChat(StreamSide):
             err = (event.get("response") or {}).get("error") or {}
             raise StreamFailed(err.get("message") or "the provider failed the response")
         return out
+
+
+class ChatToMessages(StreamSide):
+    """chat.completion.chunk → the Messages event stream (/v1/messages on a model whose provider speaks chat):
+    message_start and ping, a content block per text run or tool call (start, deltas, stop), then
+    message_delta with the stop reason and usage, and message_stop. The Message in message_start and the
+    usage and stop reason at the end come from the adapter's whole-body side, so both agree."""
+
+    def __init__(self, adapter: WireOperation, body: dict[str, Any], variables: dict[str, Any]) -> None:
+        self._adapter = adapter
+        self._body = body
+        self._vars = variables
+        self._started = False
+        self._open: int | None = None        # the content block being streamed
+        self._open_is_text = False
+        self._next = 0
+        self._tools: dict[int, int] = {}     # chat tool call index → content block index
+        self._finish = "stop"
+
+    def _message(self, usage: Usage | None, finish: str) -> Item:
+        chat = {"choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": None}}]}
+        doc, _ = self._adapter.translate_response(chat, self._body, self._vars, usage or Usage())
+        return doc
+
+    def _start(self) -> list[Item]:
+        self._started = True
+        message = self._message(None, "stop")
+        message["stop_reason"] = None
+        return [{"type": "message_start", "message": message}, {"type": "ping"}]
+
+    def _close(self) -> list[Item]:
+        if self._open is None:
+            return []
+        index, self._open = self._open, None
+        return [{"type": "content_block_stop", "index": index}]
+
+    def _begin(self, block: Item, text: bool) -> list[Item]:
+        out = self._close()
+        self._open, self._open_is_text = self._next, text
+        self._next += 1
+        out.append({"type": "content_block_start", "index": self._open, "content_block": block})
+        return out
+
+    def convert(self, chunk: Item) -> list[Item]:
+        out: list[Item] = [] if self._started else self._start()
+        for c in chunk.get("choices") or ():
+            delta = c.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                if self._open is None or not self._open_is_text:
+                    out += self._begin({"type": "text", "text": "", "citations": None}, True)
+                out.append({"type": "content_block_delta", "index": self._open,
+                            "delta": {"type": "text_delta", "text": text}})
+            for call in delta.get("tool_calls") or ():
+                idx = call.get("index", 0)
+                fn = call.get("function") or {}
+                if idx not in self._tools:
+                    out += self._begin({"type": "tool_use", "id": call.get("id") or f"toolu_{self._vars['rid']}_{idx}",
+                                        "name": fn.get("name") or "", "input": {}}, False)
+                    self._tools[idx] = self._next - 1
+                if fn.get("arguments"):
+                    out.append({"type": "content_block_delta", "index": self._tools[idx],
+                                "delta": {"type": "input_json_delta", "partial_json": fn["arguments"]}})
+            if c.get("finish_reason"):
+                self._finish = c["finish_reason"]
+        return out
+
+    def finish(self, usage: Usage | None) -> list[Item]:
+        out = ([] if self._started else self._start()) + self._close()
+        final = self._message(usage, "tool_calls" if self._tools else self._finish)
+        u = final["usage"]
+        out.append({"type": "message_delta",
+                    "delta": {"stop_reason": final["stop_reason"], "stop_sequence": None},
+                    "usage": {"input_tokens": u["input_tokens"], "output_tokens": u["output_tokens"],
+                              "cache_creation_input_tokens": u["cache_creation_input_tokens"],
+                              "cache_read_input_tokens": u["cache_read_input_tokens"], "server_tool_use": None}})
+        out.append({"type": "message_stop"})
+        return out

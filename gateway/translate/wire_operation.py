@@ -31,6 +31,7 @@ class UpstreamRequest:
     path: str            # appended to the provider's base_url
     body: bytes | bytearray  # the client's raw body when it passes through unchanged
     content_type: str = ""   # when not JSON (a multipart upload passed through)
+    headers: tuple[tuple[str, str], ...] = ()   # besides the provider's own (they replace those of that name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,13 @@ class WireOperation:
         stream = spec.get("stream") or {}
         # a pass-through stream is relayed as is (usage read from its events); a mapped one is translated
         self.stream_usage = UsageMap(stream.get("usage") or spec.get("usage") or {})
+        # a pass-through of the client's own API relays the provider's events as they come (`relay: events`),
+        # parsing only those named in `parse` (every one when none are named)
+        self.relay_events: bool = stream.get("relay") == "events"
+        self.stream_parse: frozenset[str] = frozenset(stream.get("parse") or ())
+        # the client headers passed on upstream (e.g. an API version the client asked for), when it sent them
+        self.pass_headers: tuple[bytes, ...] = tuple(h.lower().encode() for h in spec.get("pass_headers") or ())
+        self.model_in_body: bool = spec.get("model_in_body", True)
         self.stream = StreamMapping(stream, env, macros, f"{where}.stream") if "events" in stream else None
         self._stream_path = self.stream.path if self.stream is not None else (
             compile_tree(stream["path"], env, f"{where}.stream.path") if "path" in stream else None)
@@ -126,7 +134,7 @@ class WireOperation:
 
     def _passthrough_request(self, body: dict[str, Any], raw: bytes | bytearray, variables: dict[str, Any]) -> UpstreamRequest:
         upstream_model = variables["upstream_model"]
-        changed = body.get("model") != upstream_model
+        changed = self.model_in_body and body.get("model") != upstream_model
         drops = [k for k in body if self._params.get(k, _PASS).action == "drop"]
         if changed or drops:
             body = {k: v for k, v in body.items() if k not in drops}
@@ -134,17 +142,23 @@ class WireOperation:
             raw = dumps_like(body, raw)
         path = self._path_const if self._path_const is not None and self._stream_path is None else \
             self._render_path(self._context(body, variables))
+        if self.pass_headers and "client_headers" in variables:
+            return UpstreamRequest(self.method, path, raw, headers=self._passed(variables["client_headers"]))
         return UpstreamRequest(self.method, path, raw)
 
     def path_for(self, body: dict[str, Any], variables: dict[str, Any]) -> str:
         return self._path_const if self._path_const is not None else str(self._path(self._context(body, variables)))
+
+    def _passed(self, client_headers: Any) -> tuple[tuple[str, str], ...]:
+        wanted = self.pass_headers
+        return tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in client_headers if k in wanted)
 
     def start_stream(self, body: dict[str, Any], variables: dict[str, Any]) -> MappedStream:
         assert self.stream is not None
         return self.stream.start(body, variables, self.finish_reasons)
 
     def _render_path(self, ctx: Any) -> str:
-        if self._stream_path is not None and ctx.get("body", {}).get("stream") is True:
+        if self._stream_path is not None and (ctx.get("stream") or ctx.get("body", {}).get("stream") is True):
             return str(self._stream_path(ctx))
         return self._path_const if self._path_const is not None else str(self._path(ctx))
 
