@@ -24,7 +24,7 @@ from gateway.money import MoneyError, usd_to_nano
 from gateway.store.accounts import ConflictError, InvalidInput, NotFoundError
 from gateway.web import charts, history
 from gateway.web.catalogue import catalogue
-from gateway.web.format import num, usd
+from gateway.web.format import money, number
 from gateway.web.passwords import check_strength
 from gateway.web.payments import MAX_WEBHOOK_BYTES, BadSignature, PaymentError, WebhookRejected
 from gateway.web.site import Refused, Viewer, Web, redirect, safe_next
@@ -284,8 +284,8 @@ def register(app: FastAPI, web: Web) -> None:
         period = doc["period"]
         return await web.render(request, "usage.html", viewer, title="Usage", usage=doc, period=period,
                                 start=start, end=end, error=error,
-                                spend_chart=charts.bar_chart(period["days"], "spend_usd", usd),
-                                requests_chart=charts.bar_chart(period["days"], "requests", num, integer=True),
+                                spend_chart=charts.bar_chart(period["days"], "spend_usd", lambda v: money(v, "USD", "en", "cost")),
+                                requests_chart=charts.bar_chart(period["days"], "requests", lambda v: number(v, "en"), integer=True),
                                 presets=_presets(today()))
 
     # -- billing -------------------------------------------------------------------------------------

@@ -82,7 +82,9 @@ class Web:
         self.csrf_cookie = f"{prefix}bt_csrf"
         self.jinja = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                                  undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.jinja.filters.update(fmt.FILTERS)
+        self.jinja.filters.update(fmt.filters("en"))
+        self.jinja.filters["count"] = lambda n, word: f"{fmt.number(n, 'en')} {word}{'' if str(n) == '1' else 's'}"
+        self.jinja.globals["money_html"] = lambda usd, rub, kind="balance": fmt.money_html(usd, rub, "en", kind)
 
     # -- who is asking ---------------------------------------------------------------------------------
 

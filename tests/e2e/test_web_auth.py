@@ -267,7 +267,7 @@ def test_secret_shown_once_and_never_stored(stack: Stack, cabinet: Cabinet) -> N
     assert again.status_code == 303 and again.headers["location"] == "/keys?done=key-reposted"
     page = cabinet.get(again.headers["location"]).text
     assert secret not in page and page.count("data-key-id=") == 1 and "cannot be shown again" in page
-    assert "$5.00" in page and "gpt-4o-mini, claude-*" in page and "60 / 100\u202f000" in page
+    assert "$5.00" in page and "gpt-4o-mini, claude-*" in page and "60 / 100,000" in page
     # Redis holds only the hash
     r = stack.redis()
     for key in r.scan_iter(match=f"{stack.prefix}:*", count=1000):
