@@ -113,4 +113,5 @@ def filters(locale: str) -> dict[str, Callable[..., Any]]:
         "when": partial(moment, locale=locale),
         "day": partial(day, locale=locale),
         "plain": plain,
+        "money_in": lambda value, currency: money(value, currency, locale),
     }

@@ -65,7 +65,7 @@ def test_topup_end_to_end(stack: Stack, customer: Cabinet) -> None:
     assert [d.status for d in payment.deliveries] == [200]
     assert json.loads(payment.deliveries[0].body) == {"ok": True, "applied": True}
     page = customer.get(paid.headers["location"].removeprefix(stack.base_url)).text
-    assert "Payment received: 950.00 RUB is on your balance." in page
+    assert "Payment received: 950.00\u00a0₽ is on your balance." in page
     assert usd_of(page, "balance") == "10"                      # 950 RUB at 95 RUB/USD
     assert "badge-succeeded" in page and "950.00 RUB via yookassa at 95 RUB/USD" in page
     assert ledger_rows(customer) == 1
@@ -150,9 +150,11 @@ def test_amount_is_fixed_when_the_payment_is_created(stack: Stack, customer: Cab
 
 
 def test_topup_form_errors(stack: Stack, customer: Cabinet) -> None:
-    for amount, message in (("", "The amount must be a number"), ("abc", "The amount must be a number"),
-                            ("99.99", "between 100 and 500000 RUB"), ("500001", "between 100 and 500000 RUB"),
-                            ("100.001", "at most 2 decimals")):
+    for amount, message in (("", "Enter a plain number"), ("abc", "Enter a plain number"),
+                            ("1e3", "Enter a plain number"), ("1E+2", "Enter a plain number"),
+                            ("99.99", "Enter an amount from 100 to 500,000."),
+                            ("500001", "Enter an amount from 100 to 500,000."),
+                            ("100.001", "At most 2 digits after the decimal point.")):
         resp = customer.post("/billing/topup", {"provider": "yookassa", "amount": amount})
         assert resp.status_code == 400 and message in resp.text, (amount, resp.text[-800:])
     resp = customer.post("/billing/topup", {"provider": "paypal", "amount": "1000"})

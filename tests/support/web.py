@@ -16,9 +16,9 @@ import redis
 from gateway.store.accounts import Accounts
 from gateway.web.passwords import Passwords
 from tests.conftest import fake_env
+from tests.support import REDIS_URL, REPO, private_redis_prefix
 from tests.support.fake_payments import FakePayments
 from tests.support.gateway_server import GatewayServer, accounts_call
-from tests.support import REDIS_URL, REPO, private_redis_prefix
 
 PASSWORD = "correct horse battery"
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
@@ -48,7 +48,8 @@ def web_stack(fakes: Mapping[str, Any], **env: str) -> Iterator[Stack]:
     try:
         with private_redis_prefix() as prefix:
             full = fake_env(fakes) | payments.env() | {"REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix,
-                                                      "GATEWAY_COOKIE_SECURE": "false"} | env
+                                                      "GATEWAY_COOKIE_SECURE": "false", "GATEWAY_LOCALE": "en",
+                                                      "GATEWAY_PAYMENT_POLL_S": "1"} | env
             with GatewayServer(REPO, full) as server:
                 payments.webhook_url = server.base_url + "/payments/webhook/yookassa"
                 yield Stack(server, payments, prefix, full)
