@@ -376,6 +376,8 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         web_login_max_failures=int(web.get("login_max_failures", d.web_login_max_failures)),
         web_login_window_s=int(web.get("login_window_s", d.web_login_window_s)),
         web_public_url=str(web.get("public_url", d.web_public_url)).rstrip("/"),
+        web_default_locale=str(web.get("default_locale", d.web_default_locale)),
+        web_payment_poll_s=float(web.get("payment_poll_s", d.web_payment_poll_s)),
         limits=_limits(server.get("limits") or {}),
         shutdown_grace_s=float(server.get("shutdown_grace_s", d.shutdown_grace_s)),
         observability=_observability(doc.get("observability") or {}),

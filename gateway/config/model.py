@@ -89,6 +89,8 @@ class Settings:
     web_login_max_failures: int = 5         # per login (and 4x per client address) in the window
     web_login_window_s: int = 900
     web_public_url: str = ""                # base of the payment return URL; empty: from the request
+    web_default_locale: str = "ru"          # the cabinet's language until a customer picks one (ru, en)
+    web_payment_poll_s: float = 15.0        # how often pending top-ups are asked about at the provider
     limits: ServerLimits = field(default_factory=ServerLimits)
     shutdown_grace_s: float = 30.0          # SIGTERM: requests and streams in flight get this long to finish
     observability: Observability = field(default_factory=Observability)

@@ -25,6 +25,7 @@ from gateway.store.accounts import Accounts
 from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.web import console, customer
+from gateway.web.i18n import N_
 from gateway.web.site import CSP, HERE, LoginRequired, Refused, Web, redirect
 
 log = logging.getLogger("gateway.web")
@@ -71,15 +72,18 @@ def build_web_app(accounts: Accounts, config: Config, redis: AsyncStore, keyspac
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
         viewer = await web.viewer(request)
-        return await web.render(request, "error.html", viewer, exc.status, title=_title(exc.status),
-                                message=exc.message)
+        _ = web.gettext(request)
+        message = _(exc.message) % exc.params if exc.params else _(exc.message)
+        return await web.render(request, "error.html", viewer, exc.status, title=_(_title(exc.status)),
+                                message=message)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         viewer = await web.viewer(request)
-        message = "There is no such page." if exc.status_code == 404 else str(exc.detail)
-        response = await web.render(request, "error.html", viewer, exc.status_code, title=_title(exc.status_code),
-                                    message=message)
+        _ = web.gettext(request)
+        message = _("There is no such page.") if exc.status_code == 404 else _(str(exc.detail))
+        response = await web.render(request, "error.html", viewer, exc.status_code,
+                                    title=_(_title(exc.status_code)), message=message)
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
 
@@ -92,14 +96,15 @@ def build_web_app(accounts: Accounts, config: Config, redis: AsyncStore, keyspac
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
         log.exception("cabinet page %s failed", request.url.path)
-        return HTMLResponse("<!doctype html><title>Error</title><p>Something went wrong on our side. "
-                            "Please try again.</p>", status_code=500)
+        return HTMLResponse("<!doctype html><title>Ошибка · Error</title><p>Что-то пошло не так на нашей стороне. "
+                            "Попробуйте ещё раз.</p><p>Something went wrong on our side. Please try again.</p>",
+                            status_code=500)
 
     s = config.settings
     return ForwardedHeaders(_Headers(app), TrustedProxies(s.forwarded_allow_ips), s.forwarded_header)
 
 
 def _title(status: int) -> str:
-    return {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Not allowed", 413: "Too large",
-            429: "Too many attempts"}.get(status, "Error")
+    return {400: N_("Bad request"), 403: N_("Not allowed"), 404: N_("Not found"), 405: N_("Not allowed"),
+            409: N_("Not possible"), 413: N_("Too large"), 429: N_("Too many attempts")}.get(status, N_("Error"))
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from gateway.account_admin import Money, history_doc
 from gateway.store.accounts import Accounts
+from gateway.web import forms
 
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 CHUNK = 200
@@ -39,6 +40,19 @@ def parse_date(text: str | None) -> date | None:
         return None
 
 
+def filter_of(q: Mapping[str, str], gettext: Any, locale: str) -> tuple[Filter, dict[str, str]]:
+    """The model prefix and the period from a query; a date that is not YYYY-MM-DD is reported by field
+    (the page says so) instead of being dropped silently."""
+    errors: dict[str, str] = {}
+    days: dict[str, date | None] = {}
+    for name in ("from", "to"):
+        try:
+            days[name] = forms.day(q.get(name), name)
+        except forms.FieldError as exc:
+            errors[name], days[name] = exc.text(gettext, locale), None
+    return Filter(model=q.get("model", "").strip()[:200], start=days["from"], end=days["to"]), errors
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     key: str = ""
@@ -56,7 +70,9 @@ class Filter:
         return _day_ms(self.end + timedelta(days=1)) if self.end else None
 
     def matches(self, entry: dict[str, Any]) -> bool:
-        return (not self.key or entry.get("key") == self.key) and (not self.model or entry.get("model") == self.model)
+        """The key exactly; the model by prefix, case-insensitively ("claude" finds every claude-*)."""
+        return (not self.key or entry.get("key") == self.key) and \
+            (not self.model or str(entry.get("model", "")).lower().startswith(self.model.lower()))
 
     def query(self) -> dict[str, str]:
         q = {"key": self.key, "model": self.model, "from": self.start.isoformat() if self.start else "",
@@ -95,6 +111,29 @@ async def page(accounts: Accounts, aid: str, f: Filter, money: Money, before: st
             return out, eid
     # the scan cap stopped us before the stream (or the period) ended: the next page goes on from there
     return out, last if scanned >= SCAN_CAP else None
+
+
+async def by_model(accounts: Accounts, aid: str, start: date, end: date,
+                   money: Money) -> tuple[list[dict[str, Any]], int]:
+    """Requests, failures, tokens and cost per model over [start, end], from the history stream (at most
+    SCAN_CAP entries: the second value is that cap when it was reached, else 0)."""
+    totals: dict[str, dict[str, int]] = {}
+    scanned = 0
+    async for entry, _ in _scan(accounts, aid, Filter(start=start, end=end), None, SCAN_CAP):
+        scanned += 1
+        if entry is None:
+            continue
+        t = totals.setdefault(str(entry.get("model", "")) or "—",
+                              {"requests": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0, "cost": 0})
+        t["requests"] += 1
+        t["failed"] += int(entry.get("status", 0)) != 200
+        t["tokens_in"] += int(entry.get("in", 0) or 0)
+        t["tokens_out"] += int(entry.get("out", 0) or 0)
+        t["cost"] += int(entry.get("cost", 0) or 0)
+    rows = [{"model": name, "requests": t["requests"], "failed": t["failed"], "tokens_in": t["tokens_in"],
+             "tokens_out": t["tokens_out"], **money.pair("cost", t["cost"])}
+            for name, t in sorted(totals.items(), key=lambda kv: (-kv[1]["cost"], -kv[1]["requests"], kv[0]))]
+    return rows, SCAN_CAP if scanned >= SCAN_CAP else 0
 
 
 async def csv_lines(accounts: Accounts, aid: str, f: Filter, money: Money,

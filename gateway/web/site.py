@@ -4,15 +4,15 @@ looking (the session's viewer), forms (CSRF, Origin, once-only), rendering, redi
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -26,6 +26,8 @@ from gateway.store.accounts import Accounts, AccountView
 from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.web import format as fmt
+from gateway.web import i18n
+from gateway.web.i18n import N_
 from gateway.web.passwords import Passwords
 from gateway.web.payments import Payments, TopUps, providers_from
 from gateway.web.sessions import LoginThrottle, Session, Sessions
@@ -43,12 +45,14 @@ class LoginRequired(Exception):
 
 
 class Refused(Exception):
-    """A 4xx page: bad CSRF token (403), not yours or not there (404), too large (413)..."""
+    """A 4xx page: bad CSRF token (403), not yours or not there (404), too large (413)... The message is
+    the English source text (marked with N_), translated when the page is rendered; `params` fill it."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, **params: object) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.params = params
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +85,55 @@ class Web:
         prefix = "__Host-" if self.secure else ""
         self.session_cookie = f"{prefix}bt_session"
         self.csrf_cookie = f"{prefix}bt_csrf"
-        self.jinja = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
-                                 undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.jinja.filters.update(fmt.FILTERS)
+        self.default_locale = i18n.pick(s.web_default_locale, "ru")
+        self._background: asyncio.Task[None] | None = None
+        self.jinja = {locale: _environment(locale) for locale in fmt.LOCALES}
+
+    # -- background work -------------------------------------------------------------------------------
+
+    def start_background(self) -> None:
+        """Start (once per process, at its first cabinet request) the loop that asks the payment provider
+        about pending top-ups until each is final, so a lost webhook does not leave a payment uncredited."""
+        if self._background is None or self._background.done():
+            self._background = asyncio.get_running_loop().create_task(self._background_loop())
+
+    async def _background_loop(self) -> None:
+        while True:
+            try:
+                await self.payments.poll_pending()
+            except Exception:   # a Redis blip or a provider hiccup: the next round tries again
+                log.exception("payment status poll failed")
+            await asyncio.sleep(self.settings.web_payment_poll_s)
+
+    # -- language --------------------------------------------------------------------------------------
+
+    def locale(self, request: Request) -> str:
+        """The customer's language: their choice (cookie, set at login from the account too) or the default."""
+        return i18n.pick(request.cookies.get(i18n.LANG_COOKIE), self.default_locale)
+
+    def gettext(self, request: Request) -> Any:
+        """`_` for messages built in Python (errors, notices) in this request's language."""
+        return i18n.translations(self.locale(request)).gettext
+
+    def t(self, request: Request, message: str) -> str:
+        """One message in this request's language (extracted by `pybabel extract -k t:2`)."""
+        return str(i18n.translations(self.locale(request)).gettext(message))
+
+    def remember_locale(self, response: Response, locale: str) -> None:
+        response.set_cookie(i18n.LANG_COOKIE, locale, max_age=400 * 86400, path="/", secure=self.secure,
+                            httponly=True, samesite="lax")
+
+    async def account_locale(self, aid: str) -> str | None:
+        raw = await self.redis.get(f"{self.keyspace.tag(aid)}:web:lang")
+        return raw.decode() if raw else None
+
+    async def set_account_locale(self, aid: str, locale: str) -> None:
+        await self.redis.set(f"{self.keyspace.tag(aid)}:web:lang", locale)
 
     # -- who is asking ---------------------------------------------------------------------------------
 
     async def viewer(self, request: Request) -> Viewer | None:
+        self.start_background()
         session = await self.sessions.get(request.cookies.get(self.session_cookie))
         if session is None:
             return None
@@ -110,7 +156,7 @@ class Web:
     async def operator(self, request: Request) -> Viewer:
         viewer = await self.customer(request)
         if not viewer.is_admin:
-            raise Refused(404, "There is no such page.")
+            raise Refused(404, N_("There is no such page."))
         return viewer
 
     async def money(self) -> Money:
@@ -122,26 +168,26 @@ class Web:
         """The urlencoded body, once its CSRF token matches (the session's, or the pre-login cookie)."""
         origin = request.headers.get("origin")
         if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
-            raise Refused(403, "This form was sent from another site.")
+            raise Refused(403, N_("This form was sent from another site."))
         if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
-            raise Refused(400, "Send the form from the page.")
+            raise Refused(400, N_("Send the form from the page."))
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_FORM_BYTES:
-            raise Refused(413, "The form is too large.")
+            raise Refused(413, N_("The form is too large."))
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_FORM_BYTES:
-                raise Refused(413, "The form is too large.")
+                raise Refused(413, N_("The form is too large."))
         try:
             fields = dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=50))
         except (UnicodeDecodeError, ValueError):
-            raise Refused(400, "The form could not be read.") from None
+            raise Refused(400, N_("The form could not be read.")) from None
         expected = viewer.session.csrf if viewer is not None else request.cookies.get(self.csrf_cookie, "")
         given = fields.pop("csrf", "")
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-            raise Refused(403, "The form has expired or did not come from this site. Reload the page and try "
-                               "again.")
+            raise Refused(403, N_("The form has expired or did not come from this site. Reload the page and try "
+                                  "again."))
         return fields
 
     async def claim_once(self, nonce: str) -> bool:
@@ -165,8 +211,14 @@ class Web:
     async def render(self, request: Request, template: str, viewer: Viewer | None, status: int = 200,
                      **context: Any) -> HTMLResponse:
         csrf, new_cookie = (viewer.session.csrf, False) if viewer else self.pre_login_token(request)
-        page = self.jinja.get_template(template).render(
-            viewer=viewer, csrf=csrf, path=request.url.path, notice=_notice(request.query_params), **context)
+        locale = self.locale(request)
+        _ = i18n.translations(locale).gettext
+        for name, empty in (("errors", {}), ("form", {}), ("confirm", ""), ("raw", {})):
+            context.setdefault(name, empty)
+        notice = NOTICES.get(request.query_params.get("done", ""), "")
+        page = self.jinja[locale].get_template(template).render(
+            viewer=viewer, csrf=csrf, path=request.url.path, notice=_(notice) if notice else "", lang=locale,
+            languages=i18n.NAMES, here=_here(request), **context)
         response = HTMLResponse(page, status_code=status)
         if new_cookie:
             self.set_cookie(response, self.csrf_cookie, csrf, None, "strict")
@@ -174,23 +226,39 @@ class Web:
 
 
 NOTICES = {
-    "key-revoked": "The key is revoked: requests with it now get 401.",
-    "key-updated": "The key's limits are saved.",
-    "key-reposted": "That form was already sent: the key exists, and its secret cannot be shown again.",
-    "logged-out": "You are logged out.",
-    "topup-done": "The top-up is recorded in the ledger.",
-    "correction-done": "The correction is recorded in the ledger.",
-    "already-applied": "That form was already sent: nothing changed.",
-    "account-blocked": "The account is blocked: its keys get 403 and its sessions are closed.",
-    "account-unblocked": "The account is active again.",
-    "key-blocked": "The key is blocked.",
-    "key-unblocked": "The key is active again.",
-    "rate-set": "The USD→RUB rate is saved.",
+    "key-revoked": N_("The key is revoked: requests with it now get 401."),
+    "key-updated": N_("The key's limits are saved."),
+    "key-reposted": N_("That form was already sent: the key exists, and its secret cannot be shown again."),
+    "logged-out": N_("You are logged out."),
+    "topup-done": N_("The top-up is recorded in the ledger."),
+    "correction-done": N_("The correction is recorded in the ledger."),
+    "already-applied": N_("That form was already sent: nothing changed."),
+    "account-blocked": N_("The account is blocked: its keys get 403 and its sessions are closed."),
+    "account-unblocked": N_("The account is active again."),
+    "key-blocked": N_("The key is blocked."),
+    "key-unblocked": N_("The key is active again."),
+    "rate-set": N_("The USD→RUB rate is saved."),
+    "lang-set": N_("The language is saved."),
 }
 
 
-def _notice(query: Mapping[str, str]) -> str:
-    return NOTICES.get(query.get("done", ""), "")
+def _environment(locale: str) -> Environment:
+    """One Jinja environment per language: its catalogue installed, its formatting filters."""
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(i18n.translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    env.filters.update(fmt.filters(locale))
+    env.globals["money_html"] = lambda usd, rub, kind="balance": fmt.money_html(usd, rub, locale, kind)
+    return env
+
+
+def _here(request: Request) -> str:
+    """This page as a post-switch destination (GET pages only; a POST answer goes back to its form's page)."""
+    if request.method != "GET":
+        return safe_next(request.url.path)
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "topup"])
+    return safe_next(request.url.path + ("?" + query if query else ""))
 
 
 def redirect(url: str) -> RedirectResponse:

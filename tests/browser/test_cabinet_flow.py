@@ -56,7 +56,7 @@ def test_customer_journey(stack: Stack, browser: Any, shots: Path) -> None:
     snap(page, shots, "03-provider-checkout")
     page.click("#pay")
     page.wait_for_url(re.compile(re.escape(base) + r"/billing\?topup=tu_[0-9a-f]+$"))
-    assert "Payment received: 950.00 RUB is on your balance." in page.inner_text("#topup-status")
+    assert "Payment received: 950.00\u00a0₽ is on your balance." in page.inner_text("#topup-status")
     assert page.locator("#balance .value").get_attribute("data-usd") == "10"
     assert page.locator("#ledger tbody tr").count() == 1         # two webhooks, one credit
     assert sorted(d.status for d in stack.payments.last().deliveries) == [200, 200]

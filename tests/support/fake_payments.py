@@ -58,6 +58,7 @@ class FakePayments:
         self.concurrent = False
         self.payments: dict[str, FakePayment] = {}
         self.create_requests: list[dict[str, Any]] = []
+        self.status_requests = 0
         self._by_key: dict[str, str] = {}
         self._loop = asyncio.new_event_loop()
         self._sock = socket.socket()
@@ -113,6 +114,7 @@ class FakePayments:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v3/payments", self._create)
+        app.router.add_get("/v3/payments/{id}", self._status)
         app.router.add_get("/checkout/{id}", self._page)
         app.router.add_post("/checkout/{id}/{action}", self._act)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
@@ -136,6 +138,17 @@ class FakePayments:
         p = FakePayment(pid, body["amount"], body.get("description", ""), body.get("metadata", {}),
                         body["confirmation"]["return_url"], key)
         self.payments[pid], self._by_key[key] = p, pid
+        return web.json_response(self._doc(p))
+
+    async def _status(self, request: web.Request) -> web.Response:
+        """GET /v3/payments/{id}: the payment as it is now (the gateway's status poll)."""
+        expected = "Basic " + base64.b64encode(f"{self.shop_id}:{self.secret_key}".encode()).decode()
+        if not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
+            return web.json_response({"type": "error", "code": "invalid_credentials"}, status=401)
+        self.status_requests += 1
+        p = self.payments.get(request.match_info["id"])
+        if p is None:
+            return web.json_response({"type": "error", "code": "not_found"}, status=404)
         return web.json_response(self._doc(p))
 
     def _doc(self, p: FakePayment) -> dict[str, Any]:

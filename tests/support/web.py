@@ -48,7 +48,8 @@ def web_stack(fakes: Mapping[str, Any], **env: str) -> Iterator[Stack]:
     try:
         with private_redis_prefix() as prefix:
             full = fake_env(fakes) | payments.env() | {"REDIS_URL": redis_url(), "GATEWAY_REDIS_PREFIX": prefix,
-                                                      "GATEWAY_COOKIE_SECURE": "false"} | env
+                                                      "GATEWAY_COOKIE_SECURE": "false", "GATEWAY_LOCALE": "en",
+                                                      "GATEWAY_PAYMENT_POLL_S": "1"} | env
             with GatewayServer(REPO, full) as server:
                 payments.webhook_url = server.base_url + "/payments/webhook/yookassa"
                 yield Stack(server, payments, prefix, full)
