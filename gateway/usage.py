@@ -76,9 +76,9 @@ class UsageMap:
     def extract(self, doc: Any) -> Usage | None:
         """The usage a provider reported, or None if it reported none at all."""
         found = False
-        values: dict[str, int] = {}
+        values: dict[str, Any] = {}
         for field, paths in self._paths:
-            total = 0
+            total: int | float = 0
             for path in paths:
                 v = dig(doc, path)
                 if isinstance(v, int) and not isinstance(v, bool) or field == "audio_seconds" and isinstance(v, float):
@@ -87,4 +87,4 @@ class UsageMap:
             values[field] = total
         if "audio_seconds" in values:  # a duration (seconds, maybe fractional) is kept in whole milliseconds
             values["audio_ms"] = round(values.pop("audio_seconds") * 1000)
-        return Usage(**values) if found else None  # type: ignore[arg-type]  # mypy reads **dict[str, int] against the bool field too
+        return Usage(**values) if found else None

@@ -392,9 +392,9 @@ def _limits(doc: Mapping[str, Any]) -> ServerLimits:
 
 def _observability(doc: Mapping[str, Any]) -> Observability:
     """`observability:` — each value converted to the type of its default (the schema has checked it)."""
-    kinds = {f.name: type(f.default) for f in dataclasses.fields(Observability)}
-    return Observability(**{name: _as_bool(value) if kinds[name] is bool else kinds[name](value)
-                            for name, value in doc.items() if name in kinds})
+    kinds: dict[str, Any] = {f.name: type(f.default) for f in dataclasses.fields(Observability)}
+    return Observability(**{name: _as_bool(value) if kinds[name] is bool else kinds[name](value)  # type: ignore[arg-type]
+                            for name, value in doc.items() if name in kinds})  # (mypy checks each value against every field)
 
 
 def _payment(name: str, spec: Mapping[str, Any]) -> PaymentProvider:

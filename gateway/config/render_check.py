@@ -86,8 +86,9 @@ def _check(config: Config, provider: Provider, plan: Any, endpoint: Any, decisio
                 continue  # a deliberate refusal of this request
             except Exception as exc:  # noqa: BLE001  any other failure is a template's mistake
                 _report(found, provider, wire, op, exc, what)
-    plain = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "responses": {"input": "hi"},
-             "completion": {"prompt": "hi"}, "image": {"prompt": "hi"}}.get(endpoint.name)
+    samples: dict[str, dict[str, Any]] = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "responses": {"input": "hi"},
+             "completion": {"prompt": "hi"}, "image": {"prompt": "hi"}}
+    plain = samples.get(endpoint.name)
     if plain is None:
         return
     body = {**plain, "model": decision.model.name}

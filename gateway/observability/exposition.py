@@ -187,7 +187,7 @@ class GatewayCollector:
 
 def registry_for(collector: GatewayCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     return registry
 
 

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -208,7 +208,7 @@ async def start_metrics_listener(observer: Observer, host: str, port: int) -> as
             scope = {"type": "http", "method": method, "path": target.split("?", 1)[0], "headers": headers}
             answer: dict[str, Any] = {}
 
-            async def send(message: dict[str, Any]) -> None:
+            async def send(message: MutableMapping[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     answer.update(message)
                 else:
@@ -232,6 +232,6 @@ async def start_metrics_listener(observer: Observer, host: str, port: int) -> as
     return await asyncio.start_server(one, host, port, reuse_port=True, limit=8192)
 
 
-async def _no_body() -> dict[str, Any]:
+async def _no_body() -> MutableMapping[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 

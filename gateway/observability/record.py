@@ -11,6 +11,7 @@ token for a stream).
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from time import perf_counter
 from typing import Any
 
@@ -35,7 +36,7 @@ class RequestRecord:
                  "status", "stream", "t_admit", "t_settle", "t_settled", "t_upstream", "upstream_head", "upstream_s",
                  "usage")
 
-    def __init__(self, scope: dict[str, Any], send: Send, request_id: str, client_id: str, endpoint: str,
+    def __init__(self, scope: MutableMapping[str, Any], send: Send, request_id: str, client_id: str, endpoint: str,
                  own_id_set: bool) -> None:
         self.started = perf_counter()
         self.scope = scope
@@ -71,7 +72,7 @@ class RequestRecord:
         seconds = perf_counter() - started
         self.upstream_s = seconds if self.upstream_s < 0 else self.upstream_s + seconds
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             up = self.upstream_s

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -72,7 +73,7 @@ class RequestLog:
             pass
 
 
-def key_prefix(scope: dict[str, Any]) -> str:
+def key_prefix(scope: MutableMapping[str, Any]) -> str:
     """The public part of the caller's token (bt_ + its 8-letter prefix), never the secret after it."""
     for name, value in scope["headers"]:
         if name == b"authorization":

@@ -224,7 +224,7 @@ async def read_form(scope: Scope, receive: Receive, limit: int) -> Form:
         if length > limit:
             raise PayloadTooLarge(f"upload exceeds the {limit} byte limit")
     collector = _Collector()
-    parser = MultipartParser(boundary, collector.callbacks())
+    parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]  # the documented callback names
     buf = bytearray(length) if length >= 0 else bytearray()
     size = 0
     more = True

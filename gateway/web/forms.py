@@ -6,7 +6,8 @@ carrying an English message marked for translation with its parameters, translat
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -23,7 +24,7 @@ _DECIMAL = re.compile(r"(-?)(\d{1,15})(?:[.,](\d{1,9}))?")
 class FieldError(Exception):
     field: str
     message: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def text(self, gettext: Any, locale: str) -> str:
         """The message in the page's language, its numbers written as the locale writes them."""

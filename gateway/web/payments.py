@@ -215,7 +215,11 @@ class TopUps:
     async def pending(self, older_than_ms: int, limit: int = 100) -> list[tuple[str, str, int]]:
         """(account, top-up, created ms) of pending top-ups created before `older_than_ms`, oldest first."""
         rows = await self.r.zrangebyscore(self._pending(), 0, older_than_ms, start=0, num=limit, withscores=True)
-        return [(*ref.decode().split("|", 1), int(score)) for ref, score in rows]  # type: ignore[misc]
+        out: list[tuple[str, str, int]] = []
+        for ref, score in rows:  # type: ignore[str-unpack]  # redis-py types withscores pairs loosely
+            aid, _, tid = ref.decode().partition("|")
+            out.append((aid, tid, int(score)))
+        return out
 
     async def forget_pending(self, aid: str, tid: str) -> None:
         await self.r.zrem(self._pending(), f"{aid}|{tid}")

@@ -125,7 +125,8 @@ class Web:
 
     async def account_locale(self, aid: str) -> str | None:
         raw = await self.redis.get(f"{self.keyspace.tag(aid)}:web:lang")
-        return raw.decode() if raw else None
+        # redis-py types a reply bytes | str; ours are bytes (decode_responses=False)
+        return raw.decode() if raw else None  # type: ignore[union-attr]
 
     async def set_account_locale(self, aid: str, locale: str) -> None:
         await self.redis.set(f"{self.keyspace.tag(aid)}:web:lang", locale)

@@ -29,7 +29,7 @@ from gateway.config import load_config
 from gateway.money import NANO, usd_to_nano
 from gateway.proxy.endpoints import ENDPOINTS
 from gateway.store.accounts import Accounts
-from gateway.store.connection import async_client, sync_client
+from gateway.store.connection import async_client
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
 from gateway.store.resp import RespError
@@ -81,7 +81,7 @@ def sdk(gw: GatewayServer, secret: str) -> openai.OpenAI:
 def state(cluster: LocalCluster, prefix: str, aid: str) -> dict[str, Any]:
     """One account's ledger, read straight from the cluster."""
     k = KeySpace(prefix)
-    r = sync_client(cluster.url)
+    r = redis.RedisCluster.from_url(cluster.url)
     try:
         acct = {f.decode(): int(v) for f, v in r.hgetall(k.account(aid)).items()
                 if f in (b"credited", b"spent", b"reserved")}
@@ -106,20 +106,13 @@ def assert_exact(s: dict[str, Any]) -> None:
 
 def test_a_node_url_or_the_cluster_form_gives_cluster_clients(redis_cluster: LocalCluster) -> None:
     from redis.asyncio.cluster import RedisCluster as AsyncCluster
-    from redis.cluster import RedisCluster
 
     plain = redis_cluster.url                                    # any node, as the issue's operator wrote it
     explicit = plain.replace("redis://", "redis+cluster://")     # no probe
     for url in (plain, explicit, redis_cluster.nodes[-1].url):   # a replica's address works too
         assert isinstance(async_client(url), AsyncCluster), url
-        r = sync_client(url)
-        assert isinstance(r, RedisCluster), url
-        r.close()
     with pytest.raises(ValueError, match="database 0 only"):
         async_client(plain + "/3")
-    single = sync_client(redis_url())                            # the machine's plain Redis stays plain
-    assert isinstance(single, redis.Redis)
-    single.close()
     assert not isinstance(async_client(redis_url()), AsyncCluster)
 
 
@@ -439,7 +432,7 @@ def make_admin_on(gw: GatewayServer) -> str:
 
 def test_keys_spread_over_every_master(redis_cluster: LocalCluster, prefix: str) -> None:
     """The tests above did touch every shard (else they would prove little about a cluster)."""
-    r = sync_client(redis_cluster.url)
+    r = redis.RedisCluster.from_url(redis_cluster.url)
     try:
         for node in redis_cluster.masters_now():
             with node.client() as c:

@@ -27,10 +27,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis
 
 from gateway.money import usd_to_nano
 from gateway.store.accounts import Accounts
-from gateway.store.connection import async_client, sync_client
+from gateway.store.connection import async_client
 from gateway.store.keys import KeySpace
 from tests.conftest import fake_env
 from tests.support.cluster import LocalCluster
@@ -86,7 +87,7 @@ def _customers(cluster: LocalCluster, prefix: str) -> tuple[dict[str, str], str]
 
 def _ledger(cluster: LocalCluster, prefix: str, aid: str) -> dict[str, Any]:
     k = KeySpace(prefix)
-    r = sync_client(cluster.url)
+    r = redis.RedisCluster.from_url(cluster.url)
     try:
         acct = {f.decode(): int(v) for f, v in r.hgetall(k.account(aid)).items()
                 if f in (b"credited", b"spent", b"reserved")}
