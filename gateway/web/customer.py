@@ -23,7 +23,6 @@ from gateway.http.client_address import client_host
 from gateway.money import MoneyError, usd_to_nano
 from gateway.store.accounts import ConflictError, InvalidInput, NotFoundError
 from gateway.web import charts, history
-from gateway.web.catalogue import catalogue
 from gateway.web.format import num, usd
 from gateway.web.passwords import check_strength
 from gateway.web.payments import MAX_WEBHOOK_BYTES, BadSignature, PaymentError, WebhookRejected
@@ -77,8 +76,6 @@ def parse_key_form(form: dict[str, str]) -> dict[str, Any]:
 
 def register(app: FastAPI, web: Web) -> None:
     accounts = web.accounts
-    prices = catalogue(web.config, web.prices)
-    prices_names = [p.name for p in prices]
 
     # -- sign up, log in, log out --------------------------------------------------------------------
 
@@ -255,7 +252,7 @@ def register(app: FastAPI, web: Web) -> None:
         rows, next_before = await history.page(accounts, viewer.account.id, f, await web.money(), before)
         return await web.render(request, "history.html", viewer, title="History", rows=rows, keys=keys,
                                 key_names=_key_names(keys), f=f, query=f.query(), next_before=next_before,
-                                paged=before is not None, base="/history", models=prices_names)
+                                paged=before is not None, base="/history", models=[p.name for p in web.catalogue()])
 
     @app.get("/history.csv")
     async def history_csv(request: Request) -> Response:
@@ -349,6 +346,7 @@ def register(app: FastAPI, web: Web) -> None:
         viewer = await web.customer(request)
         money = await web.money()
         q = request.query_params.get("q", "").strip().lower()[:100]
+        prices = web.catalogue()
         rows = [p.doc(money) for p in prices if not q or q in p.name]
         return await web.render(request, "models.html", viewer, title="Models & prices", rows=rows, q=q,
                                 total=len(prices), rate=money.rate)

@@ -83,6 +83,18 @@ class Web:
         self.jinja = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                                  undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.jinja.filters.update(fmt.FILTERS)
+        self._catalogue: Any = None
+
+    def use(self, config: Config, prices: PriceBook) -> None:
+        """A reload's config (gateway.reload): the catalogue and the console follow it."""
+        self.config, self.prices, self._catalogue = config, prices, None
+
+    def catalogue(self) -> Any:
+        """The models & prices table of the config in force (built once per config)."""
+        if self._catalogue is None:
+            from gateway.web.catalogue import catalogue
+            self._catalogue = catalogue(self.config, self.prices)
+        return self._catalogue
 
     # -- who is asking ---------------------------------------------------------------------------------
 
