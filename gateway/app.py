@@ -97,6 +97,7 @@ class GatewayApp:
         self.config_keys = ReloadKeys.of(s.redis_prefix, config.root)
         self.follower: Follower | None = None
         self.web_state = Web(self.accounts, config, self.redis, self.keyspace)
+        self.web_state.config_status = self.config_status
         self.admin = build_admin_app(self.accounts, s.admin_token, config_status=self.config_status)
         self.web = build_web_app(self.accounts, config, self.redis, self.keyspace, web=self.web_state)
 

@@ -8,7 +8,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,8 @@ class Web:
                                  undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.jinja.filters.update(fmt.FILTERS)
         self._catalogue: Any = None
+        # the version in force and the last load or reload (set by the app: gateway.reload.status)
+        self.config_status: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     def use(self, config: Config, prices: PriceBook) -> None:
         """A reload's config (gateway.reload): the catalogue and the console follow it."""
