@@ -168,8 +168,11 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
             known = [p.stem for p in (base / "providers.d" / "wire").glob("*.yaml")]
             ld.err(file, "wire", f"no wire format '{doc['wire']}' (expected providers.d/wire/{doc['wire']}.yaml)"
                                  f"{did_you_mean(doc['wire'], known)}")
-        auth = doc.get("auth") or {"header": "Authorization", "prefix": "Bearer "}
         wire_name = doc["wire"]
+        # the wire's defaults (auth scheme, required headers), then what the provider's file says
+        defaults = (wire_docs.get(wire_name) or {}).get("provider_defaults") or {}
+        auth = doc.get("auth") or defaults.get("auth") or {"header": "Authorization", "prefix": "Bearer "}
+        headers = {**(defaults.get("headers") or {}), **(doc.get("headers") or {})}
         if doc.get("overrides") and wire_name in wire_docs:
             # this provider's own variant of the wire: its operation overrides merged over the shared ones
             merged = _merge(wire_docs[wire_name], {"operations": doc["overrides"]})
@@ -178,7 +181,7 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
         providers[name] = Provider(
             name=name, wire=wire_name, base_url=doc["base_url"].rstrip("/"), api_key=doc.get("api_key", ""),
             auth_header=auth["header"], auth_prefix=auth.get("prefix", ""),
-            headers=tuple((k, str(v)) for k, v in (doc.get("headers") or {}).items()),
+            headers=tuple((k, str(v)) for k, v in headers.items()),
             timeout_ms=int(doc.get("timeout_ms", settings.timeout_ms)),
             pool_size=int(doc.get("pool_size", settings.pool_size)), source=file,
             proxy=reach.proxy, ca_file=reach.ca_file, ca_dir=reach.ca_dir)
