@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from gateway.config import Config, ConfigError, load_config
+from gateway.config.warnings import config_warnings
 
 log = logging.getLogger("gateway.reload")
 
@@ -137,6 +138,8 @@ async def _coordinate(client: Any, keys: Keys, root: str, trigger: str,
         await record(client, keys, False, "", trigger, "refused: the configuration is invalid", exc.errors)
         return await last_load(client, keys)
     version = config.version
+    for warning in config_warnings(config):
+        log.warning("%s", warning)
     current = await state(client, keys)
     if current.get("version") == version:
         log.info("reload: the configuration is unchanged (version %s)", version)

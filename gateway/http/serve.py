@@ -20,6 +20,7 @@ import uvicorn
 
 from gateway.app import GatewayApp
 from gateway.config import Config, ConfigError, load_config
+from gateway.config.warnings import config_warnings
 from gateway.http.workers import Supervisor, WorkersError, reuseport_socket
 from gateway.reload import run_coordinator, run_publish_start
 from gateway.store.connection import data_dir, embedded_redis_for
@@ -65,6 +66,8 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
         log.warning("could not record config version %s in Redis: %s", config.version, exc)
     log.info("config version %s: %d models (%d enabled), %d providers", config.version, len(config.models),
              len(config.enabled_models), len(config.providers))
+    for warning in config_warnings(config):  # once per provider, here in the serving process, not per worker
+        log.warning("%s", warning)
     pidfile = write_pidfile(config)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again so the process dies of it;
     # with the default action that would skip the `finally` below and leave the embedded redis-server
