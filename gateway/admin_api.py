@@ -11,7 +11,7 @@ text (Decimal, at most 9 decimals); money in answers is a JSON number in USD wit
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -171,10 +171,17 @@ class _Guard:
         await self.app(scope, receive, send)
 
 
-def build_admin_app(accounts: Accounts, admin_token: str) -> FastAPI:
+def build_admin_app(accounts: Accounts, admin_token: str,
+                    config_status: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> FastAPI:
+    """`config_status`: the config in force and the last load or reload (GET /admin/v1/config)."""
     app = FastAPI(title="Botech AI Gateway admin API", docs_url=None, redoc_url=None, openapi_url=None,
                   default_response_class=_Json)
     api = APIRouter(prefix=PREFIX)
+
+    if config_status is not None:
+        @api.get("/config")
+        async def show_config() -> Any:
+            return await config_status()
 
     async def money() -> Money:
         return Money(await accounts.usd_rub())

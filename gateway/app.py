@@ -8,16 +8,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
+from typing import Any
 
 from gateway.admin_api import build_admin_app
 from gateway.auth import Authenticator
 from gateway.config.model import Config
-from gateway.errors import ERROR_SHAPES, ErrorShape, GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.errors import (
+    ERROR_SHAPES,
+    ErrorShape,
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    UpstreamUnavailable,
+)
+from gateway.generation import Generation, Shared
+from gateway.generation import build as build_generation
 from gateway.http.asgi import ClientGone, Receive, Scope, Send, new_request_id, send_error
 from gateway.http.upstreams import UpstreamPool
 from gateway.memory import return_freed_memory
@@ -25,30 +38,43 @@ from gateway.observability.observer import Observer
 from gateway.pricing import PriceBook
 from gateway.proxy.billing import BillingGate
 from gateway.proxy.endpoints import ENDPOINTS
-from gateway.proxy.forwarding import Forwarder
 from gateway.proxy.key_slots import KeySlots
 from gateway.proxy.large_bodies import LargeBodies
-from gateway.proxy.paid_call import PaidCalls
 from gateway.proxy.routing import Router
-from gateway.proxy.token_count import TokenCounts
+from gateway.reload import Follower, coordinate, status
+from gateway.reload import Keys as ReloadKeys
 from gateway.store.accounts import Accounts
 from gateway.store.connection import async_client, journal_dir
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
 from gateway.store.precheck import can_spend
 from gateway.store.sweeper import Sweeper
-from gateway.v1_info import InfoEndpoints
 from gateway.web import build_web_app
+from gateway.web.site import Web
 
 log = logging.getLogger("gateway.app")
 
 Handler = Callable[[Scope, Receive, Send, str, dict[str, str]], Awaitable[object]]  # a paid call returns its Outcome
+_OLD_POOL_GRACE_S = 600.0   # a replaced generation's idle upstream connections are closed this long after
+
+
+class _Refusing:
+    """The 'generation' of a worker that cannot load the version in force: paid calls get 503."""
+
+    version = "-"
+
+
+_REFUSING: Any = _Refusing()
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> object:
+    raise UpstreamUnavailable("the gateway is being reconfigured; nothing was charged, try again",
+                              headers={"Retry-After": "5"})
 CHAT_IN_PATH = "/chat/completions"   # /v1/models/{model}/chat/completions: chat, the model named in the path
 
 
 class GatewayApp:
     def __init__(self, config: Config, redis_url: str | None = None) -> None:
-        self.config = config
         s = config.settings
         self.redis_url = redis_url or s.redis_url
         if not self.redis_url:
@@ -67,51 +93,100 @@ class GatewayApp:
         self.accounts = Accounts(self.redis, self.keyspace, s.usd_rub_default)
         self.auth = Authenticator(self.redis, self.keyspace, ttl_s=s.token_cache_ms / 1000,
                                   down=lambda: self.ledger.down)
-        self.router = Router(config)
-        self.pool = UpstreamPool(config.providers)
         self.large = LargeBodies(s.limits)
-        self.prices = PriceBook(config.prices)
-        self.billing = BillingGate(self.ledger, self.prices, s)
-        self.paid = PaidCalls(config, self.auth, self.billing, self.router, Forwarder(config, self.pool, self.large),
-                              self.large, KeySlots(s.limits.max_concurrent_per_key), self._can_spend)
-        self.info = InfoEndpoints(config, self.auth, self.accounts)
-        self.admin = build_admin_app(self.accounts, s.admin_token)
-        self.web = build_web_app(self.accounts, config, self.redis, self.keyspace)  # cabinet + console pages
+        self.shared = Shared(self.ledger, self.auth, self.accounts, self.large,
+                             KeySlots(s.limits.max_concurrent_per_key), self._can_spend)
+        # the config generation serving /v1 (gateway.generation), and a reload's next one (gateway.reload)
+        self.gen = build_generation(config, self.shared)
+        self._use(self.gen)
+        self.info = self.gen.info
+        self._next: Generation | None = None
+        self._switch_at = 0.0        # while a switch is armed: the instant (epoch s) every worker takes it
+        self._old: list[Generation] = []
+        self.config_keys = ReloadKeys.of(s.redis_prefix, config.root)
+        self.follower: Follower | None = None
+        self.web_state = Web(self.accounts, config, self.redis, self.keyspace)
+        self.web_state.config_status = self.config_status
+        self.admin = build_admin_app(self.accounts, s.admin_token, config_status=self.config_status)
+        self.web = build_web_app(self.accounts, config, self.redis, self.keyspace, web=self.web_state)
         # metrics, the request log, traces, /healthz /readyz /metrics (gateway.observability)
         self.obs = Observer(config, self.redis.ping, lambda: not self.ledger.down)
-        # the route table of /v1: exact paths, then /v1/models/{model}[/chat/completions]
-        self._exact: dict[str, dict[str, Handler]] = {
-            "/v1": {"GET": self.info.index}, "/v1/": {"GET": self.info.index},
-            "/v1/models": {"GET": self.info.list_models},
-            "/v1/me": {"GET": self.info.me}, "/v1/balance": {"GET": self.info.balance},
-            "/v1/usage": {"GET": self.info.usage},
-        }
-        self.counts = TokenCounts(config, self.auth, self.router, self.paid.forwarder, self._can_spend)
-        # paths of the form <prefix>{model}<suffix> (Gemini's /v1beta/models/{model}:generateContent), by prefix
-        self._templated: dict[str, dict[str, tuple[dict[str, Handler], ErrorShape | None]]] = {}
-        self._shapes: dict[str, ErrorShape] = {}   # the error body of the paths that speak another API
-        for endpoint in ENDPOINTS.values():
-            serve = self.counts if endpoint.billed == "free" else self.paid
-            shape = ERROR_SHAPES[endpoint.errors] if endpoint.errors else None
-            for path in endpoint.paths:
-                methods: dict[str, Handler] = {"POST": partial(serve, endpoint)}
-                if "{model}" in path:
-                    prefix, _, suffix = path.partition("{model}")
-                    self._templated.setdefault(prefix, {})[suffix] = (methods, shape)
-                else:
-                    self._exact[path] = methods
-                    if shape is not None:
-                        self._shapes[path] = shape
-        self._chat_in_path: dict[str, Handler] = {"POST": partial(self.paid, ENDPOINTS["chat"])}
-        self._one_model: dict[str, Handler] = {"GET": self.info.get_model}
-        # the Gemini API's catalogue (google-genai's models.list / models.get)
+        # the error body of the paths that speak another API than OpenAI's (the endpoint records say which)
         generate = ENDPOINTS["generate"]
         self._generate_shape = ERROR_SHAPES[generate.errors]
         self._generate_models_prefix = generate.path.partition("{model}")[0]          # /v1beta/models/
         self._other_root = "/" + generate.path.split("/")[1] + "/"                     # /v1beta/
-        self._exact[self._generate_models_prefix.rstrip("/")] = {"GET": partial(self.info.generate_models, generate)}
-        self._shapes[self._generate_models_prefix.rstrip("/")] = self._generate_shape
-        self._generate_one_model: dict[str, Handler] = {"GET": partial(self.info.generate_model, generate)}
+        self._shapes: dict[str, ErrorShape] = {self._generate_models_prefix.rstrip("/"): self._generate_shape}
+        for endpoint in ENDPOINTS.values():
+            if endpoint.errors:
+                self._shapes.update({p: ERROR_SHAPES[endpoint.errors] for p in endpoint.paths if "{model}" not in p})
+
+    # what tests and tools read: the generation in force
+    @property
+    def router(self) -> Router:
+        return self.gen.router
+
+    @property
+    def prices(self) -> PriceBook:
+        return self.gen.prices
+
+    @property
+    def billing(self) -> BillingGate:
+        return self.gen.billing
+
+    @property
+    def pool(self) -> UpstreamPool:
+        return self.gen.pool
+
+    def _use(self, gen: Generation) -> None:
+        self._exact, self._chat_in_path, self._one_model = gen.exact, gen.chat_in_path, gen.one_model
+        self._templated, self._generate_one_model = gen.templated, gen.generate_one_model
+
+    # -- reload (gateway.reload) -------------------------------------------------------------------------
+
+    async def _prepare(self, config: Config) -> Generation:
+        gen = build_generation(config, self.shared)
+        await gen.pool.start()
+        return gen
+
+    def _arm(self, version: str, gen: Generation, switch_at: float) -> None:
+        """Switch to `gen` at `switch_at` (checked at the start of each request: see _http)."""
+        self._next, self._switch_at = gen, max(switch_at, 1e-9)
+        log.info("config version %s armed; switching at %.3f", version, switch_at)
+
+    def _stale(self, version: str) -> None:
+        if self._next is not _REFUSING:
+            log.error("config version %s is in force but cannot be loaded here: paid calls answer 503 until it can",
+                      version)
+            self._next, self._switch_at = _REFUSING, 1e-9
+
+    def _switch(self) -> None:
+        nxt, self._next, self._switch_at = self._next, None, 0.0
+        if nxt is _REFUSING:
+            self._exact = {**self._exact, **{p: {"POST": _refuse} for e in ENDPOINTS.values() for p in e.paths}}
+            self._templated = {prefix: {suffix: {"POST": _refuse} for suffix in by_suffix}
+                               for prefix, by_suffix in self._templated.items()}
+            self._chat_in_path = {"POST": _refuse}
+            return
+        assert nxt is not None
+        old, self.gen = self.gen, nxt
+        self._use(nxt)
+        self.web_state.use(nxt.config, nxt.prices)
+        self.info = nxt.info
+        self._old.append(old)
+        # requests of the old generation may still be reading from its upstream connections: its idle ones
+        # are closed once they are surely done
+        asyncio.get_running_loop().call_later(_OLD_POOL_GRACE_S, lambda: asyncio.ensure_future(old.pool.close()))
+        log.info("config version %s in force (was %s)", nxt.version, old.version)
+
+    async def config_status(self) -> dict[str, Any]:
+        """GET /admin/v1/config and the console: the version in force, when it was loaded, what this worker
+        serves, and the outcome of the last load or reload."""
+        return await status(self.redis, self.config_keys, self.gen, self._next)
+
+    async def reload_here(self, trigger: str = "SIGHUP") -> dict[str, Any]:
+        """A reload coordinated by this process (the single-process server on SIGHUP)."""
+        return await coordinate(self.redis, self.config_keys, self.gen.config.root, trigger)
 
     async def _can_spend(self, caller: Caller) -> None:
         await can_spend(self.redis, self.keyspace, caller, int(time.time() * 1000))
@@ -146,18 +221,33 @@ class GatewayApp:
         await self.ledger.connect()
         self.ledger.open_journal(journal_dir(self.config))  # and replay what dead processes left there
         self.sweeper.start()
-        await self.pool.start()
+        await self.gen.pool.start()
         await self.obs.startup()
+        self.follower = Follower(self.redis, self.config_keys, self.config.root, self.gen.version,
+                                 self._prepare, self._arm, self._stale)
+        await self.follower.join()  # refuses to start on files another version than the one in force
+        self.follower.start()
+        if os.environ.get("GATEWAY_RELOAD_IN_PROCESS") == "1":  # the single-process server: SIGHUP reloads here
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload_here()))
         # Everything built so far (config, compiled templates, price book) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which would otherwise walk it again and
         # again under load.
         gc.collect()
         gc.freeze()
 
+    @property
+    def config(self) -> Config:
+        return self.gen.config
+
     async def shutdown(self) -> None:
         await self.obs.shutdown()
+        if self.follower is not None:
+            await self.follower.stop()
         self.large.close()
-        await self.pool.close()
+        for gen in {id(g): g for g in (self.gen, *self._old, *([self._next] if isinstance(self._next, Generation)
+                                                              else []))}.values():
+            await gen.pool.close()
         await self.sweeper.stop()
         await self.ledger.close(drain_s=2.0)  # what Redis does not confirm by then stays in the journal
         await self.accounts.close()
@@ -177,6 +267,8 @@ class GatewayApp:
             finally:
                 obs.finish(rec)
             return
+        if self._switch_at and time.time() >= self._switch_at:  # a reload's instant has come (gateway.reload)
+            self._switch()
         request_id = new_request_id()
         rec = obs.start(scope, send, request_id, "v1", True)
         send = rec.send
@@ -215,7 +307,7 @@ class GatewayApp:
             hit = self._templated.get(prefix + "/", {}).get(colon + action)
             if hit is not None and model:
                 params["model"] = model
-                methods = hit[0]
+                methods = hit
         if methods is None and path.startswith(self._generate_models_prefix) and path != self._generate_models_prefix:
             params["model"] = path[len(self._generate_models_prefix):]
             methods = self._generate_one_model

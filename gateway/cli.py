@@ -38,6 +38,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """SIGHUP to the running `gateway serve` (its pid file), then wait for the outcome it records in Redis."""
+    from gateway.cli_reload import reload_command
+
+    return reload_command(_root(args), args.timeout, args.json)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the upstream request an OpenAI request would become (to preview a template change)."""
     from gateway.config import ConfigError, load_config
@@ -89,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.set_defaults(func=cmd_serve)
+
+    reload = sub.add_parser("reload", help="re-read and check the config root and switch every worker to it "
+                                           "(SIGHUP to the running `gateway serve`)")
+    reload.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for the outcome (default 60)")
+    reload.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    reload.set_defaults(func=cmd_reload)
 
     config = sub.add_parser("config", help="check or preview the configuration")
     csub = config.add_subparsers(dest="config_command", required=True)

@@ -12,6 +12,7 @@ import orjson
 from gateway import __version__
 from gateway.auth import Authenticator, credential
 from gateway.config.model import CatalogueModel, Config
+from gateway.proxy.routing import unavailable_model
 from gateway.errors import BadRequest, NotFound, Unauthorized
 from gateway.http.asgi import Receive, Scope, Send, header, send_bytes
 from gateway.proxy.endpoints import ENDPOINTS, Endpoint, native_path
@@ -65,7 +66,7 @@ class InfoEndpoints:
         await self._auth.caller(header(scope, b"authorization"))
         model = self._config.models.get(params["model"])
         if model is None or not model.enabled:
-            raise NotFound(f"model '{params['model']}' not found among enabled models")
+            raise NotFound(unavailable_model(params["model"], model))
         await send_bytes(send, 200, orjson.dumps(model_card(model)), request_id)
 
     # -- the Gemini API's catalogue: the models its endpoint serves (every chat model), in its shape -------

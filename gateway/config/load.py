@@ -7,6 +7,7 @@ ConfigError with the full list.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Mapping
 from decimal import Decimal
@@ -54,6 +55,7 @@ class _Loader:
         self.failed: set[str] = set()       # files that did not load: what follows from them is not reported
         self.suppressed = 0                  # follow-on errors not reported (counted in the summary line)
         self.loose: dict[str, Any] = {}     # a failed file's parsed YAML, when it parsed (to know what it names)
+        self.digest = hashlib.sha256()      # over every file read: the config's version
 
     def rel(self, path: Path) -> str:
         try:
@@ -76,9 +78,15 @@ class _Loader:
         file = self.rel(path)
         self.files.append(file)
         try:
-            doc = load_yaml(path.read_text(encoding="utf-8"))
+            data = path.read_bytes()
+            self.digest.update(f"{file}\0{len(data)}\0".encode() + data)
+            doc = load_yaml(data.decode("utf-8"))
         except OSError as exc:
             self.err(file, "", f"cannot read: {exc.strerror}")
+            return None
+        except UnicodeDecodeError as exc:
+            self.err(file, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}")
+            self.failed.add(file)
             return None
         except DuplicateKeys as exc:
             for where, key, first, second in sorted(exc.duplicates, key=lambda d: d[3]):
@@ -161,8 +169,11 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
             known = [p.stem for p in (base / "providers.d" / "wire").glob("*.yaml")]
             ld.err(file, "wire", f"no wire format '{doc['wire']}' (expected providers.d/wire/{doc['wire']}.yaml)"
                                  f"{did_you_mean(doc['wire'], known)}")
-        auth = doc.get("auth") or {"header": "Authorization", "prefix": "Bearer "}
         wire_name = doc["wire"]
+        # the wire's defaults (auth scheme, required headers), then what the provider's file says
+        defaults = (wire_docs.get(wire_name) or {}).get("provider_defaults") or {}
+        auth = doc.get("auth") or defaults.get("auth") or {"header": "Authorization", "prefix": "Bearer "}
+        headers = {**(defaults.get("headers") or {}), **(doc.get("headers") or {})}
         if doc.get("overrides") and wire_name in wire_docs:
             # this provider's own variant of the wire: its operation overrides merged over the shared ones
             merged = _merge(wire_docs[wire_name], {"operations": doc["overrides"]})
@@ -171,7 +182,7 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
         providers[name] = Provider(
             name=name, wire=wire_name, base_url=doc["base_url"].rstrip("/"), api_key=doc.get("api_key", ""),
             auth_header=auth["header"], auth_prefix=auth.get("prefix", ""),
-            headers=tuple((k, str(v)) for k, v in (doc.get("headers") or {}).items()),
+            headers=tuple((k, str(v)) for k, v in headers.items()),
             timeout_ms=int(doc.get("timeout_ms", settings.timeout_ms)),
             pool_size=int(doc.get("pool_size", settings.pool_size)), source=file,
             proxy=reach.proxy, ca_file=reach.ca_file, ca_dir=reach.ca_dir)
@@ -208,11 +219,31 @@ def load_config(root: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(ld.errors)
     config = Config(root=str(base), settings=settings, models=models, routes=routes, providers=providers,
                     wires=wires, prices=prices, adapters=adapters, files=tuple(ld.files), payments=payments,
-                    variants=variants)
+                    variants=variants, version=ld.digest.hexdigest()[:16])
     errors = render_errors(config)  # templates that compile but fail on representative requests
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def load_settings(root: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Only config/gateway.yaml (Redis, data folder, prefix...): what commands that talk to Redis alone need.
+    They then work when a provider's variable is unset in the operator's shell."""
+    env = os.environ if env is None else env
+    base = Path(root).resolve()
+    ld = _Loader(base, env)
+    if not (base / "config").is_dir():
+        raise ConfigError([f"{base}: <root>: no config/ folder here (set --root or GATEWAY_ROOT)"])
+    path = base / "config" / "gateway.yaml"
+    doc = ld.read(path, "gateway") if path.exists() else {}
+    if ld.errors:
+        raise ConfigError(ld.errors)
+    settings = _settings(doc or {}, env)
+    _check_settings(ld, settings)
+    if ld.errors:
+        raise ConfigError(ld.errors)
+    return Config(root=str(base), settings=settings, models={}, routes=(), providers={}, wires={}, prices={},
+                  files=tuple(ld.files))
 
 
 def _compile_wire(ld: _Loader, wires: dict[str, Wire], key: str, doc: dict[str, Any], jinja: Any, file: str,

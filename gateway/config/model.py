@@ -205,6 +205,7 @@ class Config:
     payments: dict[str, PaymentProvider] = field(default_factory=dict)   # config/payments.yaml
     files: tuple[str, ...] = field(default=())
     variants: dict[str, Wire] = field(default_factory=dict)  # a provider's own variant of its wire (`overrides:`)
+    version: str = ""   # a hash of the files' bytes as read: the same in every process that read the same files
 
     def wire_of(self, provider: Provider) -> Wire:
         """The wire a provider speaks: its own variant when its file overrides operations, else the shared one."""

@@ -7,6 +7,7 @@ More than one worker: `gateway.http.workers` runs them, each on a socket of its 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -15,15 +16,18 @@ import signal
 import sys
 import tempfile
 from multiprocessing.synchronize import Event
+from pathlib import Path
 
 import uvicorn
 
 from gateway.app import GatewayApp
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
+from gateway.config.warnings import config_warnings
 from gateway.http.workers import Supervisor, WorkersError, reuseport_socket
 from gateway.observability.exposition import METRICS_DIR_ENV
 from gateway.observability.log_format import formatter
-from gateway.store.connection import embedded_redis_for
+from gateway.reload import run_coordinator, run_publish_start
+from gateway.store.connection import data_dir, embedded_redis_for
 
 log = logging.getLogger("gateway.http.serve")
 
@@ -63,6 +67,16 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     os.environ["GATEWAY_LOG_LEVEL"] = s.log_level  # what the workers log at
     n = workers or s.workers
     host, port = host or s.host, port or s.port
+    redis_url = os.environ.get("REDIS_URL") or s.redis_url
+    try:  # a start is a reload for every worker of this config root (gateway.reload)
+        run_publish_start(redis_url, config)
+    except Exception as exc:  # noqa: BLE001  Redis unreachable: the workers say so at their start
+        log.warning("could not record config version %s in Redis: %s", config.version, exc)
+    log.info("config version %s: %d models (%d enabled), %d providers", config.version, len(config.models),
+             len(config.enabled_models), len(config.providers))
+    for warning in config_warnings(config):  # once per provider, here in the serving process, not per worker
+        log.warning("%s", warning)
+    pidfile = write_pidfile(config)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again so the process dies of it;
     # with the default action that would skip the `finally` below and leave the embedded redis-server
     # running. Turn that last SIGTERM into a normal exit instead.
@@ -72,7 +86,14 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
         if n > 1:  # each worker writes its figures here; the one a scrape reaches adds them up
             metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
             os.environ[METRICS_DIR_ENV] = metrics_dir
-            return Supervisor(n, run_worker, host, port).run()
+            os.environ.pop("GATEWAY_RELOAD_IN_PROCESS", None)
+
+            def reload_all() -> None:  # SIGHUP to the supervisor: one coordinated reload of every worker
+                result = run_coordinator(redis_url, s.redis_prefix, config.root, "SIGHUP")
+                log.info("reload: %s", result.get("message", result))
+
+            return Supervisor(n, run_worker, host, port, on_reload=reload_all).run()
+        os.environ["GATEWAY_RELOAD_IN_PROCESS"] = "1"  # the one process coordinates its own reload on SIGHUP
         server = uvicorn.Server(_uvicorn_config(host, port, s.log_level))
         server.run()
         return 0 if server.started else 1
@@ -82,12 +103,23 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            pidfile.unlink()
         if embedded is not None:
             embedded.stop()
 
 
+def write_pidfile(config: Config) -> Path:
+    """<data_dir>/gateway.pid: where `gateway reload` sends its SIGHUP."""
+    path = data_dir(config) / "gateway.pid"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n")
+    return path
+
+
 def run_worker(host: str, port: int, ready: Event) -> None:
     """One of `--workers N` (a fresh process): serve on a SO_REUSEPORT socket of its own, say when ready."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the supervisor's to coordinate
     level = os.environ.get("GATEWAY_LOG_LEVEL", "info")
     configure_logging(level)
     server = _ReadyServer(_uvicorn_config(host, port, level), ready)

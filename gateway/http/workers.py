@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -84,17 +85,22 @@ class Supervisor:
     """Starts `n` processes running `target(host, port, ready)`, keeps them running, stops them on a signal.
     `target` serves on a `reuseport_socket(host, port)` of its own and sets `ready` once it accepts."""
 
-    def __init__(self, n: int, target: Callable[[str, int, Event], None], host: str, port: int) -> None:
+    def __init__(self, n: int, target: Callable[[str, int, Event], None], host: str, port: int,
+                 on_reload: Callable[[], None] | None = None) -> None:
         if not hasattr(socket, "SO_REUSEPORT"):
             raise WorkersError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS); run one worker per port")
         self.n, self.target, self.host, self.port = n, target, host, port
         self._ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker, no forked state
         self._slots: list[_Slot] = []
         self._stopping = False
+        self._on_reload = on_reload          # SIGHUP: run in a thread, so the watch goes on meanwhile
+        self._reload_wanted = False
+        self._reloading: threading.Thread | None = None
 
     def run(self) -> int:
         ensure_port_free(self.host, self.port)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             for _ in range(self.n):
                 self._slots.append(_Slot(*self._start(), first=True))  # kept at once: stopped on any exit
@@ -114,6 +120,7 @@ class Supervisor:
 
     def _watch(self) -> int:
         while not self._stopping:
+            self._maybe_reload()
             now = time.monotonic()
             for slot in self._slots:
                 if self._stopping:
@@ -147,6 +154,30 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stopping = True
+
+    def _on_hangup(self, signum: int, frame: object) -> None:
+        self._reload_wanted = True
+
+    def _maybe_reload(self) -> None:
+        if not self._reload_wanted:
+            return
+        if self._on_reload is None:
+            self._reload_wanted = False
+            log.warning("SIGHUP: nothing to reload")
+            return
+        if self._reloading is not None and self._reloading.is_alive():
+            return  # one at a time; the signal that came meanwhile runs once this one ends
+        self._reload_wanted = False
+        log.info("SIGHUP: reloading the configuration")
+        self._reloading = threading.Thread(target=self._reload_safely, name="reload", daemon=True)
+        self._reloading.start()
+
+    def _reload_safely(self) -> None:
+        assert self._on_reload is not None
+        try:
+            self._on_reload()
+        except Exception:
+            log.exception("reload failed")
 
     def _stop_all(self) -> None:
         procs = [slot.proc for slot in self._slots]

@@ -90,8 +90,9 @@ class Admitting:
 
 
 class BillingGate:
-    def __init__(self, ledger: Ledger, prices: PriceBook, settings: Settings) -> None:
+    def __init__(self, ledger: Ledger, prices: PriceBook, settings: Settings, version: str = "") -> None:
         self._ledger = ledger
+        self._version = version   # the config version whose prices these are: each history entry records it
         self._resp = ledger.resp
         self._waiting = ledger.unconfirmed.pending
         self._max_waiting = ledger.unconfirmed.limit
@@ -187,6 +188,8 @@ class BillingGate:
             "in": u.input_tokens, "cached": u.cached_input_tokens, "out": u.output_tokens,
             "reasoning": u.reasoning_tokens, "ms": int((time.perf_counter() - ticket.started) * 1000),
         }
+        if self._version:
+            fields["cfg"] = self._version
         if u.images:
             fields["images"] = u.images
         if u.characters:

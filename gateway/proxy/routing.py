@@ -48,7 +48,15 @@ class Router:
             return hit
         model = self._config.models.get(model_name)
         if model is None or not model.enabled:
-            raise NotFound(f"model '{model_name}' not found among enabled models")
+            raise NotFound(unavailable_model(model_name, model))
         native = native_path(model.kind)
         raise BadRequest(f"model '{model_name}' is a {model.kind} model and cannot be used on {endpoint.path}"
                          + (f": use {native}" if native else ""))
+
+
+def unavailable_model(name: str, model: CatalogueModel | None) -> str:
+    """The 404's message: a disabled model says why (its `reason` in config/models.yaml)."""
+    if model is not None and not model.enabled:
+        reason = model.reason.strip().rstrip(".")
+        return f"model '{name}' is disabled: {reason}" if reason else f"model '{name}' is disabled"
+    return f"model '{name}' not found among enabled models"

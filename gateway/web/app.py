@@ -55,8 +55,10 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
-def build_web_app(accounts: Accounts, config: Config, redis: AsyncStore, keyspace: KeySpace) -> ASGIApp:
-    web = Web(accounts, config, redis, keyspace)
+def build_web_app(accounts: Accounts, config: Config, redis: AsyncStore, keyspace: KeySpace,
+                  web: Web | None = None) -> ASGIApp:
+    """`web`: the pages' shared state, when the caller keeps it (a reload hands it the new config)."""
+    web = web or Web(accounts, config, redis, keyspace)
     app = FastAPI(title="Botech AI Gateway cabinet", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     customer.register(app, web)

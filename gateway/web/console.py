@@ -3,7 +3,6 @@ and correction with a reason; block/unblock an account or a key; the USD→RUB r
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 from decimal import Decimal
@@ -13,11 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from gateway.account_admin import ID_RE, account_doc, correct, key_doc, ledger_doc, topup
-from gateway.config import ConfigError, load_config
+from gateway.config import Config
 from gateway.money import MoneyError, parse_rate, usd_to_nano
 from gateway.store.accounts import ConflictError, InvalidInput, NotFoundError
 from gateway.web import forms, history
-from gateway.web.catalogue import catalogue
 from gateway.web.format import money as format_money
 from gateway.web.forms import FieldError
 from gateway.web.i18n import N_
@@ -29,15 +27,10 @@ MAX_RUB = Decimal(100_000_000)            # one manual top-up, RUB
 MIN_RATE, MAX_RATE = Decimal("0.0001"), Decimal(100_000)
 
 
-def validate_report(root: str) -> tuple[bool, list[str]]:
-    """What `gateway config validate` prints for this root, with this process's environment."""
-    try:
-        config = load_config(root)
-    except ConfigError as exc:
-        return False, exc.errors
-    summary = (f"OK: {len(config.models)} models ({len(config.enabled_models)} enabled), {len(config.routes)} "
-               f"routes, {len(config.providers)} providers, {len(config.prices)} prices")
-    return True, [summary]
+def summary(config: Config) -> str:
+    """The first line `gateway config validate` prints for a config that loaded."""
+    return (f"OK: {len(config.models)} models ({len(config.enabled_models)} enabled), {len(config.routes)} "
+            f"routes, {len(config.providers)} providers, {len(config.prices)} prices")
 
 
 def register(app: FastAPI, web: Web) -> None:
@@ -236,13 +229,13 @@ def register(app: FastAPI, web: Web) -> None:
 
     # -- the loaded config, read only ----------------------------------------------------------------
 
-    config = web.config
-    prices = catalogue(config, web.prices)
-
     @app.get("/console/config")
     async def config_page(request: Request) -> Response:
+        """The config in force and the outcome of the last load or reload (recorded by gateway.reload): the
+        files are not read again here — `gateway config validate` does that, `gateway reload` applies them."""
         viewer = await web.operator(request)
-        ok, report = await asyncio.to_thread(validate_report, config.root)
+        config = web.config
+        status = await web.config_status() if web.config_status is not None else {}
         money = await web.money()
         s = config.settings
         settings = [("Config root", config.root), ("Upstream timeout", f"{s.timeout_ms} ms"),
@@ -260,9 +253,11 @@ def register(app: FastAPI, web: Web) -> None:
                     for p in config.payments.values()]
         raw_prices = {name: p for name, p in config.prices.items()}
         models = sorted(config.models.values(), key=lambda m: (not m.enabled, m.name))
-        return await web.render(request, "console/config.html", viewer, title="Configuration", ok=ok,
-                                report=report, settings=settings, routes=config.routes, providers=providers,
-                                payments=payments, models=models, prices=[p.doc(money) for p in prices],
+        return await web.render(request, "console/config.html", viewer, title="Configuration", ok=True,
+                                report=[summary(config)], cfg=status, version=config.version,
+                                settings=settings, routes=config.routes, providers=providers,
+                                payments=payments, models=models, enabled=len(config.enabled_models),
+                                prices=[p.doc(money) for p in web.catalogue()],
                                 raw_prices=raw_prices, files=config.files, env_root=os.environ.get("GATEWAY_ROOT", ""))
 
 

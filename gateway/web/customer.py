@@ -17,7 +17,6 @@ from gateway.http.client_address import client_host
 from gateway.money import usd_to_nano
 from gateway.store.accounts import LOGIN_RE, ConflictError, InvalidInput, NotFoundError
 from gateway.web import charts, forms, history, i18n
-from gateway.web.catalogue import catalogue
 from gateway.web.format import LOCALES, money, number
 from gateway.web.forms import FieldError
 from gateway.web.i18n import N_
@@ -81,9 +80,6 @@ def parse_key_form(form: dict[str, str], enabled: list[str]) -> dict[str, Any]:
 
 def register(app: FastAPI, web: Web) -> None:
     accounts = web.accounts
-    prices = catalogue(web.config, web.prices)
-    prices_names = [p.name for p in prices]
-    enabled_names = [m.name for m in web.config.enabled_models]
 
     # -- sign up, log in, log out --------------------------------------------------------------------
 
@@ -236,7 +232,7 @@ def register(app: FastAPI, web: Web) -> None:
         viewer = await web.customer(request)
         form = await web.form(request, viewer)
         try:
-            spec = parse_key_form(form, enabled_names)
+            spec = parse_key_form(form, [m.name for m in web.config.enabled_models])
         except FieldError as exc:
             return await keys_page(request, viewer, 400, form=form, **key_refusal(request, exc))
         confirm = zero_limit(request, spec, form)
@@ -269,7 +265,7 @@ def register(app: FastAPI, web: Web) -> None:
         if view.status == "REVOKED":
             raise Refused(409, N_("A revoked key cannot be changed."))
         try:
-            spec = parse_key_form(form | {"name": view.name}, enabled_names)
+            spec = parse_key_form(form | {"name": view.name}, [m.name for m in web.config.enabled_models])
             confirm = zero_limit(request, spec, form)
         except FieldError as exc:
             confirm, refusal = "", key_refusal(request, exc)
@@ -315,8 +311,8 @@ def register(app: FastAPI, web: Web) -> None:
         return await web.render(request, "history.html", viewer, 400 if errors else 200,
                                 title=web.t(request, "History"), rows=rows, keys=keys,
                                 key_names=_key_names(keys), f=f, query=f.query(), next_before=next_before,
-                                paged=before is not None, base="/history", models=prices_names, errors=errors,
-                                raw=dict(request.query_params))
+                                paged=before is not None, base="/history", models=[p.name for p in web.catalogue()],
+                                errors=errors, raw=dict(request.query_params))
 
     @app.get("/history.csv")
     async def history_csv(request: Request) -> Response:
@@ -456,6 +452,7 @@ def register(app: FastAPI, web: Web) -> None:
         viewer = await web.customer(request)
         money = await web.money()
         q = request.query_params.get("q", "").strip().lower()[:100]
+        prices = web.catalogue()
         rows = [p.doc(money) for p in prices if not q or q in p.name]
         return await web.render(request, "models.html", viewer, title=web.t(request, "Models & prices"),
                                 rows=rows, q=q,

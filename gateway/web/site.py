@@ -9,6 +9,7 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,20 @@ class Web:
 
     async def set_account_locale(self, aid: str, locale: str) -> None:
         await self.redis.set(f"{self.keyspace.tag(aid)}:web:lang", locale)
+        self._catalogue: Any = None
+        # the version in force and the last load or reload (set by the app: gateway.reload.status)
+        self.config_status: Callable[[], Awaitable[dict[str, Any]]] | None = None
+
+    def use(self, config: Config, prices: PriceBook) -> None:
+        """A reload's config (gateway.reload): the catalogue and the console follow it."""
+        self.config, self.prices, self._catalogue = config, prices, None
+
+    def catalogue(self) -> Any:
+        """The models & prices table of the config in force (built once per config)."""
+        if self._catalogue is None:
+            from gateway.web.catalogue import catalogue
+            self._catalogue = catalogue(self.config, self.prices)
+        return self._catalogue
 
     # -- who is asking ---------------------------------------------------------------------------------
 

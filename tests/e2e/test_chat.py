@@ -87,10 +87,14 @@ def test_index_and_models(gateway, client: openai.OpenAI, auth) -> None:
     disabled = next(m.name for m in gateway.config.models.values() if not m.enabled)
     assert disabled not in listed
     assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
-    for name in (disabled, "no-such-model"):
-        r = httpx.get(f"{gateway.base_url}/v1/models/{name}", headers=auth)
-        assert r.status_code == 404
-        assert r.json() == {"statusCode": 404, "error": "Not Found", "message": f"model '{name}' not found among enabled models"}
+    r = httpx.get(f"{gateway.base_url}/v1/models/no-such-model", headers=auth)
+    assert r.status_code == 404
+    assert r.json() == {"statusCode": 404, "error": "Not Found",
+                        "message": "model 'no-such-model' not found among enabled models"}
+    r = httpx.get(f"{gateway.base_url}/v1/models/{disabled}", headers=auth)
+    assert r.status_code == 404
+    reason = gateway.config.models[disabled].reason.strip().rstrip(".")
+    assert r.json()["message"] == f"model '{disabled}' is disabled: {reason}"
     assert httpx.get(f"{gateway.base_url}/v1/models").status_code == 401
 
 
@@ -103,9 +107,13 @@ def test_unknown_model_is_404(client: openai.OpenAI, fakes) -> None:
 
 
 def test_disabled_model_is_404(gateway, client: openai.OpenAI) -> None:
-    disabled = next(m.name for m in gateway.config.models.values() if not m.enabled and m.kind == "realtime")
-    with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model=disabled, messages=[{"role": "user", "content": "hi"}])
+    """With its reason, so the client knows it is not a typo (issue 16 item 8)."""
+    disabled = next(m for m in gateway.config.models.values() if not m.enabled and m.kind == "realtime")
+    with pytest.raises(openai.NotFoundError) as exc:
+        client.chat.completions.create(model=disabled.name, messages=[{"role": "user", "content": "hi"}])
+    message = exc.value.response.json()["message"]
+    assert message == f"model '{disabled.name}' is disabled: {disabled.reason.strip().rstrip('.')}"
+    assert len(disabled.reason) > 10
 
 
 @pytest.mark.parametrize("body, status, message", [

@@ -191,3 +191,28 @@ def test_a_template_mistake_is_the_gateways_500_logged_and_not_charged(tmp_path:
         assert accounts_call(server, lambda acc: acc.account(customer.account_id)).credited == before
         history = accounts_call(server, lambda acc: acc.history(customer.account_id))
         assert history[0]["status"] == 500 and int(history[0]["cost"]) == 0, history[0]
+
+
+def test_a_three_line_provider_file_on_any_wire_gets_the_wires_auth_and_headers(tmp_path: Path, gateway_env,
+                                                                                  fakes) -> None:
+    """An Anthropic-wire backup described by `wire`, `base_url` and `api_key` only: the wire brings its auth
+    header (x-api-key, no Bearer) and the required anthropic-version (issue 16 item 6)."""
+    root = copy_root(tmp_path)
+    (root / "providers.d" / "claude-backup.yaml").write_text(
+        'wire: anthropic\nbase_url: "${CLAUDE_BACKUP_BASE_URL}"\napi_key: "${CLAUDE_BACKUP_API_KEY}"\n')
+    routing = yaml.safe_load((root / "config" / "routing.yaml").read_text())
+    claude = next(r for r in routing["routes"] if "claude-*" in r["match"])
+    claude["primary"] = "claude-backup"
+    (root / "config" / "routing.yaml").write_text(yaml.safe_dump(routing))
+    env = gateway_env | {"CLAUDE_BACKUP_BASE_URL": fakes["anthropic"].base_url, "CLAUDE_BACKUP_API_KEY": FAKE_KEY}
+    with GatewayServer(root, env) as server:
+        from tests.support.gateway_server import make_customer
+        customer = make_customer(server, usd="5")
+        r = httpx.post(server.base_url + "/v1/chat/completions", timeout=20,
+                       headers={"Authorization": f"Bearer {customer.secret}"},
+                       json={"model": "claude-sonnet-4-5", "messages": MSG})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-gateway-provider"] == "claude-backup"
+    sent = fakes["anthropic"].requests[-1].headers
+    assert sent["x-api-key"] == FAKE_KEY and "authorization" not in sent
+    assert sent["anthropic-version"] == "2023-06-01"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -262,8 +263,14 @@ def test_console_rate_and_config(stack: Stack, admin: Cabinet) -> None:
         assert "1 USD = 100 RUB" in admin.get("/").text
     finally:
         assert admin.post("/console/fx", {"usd_rub": "95"}).status_code == 303
+    started = time.perf_counter()
     page = admin.get("/console/config").text
+    took = time.perf_counter() - started
     assert re.search(r'<pre class="report ok">OK: \d+ models \(\d+ enabled\), \d+ routes', page)
+    # the config in force, not a validation run per view (0.8-1.4 s before), and the catalogue folded
+    assert f"<code>{stack.server.config.version}</code>" in page
+    assert '<details id="catalogue-details">' in page and "<details id=\"catalogue-details\" open" not in page
+    assert took < 0.5 or admin.get("/console/config").elapsed.total_seconds() < 0.5, took
     for name in ("gpt-*", "claude-*", "gemini-*", "grok-*"):
         assert name in page
     assert "yookassa" in page and stack.payments.api_url in page

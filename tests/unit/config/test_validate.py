@@ -259,3 +259,36 @@ def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path, cap
     assert code == 1
     assert out == ["config/gateway.yaml: server.port: 'eighty' is not a whole number such as 8000 "
                    "(the value comes from the environment variable GATEWAY_PORT)"]
+
+
+def test_serve_warns_once_per_provider_without_a_key(tmp_path: Path, redis_env: dict[str, str]) -> None:
+    """It started silently, listed every model and answered 503 to each."""
+    import os
+    import signal
+    import time
+
+    from tests.support.gateway_server import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update(config_env(), **redis_env)
+    del env["XAI_API_KEY"]
+    env["GEMINI_API_KEY"] = ""
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--root", str(copy_root(tmp_path)), "serve",
+                                 "--port", str(free_port()), "--workers", "2"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=err)
+        try:
+            deadline = time.monotonic() + 60
+            while log.read_text().count("Application startup complete") < 2:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    text = log.read_text()
+    for provider, var in (("xai", "XAI_API_KEY"), ("gemini", "GEMINI_API_KEY")):
+        lines = [line for line in text.splitlines() if f"provider '{provider}' has no API key" in line]
+        assert len(lines) == 1, text
+        assert "WARNING" in lines[0] and f"answer 503 until you set {var}" in lines[0]
+    assert "provider 'openai' has no API key" not in text
