@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -117,6 +118,23 @@ class GatewayApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def begin_shutdown(self) -> None:
+        """The server stops accepting (SIGTERM; called by the HTTP protocol as uvicorn shuts down): /readyz
+        answers 503 from now on; requests and streams in flight get `server.shutdown_grace_s` to finish,
+        then the streams still running are ended with an error event, each settled for what it produced."""
+        if self.obs.shutting_down:
+            return
+        self.obs.shutting_down = True
+        grace = self.config.settings.shutdown_grace_s
+        log.info("shutting down: %d requests in flight get %g s to finish", self.obs.in_flight(), grace)
+        asyncio.get_running_loop().call_later(grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        n = self.paid.stop_streams()
+        if n:
+            log.warning("shutdown grace period over: %d streams ended with an error event (billed for what they "
+                        "produced)", n)
 
     async def startup(self) -> None:
         return_freed_memory()

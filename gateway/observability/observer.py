@@ -76,6 +76,10 @@ class Observer:
         METRICS.enabled = o.metrics
         METRICS.config_loaded(config_version(config))
 
+    @staticmethod
+    def in_flight() -> int:
+        return METRICS.in_flight
+
     # -- per request ---------------------------------------------------------------------------------------
 
     def start(self, scope: Scope, send: Send, request_id: str, endpoint: str, own_id: bool) -> RequestRecord:
