@@ -72,40 +72,45 @@ class RequestLog:
             pass
 
 
-def key_prefix(scope: dict[str, Any]) -> str:
+def key_prefix(authorization: bytes | None) -> str | None:
     """The public part of the caller's token (bt_ + its 8-letter prefix), never the secret after it."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            token = value.partition(b" ")[2].strip()
-            if token.startswith(b"bt_") and len(token) > 12 and token[11:12] == b"_":
-                return token[:11].decode("ascii", "replace")
-            return ""
-    return ""
+    if authorization is None:
+        return None
+    token = authorization[7:].strip()   # after "Bearer "
+    if token[:3] == b"bt_" and token[11:12] == b"_":
+        return token[:11].decode("ascii", "replace")
+    return None
 
 
 def line_fields(rec: RequestRecord, duration_s: float, when: str) -> dict[str, Any]:
+    """The line as a mapping (every key always there, null when it does not apply: one shape to query)."""
     caller = rec.caller
     usage = rec.usage
     up = rec.upstream_s
     scope = rec.scope
+    if caller is not None:
+        account, key, prefix, cost = caller.account_id, caller.key_id, key_prefix(rec.auth), rec.cost_nano / 1e9
+    else:
+        account = key = prefix = cost = None
+    if usage is not None:
+        tin, tout, tcached, treason = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                                       usage.reasoning_tokens)
+    else:
+        tin = tout = tcached = treason = None
+    if up >= 0:
+        upstream, overhead = round(up * 1000, 2), round((duration_s - up) * 1000, 2)
+    else:
+        upstream, overhead = None, round(duration_s * 1000, 2)
     fields: dict[str, Any] = {
         "time": when, "level": "info", "logger": "gateway.request",
         "request_id": rec.request_id, "client_request_id": rec.client_id or None,
-        "method": scope.get("method"), "path": scope.get("path", "")[:200], "endpoint": rec.endpoint,
-        "account_id": caller.account_id if caller is not None else None,
-        "key_id": caller.key_id if caller is not None else None,
-        "key_prefix": key_prefix(scope) if caller is not None else None,
+        "method": scope["method"], "path": scope["path"][:200], "endpoint": rec.endpoint,
+        "account_id": account, "key_id": key, "key_prefix": prefix,
         "model": rec.model or None, "provider": rec.provider or None,
         "status": rec.status, "error_type": rec.error_type or None,
-        "input_tokens": usage.input_tokens if usage is not None else None,
-        "output_tokens": usage.output_tokens if usage is not None else None,
-        "cached_tokens": usage.cached_input_tokens if usage is not None else None,
-        "reasoning_tokens": usage.reasoning_tokens if usage is not None else None,
-        "cost_usd": rec.cost_nano / 1e9 if rec.caller is not None else None,
-        "duration_ms": round(duration_s * 1000, 2),
-        "upstream_ms": round(up * 1000, 2) if up >= 0 else None,
-        "overhead_ms": round((duration_s - up if up >= 0 else duration_s) * 1000, 2),
-        "stream": rec.stream, "cut": rec.cut or None, "fallback": rec.fallback or None,
+        "input_tokens": tin, "output_tokens": tout, "cached_tokens": tcached, "reasoning_tokens": treason,
+        "cost_usd": cost, "duration_ms": round(duration_s * 1000, 2), "upstream_ms": upstream,
+        "overhead_ms": overhead, "stream": rec.stream, "cut": rec.cut or None, "fallback": rec.fallback or None,
     }
     ttft = rec.ttft_s
     if ttft >= 0:
