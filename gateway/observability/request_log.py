@@ -31,14 +31,21 @@ class RequestLog:
         self._lines: list[bytes] = []
         self._armed = False
         self._second = -1
+        self._ms = -1
+        self._date = ""
         self._stamp = ""
 
     def _time(self, now: float) -> str:
-        sec = int(now)
-        if sec != self._second:  # the date part once a second
-            self._second = sec
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
+        """ISO 8601 UTC to the millisecond, formatted once per millisecond (many lines share one under load)."""
+        ms = int(now * 1000)
+        if ms != self._ms:
+            self._ms = ms
+            sec = ms // 1000
+            if sec != self._second:  # the date part once a second
+                self._second = sec
+                self._date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            self._stamp = "%s.%03dZ" % (self._date, ms % 1000)  # noqa: UP031  (cheaper than an f-string spec)
+        return self._stamp
 
     def write(self, rec: RequestRecord, duration_s: float) -> None:
         fields = line_fields(rec, duration_s, self._time(time.time()))
@@ -97,10 +104,11 @@ def line_fields(rec: RequestRecord, duration_s: float, when: str) -> dict[str, A
                                        usage.reasoning_tokens)
     else:
         tin = tout = tcached = treason = None
+    # milliseconds to 2 decimals by integer arithmetic (round() costs more than the rest of a field)
     if up >= 0:
-        upstream, overhead = round(up * 1000, 2), round((duration_s - up) * 1000, 2)
+        upstream, overhead = int(up * 100_000) / 100, int((duration_s - up) * 100_000) / 100
     else:
-        upstream, overhead = None, round(duration_s * 1000, 2)
+        upstream, overhead = None, int(duration_s * 100_000) / 100
     fields: dict[str, Any] = {
         "time": when, "level": "info", "logger": "gateway.request",
         "request_id": rec.request_id, "client_request_id": rec.client_id or None,
@@ -109,12 +117,12 @@ def line_fields(rec: RequestRecord, duration_s: float, when: str) -> dict[str, A
         "model": rec.model or None, "provider": rec.provider or None,
         "status": rec.status, "error_type": rec.error_type or None,
         "input_tokens": tin, "output_tokens": tout, "cached_tokens": tcached, "reasoning_tokens": treason,
-        "cost_usd": cost, "duration_ms": round(duration_s * 1000, 2), "upstream_ms": upstream,
+        "cost_usd": cost, "duration_ms": int(duration_s * 100_000) / 100, "upstream_ms": upstream,
         "overhead_ms": overhead, "stream": rec.stream, "cut": rec.cut or None, "fallback": rec.fallback or None,
     }
     ttft = rec.ttft_s
     if ttft >= 0:
-        fields["ttft_ms"] = round(ttft * 1000, 2)
+        fields["ttft_ms"] = int(ttft * 100_000) / 100
     span = rec.span
     if span is not None:
         fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
