@@ -529,8 +529,10 @@ def cleanup_redis(redis_url: str, prefix: str) -> int:
 class Rig:
     """Fake upstream + gateway + account; `with Rig(...) as rig:` stops everything by PID at the end."""
 
-    def __init__(self, redis_url: str, chunks: int = 200, delay_ms: float = 0, workers: int = 1) -> None:
+    def __init__(self, redis_url: str, chunks: int = 200, delay_ms: float = 0, workers: int = 1,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.redis_url = redis_url
+        self.extra_env = extra_env or {}   # the gateway's own (scenario o: observability on / off)
         self.workers = workers
         self.chunks = chunks
         self.delay_ms = delay_ms
@@ -601,6 +603,7 @@ class Rig:
             "OPENAI_API_KEY": "x",
             "ANTHROPIC_BASE_URL": self.fake_base,
             "ANTHROPIC_API_KEY": "x",
+            **self.extra_env,
         }
         self.gateway = self._spawn(
             "gateway",
@@ -800,6 +803,95 @@ def run_scenario(
         out["gateway"] = measure(rig, rig.gateway.pid, gw_url, rig.gw_env(wire), conns, duration, warmup)
     print("   ", summary_line(out), flush=True)
     return out
+
+
+# (o): what metrics, the request log and tracing cost on the hot path (issue 17). The same build, a·0 load,
+# one gateway per variant started afresh, variants alternating round by round so a drift of the machine
+# spreads over all of them.
+O_VARIANTS = {
+    "off": {"GATEWAY_METRICS": "false", "GATEWAY_REQUEST_LOG": "false"},
+    "metrics + log": {},
+    "metrics + log + tracing": {"OTEL_EXPORTER_OTLP_ENDPOINT": ""},   # filled with the sink's URL
+}
+
+
+class _OtlpSink:
+    """Takes OTLP/HTTP exports and answers 200 (an empty ExportTraceServiceResponse), counting the bytes."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        sink = self
+        self.bytes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                sink.bytes += len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run_observability(redis_url: str, duration: float, warmup: float, rounds: int) -> dict[str, Any]:
+    sink = _OtlpSink()
+    out: dict[str, Any] = {"rounds": {name: [] for name in O_VARIANTS}, "sink_bytes": 0}
+    try:
+        for r in range(rounds):
+            for name, env in O_VARIANTS.items():
+                env = {k: (sink.url if k == "OTEL_EXPORTER_OTLP_ENDPOINT" else v) for k, v in env.items()}
+                with Rig(redis_url, extra_env=env) as rig:
+                    assert rig.gateway is not None
+                    url = rig.gw_base + "/v1/chat/completions"
+                    problem = preflight(url, rig.bodies["openai"], rig.key, "choices")
+                    if problem:
+                        raise BenchError(f"(o) {name}: gateway preflight failed: {problem}")
+                    print(f"[o] round {r + 1}/{rounds}: {name}: 64 conn, delay 0, {duration:g} s ...", flush=True)
+                    res = measure(rig, rig.gateway.pid, url, rig.gw_env("openai"), 64, duration, warmup)
+                    print(f"    CPU {res['cpu_ms']:.4f} ms/req, {res['rps']:,.0f} req/s", flush=True)
+                    out["rounds"][name].append(res)
+    finally:
+        out["sink_bytes"] = sink.bytes
+        sink.close()
+    return out
+
+
+def observability_lines(o: dict[str, Any]) -> list[str]:
+    rounds = o["rounds"]
+    base = [x["cpu_ms"] for x in rounds["off"]]
+    base_mean = sum(base) / len(base) if base else 0.0
+    lines = [
+        ("Observability (o): a · pass-through gpt-4o-mini · 64 conn · delay 0, one fresh gateway per variant "
+         "and round, variants alternating; *vs off* compares the means of CPU ms/req."),
+        "",
+        row(["variant", "CPU ms/req per round", "CPU ms/req mean", "vs off", "req/s mean", "p50 ms mean",
+             "p99 ms mean", "other CPU % max"]),
+        row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"]),
+    ]
+    for name, results in rounds.items():
+        if not results:
+            continue
+        cpu = [x["cpu_ms"] for x in results]
+        mean = sum(cpu) / len(cpu)
+        vs = f"{(mean / base_mean - 1) * 100:+.1f} %" if base_mean and name != "off" else ""
+        lines.append(row([name, " / ".join(f"{c:.4f}" for c in cpu), f"{mean:.4f}", vs,
+                          f"{sum(x['rps'] for x in results) / len(results):,.0f}",
+                          f"{sum(x['p50'] for x in results) / len(results):.2f}",
+                          f"{sum(x['p99'] for x in results) / len(results):.2f}",
+                          other_cell(max(x["other_cpu"] for x in results))]))
+    lines += ["", f"OTLP bytes the sink received while tracing: {o['sink_bytes']:,}", ""]
+    return lines
 
 
 WORKER_CAP = 0.45  # (w): the CPU each worker is given, in cores; two of them fit on core 1 together
@@ -1234,6 +1326,8 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
         lines.append("")
     if "w" in results:
         lines += render_workers(results["w"]["runs"])
+    if "o" in results:
+        lines += observability_lines(results["o"])
     others = [
         x["other_cpu"]
         for r in results.values()
@@ -1305,9 +1399,9 @@ def append_results(out: Path, section: str) -> None:
 
 def cmd_load(args: argparse.Namespace) -> int:
     wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "w"}
+    unknown = wanted - {"a", "b", "c", "d", "w", "o"}
     if unknown:
-        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,w")
+        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,w,o")
     ensure_wrk()
     with redis_for(args.redis_url) as redis_url:
         return load(args, redis_url, wanted)
@@ -1318,7 +1412,7 @@ def load(args: argparse.Namespace, redis_url: str, wanted: set[str]) -> int:
     m = machine_info(redis_version)
     results: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
-    if wanted - {"w"}:  # w starts gateways of its own
+    if wanted - {"w", "o"}:  # w and o start gateways of their own
         with Rig(redis_url, chunks=args.chunks) as rig:
             print(
                 f"fake upstream pid {rig.fake.pid} at {rig.fake_base}, gateway pid {rig.gateway.pid} at "  # type: ignore[union-attr]
@@ -1332,6 +1426,8 @@ def load(args: argparse.Namespace, redis_url: str, wanted: set[str]) -> int:
                 results["d"] = run_streaming(rig, args.stream_requests)
     if "w" in wanted:
         results["w"] = run_workers(redis_url, args.duration, args.warmup)
+    if "o" in wanted:
+        results["o"] = run_observability(redis_url, args.duration, args.warmup, args.o_rounds)
     section = render_run(results, m, args)
     print()
     print(section)
@@ -1500,7 +1596,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--warmup", type=float, default=2, help="unmeasured seconds before each measurement (default 2)"
     )
-    ap.add_argument("--scenarios", default="a,b,c,d,w", help="subset of a,b,c,d,w (default all)")
+    ap.add_argument("--scenarios", default="a,b,c,d,w",
+                    help="subset of a,b,c,d,w,o (default a,b,c,d,w; o: a·0 with metrics and the request log off, "
+                    "on, and with tracing too, in alternating rounds)")
+    ap.add_argument("--o-rounds", type=int, default=3, help="rounds of each variant in (o) (default 3)")
     ap.add_argument("--stream-requests", type=int, default=200, help="sequential streaming requests in (d)")
     ap.add_argument("--chunks", type=int, default=200, help="content chunks per streamed answer in (d)")
     ap.add_argument(

@@ -215,6 +215,23 @@ class GatewayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def begin_shutdown(self) -> None:
+        """The server stops accepting (SIGTERM; called by the HTTP protocol as uvicorn shuts down): /readyz
+        answers 503 from now on; requests and streams in flight get `server.shutdown_grace_s` to finish,
+        then the streams still running are ended with an error event, each settled for what it produced."""
+        if self.obs.shutting_down:
+            return
+        self.obs.shutting_down = True
+        grace = self.config.settings.shutdown_grace_s
+        log.info("shutting down: %d requests in flight get %g s to finish", self.obs.in_flight(), grace)
+        asyncio.get_running_loop().call_later(grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        n = sum(gen.paid.stop_streams() for gen in (self.gen, *self._old))  # a reload's old streams too
+        if n:
+            log.warning("shutdown grace period over: %d streams ended with an error event (billed for what they "
+                        "produced)", n)
+
     async def startup(self) -> None:
         return_freed_memory()
         await self.redis.ping()

@@ -30,6 +30,7 @@ from gateway.reload import run_coordinator, run_publish_start
 from gateway.store.connection import data_dir, embedded_redis_for
 
 log = logging.getLogger("gateway.http.serve")
+SHUTDOWN_MARGIN_S = 10.0   # beyond server.shutdown_grace_s: to end the streams, settle them and close
 
 
 def configure_logging(level: str = "info", fmt: str | None = None) -> None:
@@ -58,13 +59,14 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     os.environ["GATEWAY_LOG_FORMAT"] = s.observability.log_format   # what the workers log in
     configure_logging(s.log_level)
     raise_fd_limit()
-    embedded = embedded_redis_for(config)
+    embedded = embedded_redis_for(config, die_with_parent=True)
     if embedded is not None:
         os.environ["REDIS_URL"] = embedded.url
     else:
         log.info("using Redis at %s", _redact(s.redis_url))
     os.environ["GATEWAY_ROOT"] = config.root
     os.environ["GATEWAY_LOG_LEVEL"] = s.log_level  # what the workers log at
+    os.environ["GATEWAY_SHUTDOWN_GRACE_S"] = str(s.shutdown_grace_s)   # ... and how long they drain
     n = workers or s.workers
     host, port = host or s.host, port or s.port
     redis_url = os.environ.get("REDIS_URL") or s.redis_url
@@ -81,6 +83,7 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     # with the default action that would skip the `finally` below and leave the embedded redis-server
     # running. Turn that last SIGTERM into a normal exit instead.
     signal.signal(signal.SIGTERM, _exit_normally)
+    signal.signal(signal.SIGHUP, _exit_normally)   # a closed terminal stops the service cleanly too
     metrics_dir = None
     try:
         if n > 1:  # each worker writes its figures here; the one a scrape reaches adds them up
@@ -92,7 +95,8 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
                 result = run_coordinator(redis_url, s.redis_prefix, config.root, "SIGHUP")
                 log.info("reload: %s", result.get("message", result))
 
-            return Supervisor(n, run_worker, host, port, on_reload=reload_all).run()
+            return Supervisor(n, run_worker, host, port, on_reload=reload_all,
+                              stop_timeout=s.shutdown_grace_s + SHUTDOWN_MARGIN_S).run()
         os.environ["GATEWAY_RELOAD_IN_PROCESS"] = "1"  # the one process coordinates its own reload on SIGHUP
         server = uvicorn.Server(_uvicorn_config(host, port, s.log_level))
         server.run()
@@ -141,11 +145,15 @@ class _ReadyServer(uvicorn.Server):
 
 
 def _uvicorn_config(host: str, port: int, log_level: str) -> uvicorn.Config:
+    # SIGTERM: the app ends what still streams once its grace period is over (GatewayApp.begin_shutdown);
+    # uvicorn cancels whatever is left a margin later, so a stuck request cannot hold the exit forever
+    grace = float(os.environ.get("GATEWAY_SHUTDOWN_GRACE_S", "30"))
     return uvicorn.Config("gateway.http.serve:create_app", factory=True, host=host, port=port,
                           loop="uvloop", lifespan="on",
                           http="gateway.http.server_protocol:HttpProtocol",  # ours: cheaper per request than uvicorn's
                           access_log=False, log_level=log_level, timeout_keep_alive=30,
                           log_config=None,  # uvicorn's lines go through our handler (JSON or text) too
+                          timeout_graceful_shutdown=int(grace + SHUTDOWN_MARGIN_S) + 1,  # whole seconds
                           proxy_headers=False, server_header=False)
 
 

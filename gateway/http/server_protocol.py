@@ -200,7 +200,11 @@ class HttpProtocol(asyncio.Protocol):
         self.drain = None
 
     def shutdown(self) -> None:
-        """Graceful shutdown (uvicorn): close now if idle, else after the answer in flight."""
+        """Graceful shutdown (uvicorn): close now if idle, else after the answer in flight. The app is told
+        first (its `begin_shutdown`, once: readiness, the grace period of streams)."""
+        hook = _shutdown_hook_of(self.app)
+        if hook is not None:
+            hook()
         if self.current is None or self.current.complete:
             self.transport.close()  # type: ignore[union-attr]  # connected
         else:
@@ -492,6 +496,18 @@ def _limits_of(app: Any) -> ServerLimits:
         if app is None:
             break
     return DEFAULT_LIMITS
+
+
+def _shutdown_hook_of(app: Any) -> Any:
+    """The app's `begin_shutdown` (through wrappers that keep an `app` attribute), else None."""
+    for _ in range(8):
+        hook = getattr(app, "begin_shutdown", None)
+        if hook is not None:
+            return hook
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return None
 
 
 _caps: dict[ServerLimits, int] = {}

@@ -86,10 +86,11 @@ class Supervisor:
     `target` serves on a `reuseport_socket(host, port)` of its own and sets `ready` once it accepts."""
 
     def __init__(self, n: int, target: Callable[[str, int, Event], None], host: str, port: int,
-                 on_reload: Callable[[], None] | None = None) -> None:
+                 on_reload: Callable[[], None] | None = None, stop_timeout: float = STOP_TIMEOUT) -> None:
         if not hasattr(socket, "SO_REUSEPORT"):
             raise WorkersError("--workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS); run one worker per port")
         self.n, self.target, self.host, self.port = n, target, host, port
+        self.stop_timeout = stop_timeout  # a worker's own grace period and then some
         self._ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker, no forked state
         self._slots: list[_Slot] = []
         self._stopping = False
@@ -184,10 +185,10 @@ class Supervisor:
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 proc.terminate()  # SIGTERM: uvicorn's graceful shutdown in the worker
-        deadline = time.monotonic() + STOP_TIMEOUT
+        deadline = time.monotonic() + self.stop_timeout
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
-                log.warning("worker %d did not stop in %.0f s; killing it", proc.pid, STOP_TIMEOUT)
+                log.warning("worker %d did not stop in %.0f s; killing it", proc.pid, self.stop_timeout)
                 proc.kill()
                 proc.join(5)

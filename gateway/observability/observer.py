@@ -76,15 +76,20 @@ class Observer:
         METRICS.enabled = o.metrics
         METRICS.config_loaded(config_version(config))
 
+    @staticmethod
+    def in_flight() -> int:
+        return METRICS.in_flight
+
     # -- per request ---------------------------------------------------------------------------------------
 
     def start(self, scope: Scope, send: Send, request_id: str, endpoint: str, own_id: bool) -> RequestRecord:
-        client_id = ""
+        client_id, auth = "", None
         for name, value in scope["headers"]:   # inline: per request (most clients send no x-request-id)
-            if name == b"x-request-id":
+            if name == b"authorization":
+                auth = value
+            elif name == b"x-request-id":
                 client_id = client_request_id(value)
-                break
-        rec = RequestRecord(scope, send, request_id, client_id, endpoint, own_id)
+        rec = RequestRecord(scope, send, request_id, client_id, endpoint, own_id, auth)
         scope[RECORD] = rec
         METRICS.in_flight += 1
         if self.tracing is not None:

@@ -31,14 +31,15 @@ def client_request_id(value: bytes | None) -> str:
 
 
 class RequestRecord:
-    __slots__ = ("_send", "caller", "client_id", "cost_nano", "cut", "endpoint", "error_type", "fallback",
+    __slots__ = ("_send", "auth", "caller", "client_id", "cost_nano", "cut", "endpoint", "error_type", "fallback",
                  "first_byte", "model", "own_id_set", "provider", "request_id", "scope", "span", "started",
                  "status", "stream", "t_admit", "t_settle", "t_settled", "t_upstream", "upstream_head", "upstream_s",
                  "usage")
 
     def __init__(self, scope: MutableMapping[str, Any], send: Send, request_id: str, client_id: str, endpoint: str,
-                 own_id_set: bool) -> None:
+                 own_id_set: bool, auth: bytes | None = None) -> None:
         self.started = perf_counter()
+        self.auth = auth                 # the Authorization header (the log line shows its public prefix)
         self.scope = scope
         self._send = send
         self.request_id = request_id     # ours (req_...): billing, history, the error messages

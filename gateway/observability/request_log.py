@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -32,14 +31,21 @@ class RequestLog:
         self._lines: list[bytes] = []
         self._armed = False
         self._second = -1
+        self._ms = -1
+        self._date = ""
         self._stamp = ""
 
     def _time(self, now: float) -> str:
-        sec = int(now)
-        if sec != self._second:  # the date part once a second
-            self._second = sec
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
+        """ISO 8601 UTC to the millisecond, formatted once per millisecond (many lines share one under load)."""
+        ms = int(now * 1000)
+        if ms != self._ms:
+            self._ms = ms
+            sec = ms // 1000
+            if sec != self._second:  # the date part once a second
+                self._second = sec
+                self._date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            self._stamp = "%s.%03dZ" % (self._date, ms % 1000)  # noqa: UP031  (cheaper than an f-string spec)
+        return self._stamp
 
     def write(self, rec: RequestRecord, duration_s: float) -> None:
         fields = line_fields(rec, duration_s, self._time(time.time()))
@@ -73,44 +79,50 @@ class RequestLog:
             pass
 
 
-def key_prefix(scope: MutableMapping[str, Any]) -> str:
+def key_prefix(authorization: bytes | None) -> str | None:
     """The public part of the caller's token (bt_ + its 8-letter prefix), never the secret after it."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            token = value.partition(b" ")[2].strip()
-            if token.startswith(b"bt_") and len(token) > 12 and token[11:12] == b"_":
-                return token[:11].decode("ascii", "replace")
-            return ""
-    return ""
+    if authorization is None:
+        return None
+    token = authorization[7:].strip()   # after "Bearer "
+    if token[:3] == b"bt_" and token[11:12] == b"_":
+        return token[:11].decode("ascii", "replace")
+    return None
 
 
 def line_fields(rec: RequestRecord, duration_s: float, when: str) -> dict[str, Any]:
+    """The line as a mapping (every key always there, null when it does not apply: one shape to query)."""
     caller = rec.caller
     usage = rec.usage
     up = rec.upstream_s
     scope = rec.scope
+    if caller is not None:
+        account, key, prefix, cost = caller.account_id, caller.key_id, key_prefix(rec.auth), rec.cost_nano / 1e9
+    else:
+        account = key = prefix = cost = None
+    if usage is not None:
+        tin, tout, tcached, treason = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                                       usage.reasoning_tokens)
+    else:
+        tin = tout = tcached = treason = None
+    # milliseconds to 2 decimals by integer arithmetic (round() costs more than the rest of a field)
+    if up >= 0:
+        upstream, overhead = int(up * 100_000) / 100, int((duration_s - up) * 100_000) / 100
+    else:
+        upstream, overhead = None, int(duration_s * 100_000) / 100
     fields: dict[str, Any] = {
         "time": when, "level": "info", "logger": "gateway.request",
         "request_id": rec.request_id, "client_request_id": rec.client_id or None,
-        "method": scope.get("method"), "path": scope.get("path", "")[:200], "endpoint": rec.endpoint,
-        "account_id": caller.account_id if caller is not None else None,
-        "key_id": caller.key_id if caller is not None else None,
-        "key_prefix": key_prefix(scope) if caller is not None else None,
+        "method": scope["method"], "path": scope["path"][:200], "endpoint": rec.endpoint,
+        "account_id": account, "key_id": key, "key_prefix": prefix,
         "model": rec.model or None, "provider": rec.provider or None,
         "status": rec.status, "error_type": rec.error_type or None,
-        "input_tokens": usage.input_tokens if usage is not None else None,
-        "output_tokens": usage.output_tokens if usage is not None else None,
-        "cached_tokens": usage.cached_input_tokens if usage is not None else None,
-        "reasoning_tokens": usage.reasoning_tokens if usage is not None else None,
-        "cost_usd": rec.cost_nano / 1e9 if rec.caller is not None else None,
-        "duration_ms": round(duration_s * 1000, 2),
-        "upstream_ms": round(up * 1000, 2) if up >= 0 else None,
-        "overhead_ms": round((duration_s - up if up >= 0 else duration_s) * 1000, 2),
-        "stream": rec.stream, "cut": rec.cut or None, "fallback": rec.fallback or None,
+        "input_tokens": tin, "output_tokens": tout, "cached_tokens": tcached, "reasoning_tokens": treason,
+        "cost_usd": cost, "duration_ms": int(duration_s * 100_000) / 100, "upstream_ms": upstream,
+        "overhead_ms": overhead, "stream": rec.stream, "cut": rec.cut or None, "fallback": rec.fallback or None,
     }
     ttft = rec.ttft_s
     if ttft >= 0:
-        fields["ttft_ms"] = round(ttft * 1000, 2)
+        fields["ttft_ms"] = int(ttft * 100_000) / 100
     span = rec.span
     if span is not None:
         fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"

@@ -45,6 +45,7 @@ from gateway.translate.stream import StreamFailed
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.proxy.paid_call")
+SHUTDOWN_MESSAGE = "the gateway is shutting down; the answer was cut here and billed for what was produced"
 
 
 class PaidRequest:
@@ -103,6 +104,15 @@ class PaidCalls:
         self._large = large
         self._slots = key_slots
         self._can_spend = can_spend
+        self._relays: set[asyncio.Task[str | None]] = set()   # streams being relayed (stopped at shutdown)
+
+    def stop_streams(self) -> int:
+        """The shutdown's grace period is over: end every stream still relayed with an error event (each is
+        settled for what it produced, as a cut stream). Returns how many there were."""
+        relays = list(self._relays)
+        for relay in relays:
+            relay.cancel(SHUTDOWN_MESSAGE)
+        return len(relays)
 
     async def __call__(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send, request_id: str,
                        params: dict[str, str]) -> Outcome | None:
@@ -230,17 +240,23 @@ class PaidCalls:
                    *rate_headers(ticket.admission)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         relay = asyncio.ensure_future(relay_stream(call, send))
+        relays = self._relays
+        relays.add(relay)
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-        cut, error = False, None
+        cut, error, stopped = False, None, False
         try:
             done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if relay in done:
+            if relay in done and relay.cancelled():  # stopped at the end of the shutdown's grace period
+                error, stopped = SHUTDOWN_MESSAGE, True
+                METRICS.shutdown_cut_streams += 1
+            elif relay in done:
                 error = relay.result()
             else:  # the client went away: stop reading and close the upstream connection at once
                 cut = True
                 relay.cancel()
                 await asyncio.gather(relay, return_exceptions=True)
         finally:
+            relays.discard(relay)
             METRICS.streams_in_flight -= 1
             watcher.cancel()
             if cut or error is not None:
@@ -250,13 +266,14 @@ class PaidCalls:
             if rec is not None:  # the provider's time goes on to the stream's end
                 rec.upstream_time(opened)
                 if cut or error is not None:
-                    rec.cut = "client" if cut else "provider"
-                    rec.error_type = "caller_disconnected" if cut else "provider_stream_broken"
+                    rec.cut = "client" if cut else "shutdown" if stopped else "provider"
+                    rec.error_type = ("caller_disconnected" if cut else "gateway_shutdown" if stopped
+                                      else "provider_stream_broken")
             source = call.source
             complete = not cut and error is None and source.usage is not None
             usage = source.usage if complete else estimate(len(req.raw), source.out_chars, source.usage)
             outcome = Outcome(200, call.provider, usage, error or ("client disconnected mid-stream" if cut else ""))
-            settling = self._billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut else {})})
+            settling = self._billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut or stopped else {})})
             if rec is not None:
                 rec.t_settle = perf_counter()
             try:  # as for a whole answer: the settlement is on the wire before the end of the stream

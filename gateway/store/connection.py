@@ -9,8 +9,10 @@ hot path's own client (gateway.store.scripts) goes cluster-aware too. A unix soc
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -61,7 +63,9 @@ class EmbeddedRedis:
         except redis.RedisError:
             return False
 
-    def start(self) -> EmbeddedRedis:
+    def start(self, die_with_parent: bool = False) -> EmbeddedRedis:
+        """`die_with_parent`: the server gets SIGTERM when this process dies, however it dies (`gateway
+        serve`: the embedded Redis stops with the gateway, even after kill -9)."""
         if self._alive():
             log.info("using the embedded Redis already running at %s", self.socket)
             return self
@@ -74,7 +78,8 @@ class EmbeddedRedis:
                 "--logfile", str(self.dir / "redis.log"), "--pidfile", str(self.dir / "redis.pid"),
                 "--daemonize", "no"]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True)
+                                      stderr=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=_die_with_parent if die_with_parent else None)  # noqa: PLW1509  (gateway serve, before any thread)
         deadline = time.monotonic() + 10
         while not self._alive():
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -155,8 +160,21 @@ def journal_dir(config: Config) -> Path:
     return data_dir(config) / "journal"
 
 
-def embedded_redis_for(config: Config) -> EmbeddedRedis | None:
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the redis-server child before it runs (Linux): the kernel sends it SIGTERM (a clean SHUTDOWN, the
+    AOF flushed) when the gateway that started it dies, however it dies (kill -9 included)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: stop() at the gateway's exit is all there is
+        pass
+
+
+def embedded_redis_for(config: Config, die_with_parent: bool = False) -> EmbeddedRedis | None:
     """Start (or reuse) the embedded Redis when no REDIS_URL is configured."""
     if config.settings.redis_url:
         return None
-    return EmbeddedRedis(data_dir(config)).start()
+    return EmbeddedRedis(data_dir(config)).start(die_with_parent)
