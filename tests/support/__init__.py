@@ -26,17 +26,34 @@ WIRE_RESPONSE_SCHEMA = {
     ("anthropic", "chat"): ("anthropic", "Message"),
     ("gemini", "chat"): ("gemini", "GenerateContentResponse"),
     ("gemini", "image"): ("gemini", "GenerateContentResponse"),
+    ("anthropic", "messages"): ("anthropic", "Message"),
+    ("gemini", "generate"): ("gemini", "GenerateContentResponse"),
 }
+# a wire's answers recorded for one operation that another operation gets too (its client's own API)
+SAME_ANSWERS = {("anthropic", "chat"): ("messages",), ("gemini", "chat"): ("generate",)}
 # the OpenAI schema a client's answer on each endpoint must satisfy
-CLIENT_SCHEMA = {"chat": "CreateChatCompletionResponse", "responses": "Response",
-                 "completion": "CreateCompletionResponse", "image": "ImagesResponse"}
+CLIENT_SCHEMA = {"chat": ("openai", "CreateChatCompletionResponse"), "responses": ("openai", "Response"),
+                 "completion": ("openai", "CreateCompletionResponse"), "image": ("openai", "ImagesResponse"),
+                 "messages": ("anthropic", "Message"), "generate": ("gemini", "GenerateContentResponse")}
+# the schema of what a client sends to each endpoint (the request fixtures are checked against it too)
+CLIENT_REQUEST_SCHEMA = {"chat": ("openai", "CreateChatCompletionRequest"), "responses": ("openai", "CreateResponse"),
+                         "completion": ("openai", "CreateCompletionRequest"), "image": ("openai", "CreateImageRequest"),
+                         "messages": ("anthropic", "CreateMessageParams"),
+                         "generate": ("gemini", "GenerateContentRequest")}
+# the smallest request of each endpoint (answers are translated back for it)
+MINIMAL_REQUEST = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "responses": {"input": "hi"},
+                   "completion": {"prompt": "hi"}, "image": {"prompt": "hi"},
+                   "messages": {"max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]},
+                   "generate": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}}
 REQUEST_SCHEMA = {("openai", "chat"): ("openai", "CreateChatCompletionRequest"),
                   ("openai", "responses"): ("openai", "CreateResponse"),
                   ("openai", "completion"): ("openai", "CreateCompletionRequest"),
                   ("openai", "image"): ("openai", "CreateImageRequest"),
                   ("anthropic", "chat"): ("anthropic", "CreateMessageParams"),
                   ("gemini", "chat"): ("gemini", "GenerateContentRequest"),
-                  ("gemini", "image"): ("gemini", "GenerateContentRequest")}
+                  ("gemini", "image"): ("gemini", "GenerateContentRequest"),
+                  ("anthropic", "messages"): ("anthropic", "CreateMessageParams"),
+                  ("gemini", "generate"): ("gemini", "GenerateContentRequest")}
 
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
