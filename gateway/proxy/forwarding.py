@@ -18,7 +18,14 @@ import orjson
 from jinja2 import TemplateError
 
 from gateway.config.model import Config, Provider
-from gateway.errors import ERROR_SHAPES, BadRequest, GatewayError, RateLimited, UpstreamUnavailable, error_for_status
+from gateway.errors import (
+    ERROR_SHAPES,
+    BadRequest,
+    GatewayError,
+    RateLimited,
+    UpstreamUnavailable,
+    error_for_status,
+)
 from gateway.http.upstreams import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.proxy.endpoints import Plan
 from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, INLINE_TRANSLATE_BYTES, LargeBodies

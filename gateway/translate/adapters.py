@@ -12,7 +12,14 @@ from typing import Any
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
-from gateway.translate.stream_adapters import ChatToGenerate, ChatToMessages, ChatToResponses, ChatToText, ResponsesToChat, StreamSide
+from gateway.translate.stream_adapters import (
+    ChatToGenerate,
+    ChatToMessages,
+    ChatToResponses,
+    ChatToText,
+    ResponsesToChat,
+    StreamSide,
+)
 from gateway.translate.tree import Node, TreeError, compile_tree, new_context
 from gateway.translate.wire_operation import WireOperation
 from gateway.usage import Usage

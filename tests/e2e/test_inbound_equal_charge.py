@@ -53,8 +53,9 @@ def test_same_call_same_charge(provider: str, stream: bool, gateway, fakes) -> N
     for name, call in (("chat", _chat), ("messages", _messages), ("generate", _generate)):
         c = make_customer(gateway, usd="5")
         call(gateway.base_url, c.secret, model, stream)
-        entry = accounts_call(gateway, lambda acc: acc.history(c.account_id, 1))[0]
-        spent = accounts_call(gateway, lambda acc: acc.account(c.account_id)).spent
+        aid = c.account_id
+        entry = accounts_call(gateway, lambda acc, aid=aid: acc.history(aid, 1))[0]
+        spent = accounts_call(gateway, lambda acc, aid=aid: acc.account(aid)).spent
         assert entry["status"] == 200 and entry["cost"] == spent
         charges[name] = (entry["cost"], entry["in"], entry["out"], entry["endpoint"])
     costs = {name: v[:3] for name, v in charges.items()}

@@ -118,7 +118,7 @@ def test_count_tokens(provider: str, gateway, fakes, paying) -> None:
 
 
 def test_errors_raise_the_sdk_classes(gateway, paying) -> None:
-    c, client = paying
+    _, client = paying
     model = chat_model_for("anthropic")
     bad = anthropic.Anthropic(base_url=gateway.base_url, api_key="bt_" + "0" * 40, max_retries=0)
     with pytest.raises(anthropic.AuthenticationError) as auth_err:

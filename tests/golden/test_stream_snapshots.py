@@ -11,13 +11,11 @@ import orjson
 import pytest
 
 from gateway.http.sse import SSEParser
-from gateway.proxy.streaming import StreamFailed
-from tests.support.fakes.specs import validate
-from tests.support import FIXTURES
-from tests.support.snapshot_grid import CFG, PIPELINE, candidate, responses_only
-
 from gateway.proxy.endpoints import ENDPOINTS
-from tests.support import MINIMAL_REQUEST, SAME_ANSWERS
+from gateway.proxy.streaming import StreamFailed
+from tests.support import FIXTURES, MINIMAL_REQUEST, SAME_ANSWERS
+from tests.support.fakes.specs import validate
+from tests.support.snapshot_grid import CFG, PIPELINE, candidate, responses_only
 
 EVENT_SCHEMA = {"chat": ("openai", "CreateChatCompletionStreamResponse"), "completion": None,
                 "responses": ("openai", "ResponseStreamEvent"), "messages": ("anthropic", "MessageStreamEvent"),

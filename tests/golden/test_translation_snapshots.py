@@ -12,12 +12,21 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.proxy.endpoints import ENDPOINTS
 from gateway.http.upstreams import UpstreamReply
+from gateway.proxy.endpoints import ENDPOINTS
+from tests.support import (
+    CLIENT_REQUEST_SCHEMA,
+    CLIENT_SCHEMA,
+    MINIMAL_REQUEST,
+    REQUEST_SCHEMA,
+    SAME_ANSWERS,
+    WIRE_RESPONSE_SCHEMA,
+    load_json,
+    request_fixtures,
+    response_fixtures,
+)
 from tests.support.fakes.specs import validate
 from tests.support.snapshot_grid import CFG, PIPELINE, candidate, responses_only
-from tests.support import (CLIENT_REQUEST_SCHEMA, CLIENT_SCHEMA, MINIMAL_REQUEST, REQUEST_SCHEMA, SAME_ANSWERS,
-                           WIRE_RESPONSE_SCHEMA, load_json, request_fixtures, response_fixtures)
 
 # endpoints whose answers are snapshotted (a streaming twin or a free token count answers nothing new)
 ANSWERED = [name for name, e in ENDPOINTS.items() if e.billed != "free" and not e.stream]
