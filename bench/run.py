@@ -62,6 +62,15 @@ ANTHROPIC_DIRECT_BODY = {
     "messages": [{"role": "user", "content": USER_TEXT}],
 }
 STREAM_BODY = {**OPENAI_BODY, "stream": True}
+MESSAGES_GPT_BODY = {**ANTHROPIC_DIRECT_BODY, "model": "gpt-4o-mini"}   # the Messages API on a chat model
+
+# wire → (gateway path, gateway body, key the answer has; direct path, direct body, key the answer has)
+ROUTES = {
+    "openai": ("/v1/chat/completions", "openai", "choices", "/v1/chat/completions", "openai", "choices"),
+    "anthropic": ("/v1/chat/completions", "anthropic", "choices", "/v1/messages", "anthropic_direct", "content"),
+    "anthropic_messages": ("/v1/messages", "anthropic_direct", "content", "/v1/messages", "anthropic_direct", "content"),
+    "openai_messages": ("/v1/messages", "messages_gpt", "content", "/v1/chat/completions", "openai", "choices"),
+}
 
 # (id, group, title, wire, connections, upstream delay ms)
 SCENARIOS = [
@@ -70,6 +79,10 @@ SCENARIOS = [
     ("c", "c", "c · Anthropic translation claude-sonnet-4-5 · 64 conn · delay 0", "anthropic", 64, 0),
     ("a50", "a", "a · pass-through gpt-4o-mini · 64 conn · delay 50 ms", "openai", 64, 50),
     ("b50", "b", "b · pass-through gpt-4o-mini · 1 conn · delay 50 ms", "openai", 1, 50),
+    ("m", "m", "m · Messages API pass-through claude-sonnet-4-5 (/v1/messages) · 64 conn · delay 0",
+     "anthropic_messages", 64, 0),
+    ("mt", "m", "m · Messages API translated gpt-4o-mini (/v1/messages → chat) · 64 conn · delay 0",
+     "openai_messages", 64, 0),
 ]
 
 HEADER = f"""{HEADER_MARK}
@@ -108,6 +121,7 @@ Targets (printed beside the numbers, not asserted):
 |---|---|
 | gateway CPU ≤ 0.5 ms per request, full paid path, pass-through | a, delay 0, 64 conn |
 | gateway CPU ≤ 0.8 ms per request, Anthropic translation | c |
+| Messages API pass-through CPU within ±10% of chat pass-through (a0); translated ≤ c's CPU | m |
 | added p50 ≤ 1 ms (gateway p50 − direct p50) | b, delay 50 ms, 1 conn |
 | req/s ≥ 95% of direct and p99 ≤ 60 ms | every 64-connection row ¹ |
 | streaming added TTFB p50 ≤ 2 ms | d |
@@ -551,6 +565,7 @@ class Rig:
             ("anthropic", ANTHROPIC_CLIENT_BODY),
             ("anthropic_direct", ANTHROPIC_DIRECT_BODY),
             ("stream", STREAM_BODY),
+            ("messages_gpt", MESSAGES_GPT_BODY),
         ):
             p = self.tmp / f"{name}.json"
             p.write_text(json.dumps(body))
@@ -784,13 +799,11 @@ def run_scenario(
 ) -> dict[str, Any]:
     assert rig.gateway is not None and rig.fake is not None
     rig.set_delay(delay)
-    if wire == "openai":
-        direct_url, direct_body, expect = rig.fake_base + "/v1/chat/completions", "openai", "choices"
-    else:
-        direct_url, direct_body, expect = rig.fake_base + "/v1/messages", "anthropic_direct", "content"
-    gw_url = rig.gw_base + "/v1/chat/completions"
+    gw_path, gw_body, gw_expect, direct_path, direct_body, expect = ROUTES[wire]
+    direct_url = rig.fake_base + direct_path
+    gw_url = rig.gw_base + gw_path
     out: dict[str, Any] = {"id": sid}
-    problem = preflight(gw_url, rig.bodies[wire], rig.key, "choices")
+    problem = preflight(gw_url, rig.bodies[gw_body], rig.key, gw_expect)
     if problem:
         out["error"] = f"gateway preflight failed, no load sent: {problem}"
     print(f"[{sid}] direct: {conns} conn, delay {delay} ms, {duration:g} s ...", flush=True)
@@ -800,7 +813,7 @@ def run_scenario(
         )
     if not problem:
         print(f"[{sid}] gateway: {conns} conn, delay {delay} ms, {duration:g} s ...", flush=True)
-        out["gateway"] = measure(rig, rig.gateway.pid, gw_url, rig.gw_env(wire), conns, duration, warmup)
+        out["gateway"] = measure(rig, rig.gateway.pid, gw_url, rig.gw_env(gw_body), conns, duration, warmup)
     print("   ", summary_line(out), flush=True)
     return out
 
@@ -1399,9 +1412,9 @@ def append_results(out: Path, section: str) -> None:
 
 def cmd_load(args: argparse.Namespace) -> int:
     wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "w", "o"}
+    unknown = wanted - {"a", "b", "c", "d", "m", "w", "o"}
     if unknown:
-        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,w,o")
+        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,m,w,o")
     ensure_wrk()
     with redis_for(args.redis_url) as redis_url:
         return load(args, redis_url, wanted)
@@ -1596,8 +1609,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--warmup", type=float, default=2, help="unmeasured seconds before each measurement (default 2)"
     )
-    ap.add_argument("--scenarios", default="a,b,c,d,w",
-                    help="subset of a,b,c,d,w,o (default a,b,c,d,w; o: a·0 with metrics and the request log off, "
+    ap.add_argument("--scenarios", default="a,b,c,d,m,w",
+                    help="subset of a,b,c,d,m,w,o (default a,b,c,d,m,w; o: a·0 with metrics and the request log off, "
                     "on, and with tracing too, in alternating rounds)")
     ap.add_argument("--o-rounds", type=int, default=3, help="rounds of each variant in (o) (default 3)")
     ap.add_argument("--stream-requests", type=int, default=200, help="sequential streaming requests in (d)")

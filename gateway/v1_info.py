@@ -20,7 +20,12 @@ from gateway.store.accounts import Accounts, InvalidInput
 from gateway.store.ledger import Caller
 
 _DESCRIPTIONS = {"chat": "chat completions (main endpoint)", "responses": "Responses API in OpenAI's format",
-                 "completion": "text by prompt (text_completion)", "image": "image generation"}
+                 "completion": "text by prompt (text_completion)", "image": "image generation",
+                 "messages": "Anthropic's Messages API (x-api-key or Bearer), every chat model",
+                 "messages_count_tokens": "Messages API token count (free; an estimate for non-Claude models)",
+                 "generate": "Gemini API generateContent (x-goog-api-key or ?key=), every chat model",
+                 "stream_generate": "Gemini API streamGenerateContent (?alt=sse: SSE; else a JSON array)",
+                 "generate_count_tokens": "Gemini API token count (free; an estimate for non-Gemini models)"}
 
 
 def model_card(model: CatalogueModel) -> dict[str, Any]:

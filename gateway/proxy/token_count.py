@@ -72,7 +72,7 @@ class TokenCounts:
         body = parse_json_body(raw, self._settings.limits.max_json_depth)
         endpoint.check(body, self._settings.limits)
         decision = self._router.resolve(params["model"] if endpoint.model_in_path else body.get("model"), endpoint)
-        provider, plan = decision.candidates[0]
+        _, plan = decision.candidates[0]
         if not plan.adapters:  # the provider counts (fallbacks as for a paid call)
             answer = await self._forwarder.forward(decision, body, raw, request_id, _admitted, scope["headers"])
             await send_bytes(send, 200, answer.body, request_id, ((b"x-gateway-provider", answer.provider.encode()),))

@@ -12,7 +12,14 @@ from typing import Any
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
-from gateway.translate.stream_adapters import ChatToMessages, ChatToResponses, ChatToText, ResponsesToChat, StreamSide
+from gateway.translate.stream_adapters import (
+    ChatToGenerate,
+    ChatToMessages,
+    ChatToResponses,
+    ChatToText,
+    ResponsesToChat,
+    StreamSide,
+)
 from gateway.translate.tree import Node, TreeError, compile_tree, new_context
 from gateway.translate.wire_operation import WireOperation
 from gateway.usage import Usage
@@ -25,6 +32,7 @@ STREAM_SIDES: dict[str, type[StreamSide]] = {
     "responses_via_chat": ChatToResponses,
     "text_via_chat": ChatToText,
     "messages_via_chat": ChatToMessages,
+    "generate_via_chat": ChatToGenerate,
 }
 
 

@@ -189,6 +189,102 @@ def tool_call_base_id(call_id: Any) -> Any:
     return call_id.split(SIGNATURE_SEP, 1)[0] if isinstance(call_id, str) else call_id
 
 
+_SAFE_SEP = "__ts_"
+
+
+def safe_call_id(call_id: Any) -> Any:
+    """A tool call id for an API that allows only [A-Za-z0-9_-] in ids (the Messages API): a signature
+    carried inside it (to_tool_calls) is kept, as URL-safe base64 after `__ts_`."""
+    if isinstance(call_id, str) and SIGNATURE_SEP in call_id:
+        base, signature = call_id.split(SIGNATURE_SEP, 1)
+        return base + _SAFE_SEP + base64.urlsafe_b64encode(signature.encode()).decode().rstrip("=")
+    return call_id
+
+
+def chat_call_id(call_id: Any) -> Any:
+    """The tool call id safe_call_id made, as it was (its signature carried again)."""
+    if isinstance(call_id, str) and _SAFE_SEP in call_id:
+        base, packed = call_id.split(_SAFE_SEP, 1)
+        try:
+            signature = base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            return call_id
+        return f"{base}{SIGNATURE_SEP}{signature}"
+    return call_id
+
+
+def camel_keys(value: Any, opaque: Iterable[str] = ()) -> Any:
+    """A copy with every snake_case key in camelCase (an API that takes both spellings, read one way), not
+    descending into the values of `opaque` keys (user data: JSON schemas, function arguments)."""
+    skip = frozenset(opaque)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            out = {}
+            for k, x in v.items():
+                key = _camel(k) if isinstance(k, str) and "_" in k else k
+                out[key] = x if key in skip or k in skip else walk(x)
+            return out
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def lacks(items: Iterable[Mapping[str, Any]] | None, key: str) -> list:
+    """Items that do not carry `key` (or carry it as null)."""
+    return [i for i in items or () if i.get(key) is None]
+
+
+def paired_ids(turns: Iterable[Mapping[str, Any]] | None, parts_key: str, call_key: str, answer_key: str) -> list:
+    """Turns whose call parts (`call_key`: {name, id?}) and answer parts (`answer_key`: {name, id?}) all carry an
+    id: a call without one gets `call_<turn>_<part>`, an answer without one the id of the earliest call of its
+    name not answered yet (APIs that pair calls with their answers by name, for formats that pair by id)."""
+    waiting: dict[str, list[str]] = {}
+    out = []
+    for i, turn in enumerate(turns or ()):
+        parts = turn.get(parts_key) if isinstance(turn, dict) else None
+        if not isinstance(parts, list):
+            out.append(turn)
+            continue
+        new_parts = []
+        for j, part in enumerate(parts):
+            if isinstance(part, dict) and isinstance(part.get(call_key), dict):
+                call = dict(part[call_key])
+                call["id"] = call.get("id") or f"call_{i}_{j}"
+                waiting.setdefault(str(call.get("name")), []).append(call["id"])
+                part = {**part, call_key: call}
+            elif isinstance(part, dict) and isinstance(part.get(answer_key), dict):
+                answer = dict(part[answer_key])
+                queue = waiting.get(str(answer.get("name"))) or []
+                if answer.get("id") in queue:
+                    queue.remove(answer["id"])
+                elif not answer.get("id"):
+                    answer["id"] = queue.pop(0) if queue else f"call_{i}_{j}"
+                part = {**part, answer_key: answer}
+            new_parts.append(part)
+        out.append({**turn, parts_key: new_parts})
+    return out
+
+
+def lower_schema_types(schema: Any) -> Any:
+    """A schema whose `type` values are upper-case (OpenAPI's enum spelling: "OBJECT") in JSON Schema's
+    lower case, everywhere inside it."""
+    if isinstance(schema, dict):
+        return {k: (v.lower() if k == "type" and isinstance(v, str) else
+                    [x.lower() if isinstance(x, str) else x for x in v] if k == "type" and isinstance(v, list)
+                    else lower_schema_types(v)) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [lower_schema_types(x) for x in schema]
+    return schema
+
+
 def with_key(mapping: Mapping[Any, Any] | None, key: Any, value: Any) -> dict[Any, Any]:
     """A copy of `mapping` with one more entry (stream state is replaced, never mutated)."""
     out = dict(mapping or {})
@@ -311,6 +407,12 @@ FILTERS = {
     "estimate_tokens": estimate_tokens,
     "float32_base64": float32_base64,
     "where": where,
+    "safe_call_id": safe_call_id,
+    "camel_keys": camel_keys,
+    "lacks": lacks,
+    "paired_ids": paired_ids,
+    "lower_schema_types": lower_schema_types,
+    "chat_call_id": chat_call_id,
     "where_not": where_not,
     "has": has,
     "map_attr": map_attr,

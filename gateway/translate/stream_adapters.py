@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.translate.filters import chat_finish_reason
+from gateway.translate.filters import chat_finish_reason, safe_call_id
 from gateway.translate.stream import StreamFailed
 from gateway.translate.wire_operation import WireOperation
 from gateway.usage import Usage
@@ -247,7 +247,7 @@ class ChatToMessages(StreamSide):
                 idx = call.get("index", 0)
                 fn = call.get("function") or {}
                 if idx not in self._tools:
-                    out += self._begin({"type": "tool_use", "id": call.get("id") or f"toolu_{self._vars['rid']}_{idx}",
+                    out += self._begin({"type": "tool_use", "id": safe_call_id(call.get("id") or f"toolu_{self._vars['rid']}_{idx}"),
                                         "name": fn.get("name") or "", "input": {}}, False)
                     self._tools[idx] = self._next - 1
                 if fn.get("arguments"):
@@ -268,3 +268,46 @@ class ChatToMessages(StreamSide):
                               "cache_read_input_tokens": u["cache_read_input_tokens"], "server_tool_use": None}})
         out.append({"type": "message_stop"})
         return out
+
+
+class ChatToGenerate(StreamSide):
+    """chat.completion.chunk → GenerateContentResponse chunks (the Gemini API on a model whose provider speaks
+    chat): a chunk per text delta; function calls, which Gemini sends whole, once their arguments are complete,
+    in the last chunk with the finish reason and usageMetadata (built by the adapter's whole-body side)."""
+
+    def __init__(self, adapter: WireOperation, body: dict[str, Any], variables: dict[str, Any]) -> None:
+        self._adapter = adapter
+        self._body = body
+        self._vars = variables
+        self._calls: dict[tuple[int, int], dict[str, Any]] = {}   # (choice, call index) → the call so far
+        self._finish: dict[int, str] = {}
+
+    def convert(self, chunk: Item) -> list[Item]:
+        out: list[Item] = []
+        for c in chunk.get("choices") or ():
+            index = c.get("index", 0)
+            delta = c.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                out.append({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": index}],
+                            "modelVersion": self._vars["model"], "responseId": self._vars["rid"]})
+            for call in delta.get("tool_calls") or ():
+                fn = call.get("function") or {}
+                state = self._calls.setdefault((index, call.get("index", 0)), {
+                    "id": call.get("id") or f"call_{self._vars['rid']}_{len(self._calls)}", "type": "function",
+                    "function": {"name": fn.get("name") or "", "arguments": ""}})
+                state["function"]["arguments"] += fn.get("arguments") or ""
+            if c.get("finish_reason"):
+                self._finish[index] = c["finish_reason"]
+        return out
+
+    def finish(self, usage: Usage | None) -> list[Item]:
+        choices = []
+        for index in sorted({i for i, _ in self._calls} | set(self._finish) | {0}):
+            calls = [v for (i, _), v in sorted(self._calls.items()) if i == index]
+            for call in calls:
+                call["function"]["arguments"] = call["function"]["arguments"] or "{}"
+            choices.append({"index": index, "finish_reason": self._finish.get(index, "stop"),
+                            "message": {"role": "assistant", "content": None, **({"tool_calls": calls} if calls else {})}})
+        doc, _ = self._adapter.translate_response({"choices": choices}, self._body, self._vars, usage or Usage())
+        return [doc]

@@ -6,6 +6,7 @@ billing, history, errors (in Anthropic's shape, so the SDK raises its own except
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
 import httpx
@@ -118,7 +119,7 @@ def test_count_tokens(provider: str, gateway, fakes, paying) -> None:
 
 
 def test_errors_raise_the_sdk_classes(gateway, paying) -> None:
-    c, client = paying
+    _, client = paying
     model = chat_model_for("anthropic")
     bad = anthropic.Anthropic(base_url=gateway.base_url, api_key="bt_" + "0" * 40, max_retries=0)
     with pytest.raises(anthropic.AuthenticationError) as auth_err:
@@ -222,3 +223,30 @@ def test_raw_http_x_api_key_and_version(gateway, fakes) -> None:
     r = httpx.post(gateway.base_url + "/v1/messages", json={}, timeout=20)
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     assert json.loads(r.content)["type"] == "error"
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_client_disconnect_bills_what_was_sent(provider: str, gateway, fakes) -> None:
+    """A Messages stream the client cuts is billed like a chat stream cut: what was produced, estimated."""
+    c = make_customer(gateway, usd="5")
+    fake = fakes[provider]
+    fake.reply(text=" ".join(f"слово{i}" for i in range(60)), chunk_delay_ms=100)
+    with httpx.stream("POST", f"{gateway.base_url}/v1/messages", timeout=20, headers={"x-api-key": c.secret},
+                      json={"model": chat_model_for(provider), "max_tokens": 500, "stream": True,
+                            "messages": [{"role": "user", "content": "Count"}]}) as r:
+        got = 0
+        for line in r.iter_lines():
+            if line.startswith("event: content_block_delta"):
+                got += 1
+                if got == 3:
+                    break  # leaving the block closes the connection
+    deadline = time.monotonic() + 5
+    entries: list[dict] = []
+    while time.monotonic() < deadline and not entries:
+        entries = accounts_call(gateway, lambda acc: acc.history(c.account_id, 5))
+        time.sleep(0.05)
+    [entry] = entries
+    assert entry["cut"] == 1 and entry["stream"] == 1 and entry["estimated"] == 1
+    assert entry["cost"] > 0 and entry["in"] > 0 and entry["ms"] < 4000
+    acct = accounts_call(gateway, lambda acc: acc.account(c.account_id))
+    assert acct.spent == entry["cost"] and acct.reserved == 0

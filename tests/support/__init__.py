@@ -30,11 +30,30 @@ WIRE_RESPONSE_SCHEMA = {
     ("openai", "embedding"): ("openai", "CreateEmbeddingResponse"),
     ("gemini", "embedding"): ("gemini", "BatchEmbedContentsResponse"),
     ("gemini", "speech"): ("gemini", "GenerateContentResponse"),
+    ("anthropic", "messages"): ("anthropic", "Message"),
+    ("gemini", "generate"): ("gemini", "GenerateContentResponse"),
 }
+# a wire's answers recorded for one operation that another operation gets too (its client's own API)
+SAME_ANSWERS = {("anthropic", "chat"): ("messages",), ("gemini", "chat"): ("generate",)}
 # the OpenAI schema a client's answer on each endpoint must satisfy
-CLIENT_SCHEMA = {"chat": "CreateChatCompletionResponse", "responses": "Response",
-                 "completion": "CreateCompletionResponse", "image": "ImagesResponse",
-                 "embedding": "CreateEmbeddingResponse"}
+CLIENT_SCHEMA = {"chat": ("openai", "CreateChatCompletionResponse"), "responses": ("openai", "Response"),
+                 "completion": ("openai", "CreateCompletionResponse"), "image": ("openai", "ImagesResponse"),
+                 "embedding": ("openai", "CreateEmbeddingResponse"),
+                 "messages": ("anthropic", "Message"), "generate": ("gemini", "GenerateContentResponse")}
+# the schema of what a client sends to each endpoint (the request fixtures are checked against it too)
+CLIENT_REQUEST_SCHEMA = {"chat": ("openai", "CreateChatCompletionRequest"), "responses": ("openai", "CreateResponse"),
+                         "completion": ("openai", "CreateCompletionRequest"), "image": ("openai", "CreateImageRequest"),
+                         "embedding": ("openai", "CreateEmbeddingRequest"),
+                         "moderation": ("openai", "CreateModerationRequest"),
+                         "speech": ("openai", "CreateSpeechRequest"),
+                         "messages": ("anthropic", "CreateMessageParams"),
+                         "generate": ("gemini", "GenerateContentRequest")}
+# the smallest request of each endpoint (answers are translated back for it)
+MINIMAL_REQUEST = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "responses": {"input": "hi"},
+                   "completion": {"prompt": "hi"}, "image": {"prompt": "hi"},
+                   "embedding": {"input": ["hello world", "hi"], "encoding_format": "float"},
+                   "messages": {"max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]},
+                   "generate": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}}
 REQUEST_SCHEMA = {("openai", "chat"): ("openai", "CreateChatCompletionRequest"),
                   ("openai", "responses"): ("openai", "CreateResponse"),
                   ("openai", "completion"): ("openai", "CreateCompletionRequest"),
@@ -46,7 +65,9 @@ REQUEST_SCHEMA = {("openai", "chat"): ("openai", "CreateChatCompletionRequest"),
                   ("openai", "moderation"): ("openai", "CreateModerationRequest"),
                   ("openai", "speech"): ("openai", "CreateSpeechRequest"),
                   ("gemini", "embedding"): ("gemini", "BatchEmbedContentsRequest"),
-                  ("gemini", "speech"): ("gemini", "GenerateContentRequest")}
+                  ("gemini", "speech"): ("gemini", "GenerateContentRequest"),
+                  ("anthropic", "messages"): ("anthropic", "CreateMessageParams"),
+                  ("gemini", "generate"): ("gemini", "GenerateContentRequest")}
 
 
 def __getattr__(name: str) -> Any:
