@@ -290,3 +290,75 @@ def test_transcription_bad_uploads(gateway, fakes, paying) -> None:
     with pytest.raises(openai.BadRequestError):   # the SDK: an unknown model kind for this endpoint
         client.audio.transcriptions.create(model="tts-1", file=("a.wav", wav_bytes(0.1), "audio/wav"))
     assert fakes["openai"].requests == [] and spent(gateway, c.account_id) == 0
+
+
+# ---------------------------------------------------------------- image edits and variations
+
+def png(color: tuple[int, int, int] = (0, 128, 255)) -> bytes:
+    from tests.support.fakes.common import _png
+    return _png(4, 4, (*color, 255))
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1", "dall-e-2"])
+def test_image_edit_openai(model: str, gateway, fakes, paying) -> None:
+    c, client = paying
+    kwargs = {"mask": ("mask.png", png((0, 0, 0)), "image/png")} if model == "dall-e-2" else {}
+    images = ("a.png", png(), "image/png") if model == "dall-e-2" else [("a.png", png(), "image/png"),
+                                                                         ("b.png", png((9, 9, 9)), "image/png")]
+    r = client.images.edit(model=model, image=images, prompt="Add a hat", n=1, size="1024x1024", **kwargs)
+    assert len(r.data) == 1 and base64.b64decode(r.data[0].b64_json).startswith(b"\x89PNG")
+    sent = fakes["openai"].last
+    assert sent.path == "/v1/images/edits" and sent.body["prompt"] == "Add a hat"
+    assert fakes["openai"].spec_errors == [] and fakes["openai"].response_spec_errors == []
+    entry = history(gateway, c.account_id)[0]
+    assert entry["endpoint"] == "/v1/images/edits" and entry["images"] == 1
+    assert entry["cost"] == spent(gateway, c.account_id) > 0
+    if model == "dall-e-2":
+        assert entry["cost"] == 20_000_000   # $0.02 for 1024x1024
+
+
+def test_image_variation_dalle2(gateway, fakes, paying) -> None:
+    c, client = paying
+    r = client.images.create_variation(model="dall-e-2", image=("a.png", png(), "image/png"), n=2, size="256x256")
+    assert len(r.data) == 2
+    assert fakes["openai"].last.path == "/v1/images/variations" and fakes["openai"].spec_errors == []
+    assert history(gateway, c.account_id)[0]["cost"] == 2 * 16_000_000 == spent(gateway, c.account_id)
+    with pytest.raises(openai.BadRequestError):   # Gemini's image models have no variations
+        client.images.create_variation(model="gemini-2.5-flash-image", image=("a.png", png(), "image/png"))
+
+
+def test_image_edit_gemini(gateway, fakes, paying) -> None:
+    c, client = paying
+    r = client.images.edit(model="gemini-2.5-flash-image", image=[("a.png", png(), "image/png"),
+                                                                  ("b.jpg", png(), "image/png")],
+                           prompt="Merge them", size="1536x1024")
+    assert r.data and r.data[0].b64_json
+    sent = fakes["gemini"].last.body
+    parts = sent["contents"][0]["parts"]
+    assert parts[0] == {"text": "Merge them"}
+    assert [p["inlineData"]["mimeType"] for p in parts[1:]] == ["image/png", "image/png"]
+    assert base64.b64decode(parts[1]["inlineData"]["data"]) == png()
+    assert sent["generationConfig"]["imageConfig"] == {"aspectRatio": "3:2"}
+    assert fakes["gemini"].spec_errors == []
+    assert history(gateway, c.account_id)[0]["cost"] == spent(gateway, c.account_id) > 0
+
+
+def test_image_edit_bad_input(gateway, fakes, paying) -> None:
+    c, _ = paying
+    url, auth = f"{gateway.base_url}/v1/images/edits", {"Authorization": f"Bearer {c.secret}"}
+    cases = [
+        ({"files": {"model": (None, "gpt-image-1"), "prompt": (None, "x")}}, "'image' is required"),
+        ({"files": {"model": (None, "gpt-image-1"), "prompt": (None, "x"),
+                    "image": ("a.gif", b"GIF89a", "image/gif")}}, "PNG, JPEG or WebP"),
+        ({"files": {"model": (None, "gpt-image-1"), "image": ("a.png", png(), "image/png")}}, "'prompt' is required"),
+        ({"files": [("model", (None, "gpt-image-1")), ("prompt", (None, "x"))]
+          + [("image[]", (f"{i}.png", png(), "image/png")) for i in range(17)]}, "too many images"),
+        ({"files": [("model", (None, "gpt-image-1")), ("prompt", (None, "x" * 200_000)),
+                    ("image", ("a.png", png(), "image/png"))]}, "exceeds"),
+        ({"files": [("model", (None, "gpt-image-1")), ("prompt", (None, "x"))]
+          + [(f"f{i}", (None, "1")) for i in range(70)] + [("image", ("a.png", png(), "image/png"))]}, "too many parts"),
+    ]
+    for kwargs, words in cases:
+        r = httpx.post(url, headers=auth, **kwargs)
+        assert r.status_code == 400 and words in r.json()["message"], (words, r.text)
+    assert fakes["openai"].requests == [] and spent(gateway, c.account_id) == 0
