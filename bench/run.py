@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load benchmark of the gateway against a fast fake upstream on loopback (issue 6).
 
-    python3 bench/run.py [--duration 10] [--scenarios a,b,c,d,w] [--out bench/RESULTS.md]
+    python3 bench/run.py [--duration 10] [--scenarios a,b,c,d,e,w] [--out bench/RESULTS.md]
     python3 bench/run.py soak [--requests 1000000] [--rate 200] [--out bench/RESULTS.md]
 
 Starts bench/fake_upstream.py (core 0), the gateway with one worker (core 1) on real Redis (by default a
@@ -62,6 +62,7 @@ ANTHROPIC_DIRECT_BODY = {
     "messages": [{"role": "user", "content": USER_TEXT}],
 }
 STREAM_BODY = {**OPENAI_BODY, "stream": True}
+EMBEDDING_BODY = {"model": "text-embedding-3-small", "input": USER_TEXT, "encoding_format": "base64"}
 
 # (id, group, title, wire, connections, upstream delay ms)
 SCENARIOS = [
@@ -70,6 +71,7 @@ SCENARIOS = [
     ("c", "c", "c · Anthropic translation claude-sonnet-4-5 · 64 conn · delay 0", "anthropic", 64, 0),
     ("a50", "a", "a · pass-through gpt-4o-mini · 64 conn · delay 50 ms", "openai", 64, 50),
     ("b50", "b", "b · pass-through gpt-4o-mini · 1 conn · delay 50 ms", "openai", 1, 50),
+    ("e0", "e", "e · embeddings pass-through text-embedding-3-small · 64 conn · delay 0", "embedding", 64, 0),
 ]
 
 HEADER = f"""{HEADER_MARK}
@@ -549,6 +551,7 @@ class Rig:
             ("anthropic", ANTHROPIC_CLIENT_BODY),
             ("anthropic_direct", ANTHROPIC_DIRECT_BODY),
             ("stream", STREAM_BODY),
+            ("embedding", EMBEDDING_BODY),
         ):
             p = self.tmp / f"{name}.json"
             p.write_text(json.dumps(body))
@@ -781,13 +784,17 @@ def run_scenario(
 ) -> dict[str, Any]:
     assert rig.gateway is not None and rig.fake is not None
     rig.set_delay(delay)
+    path, gw_expect = "/v1/chat/completions", "choices"
     if wire == "openai":
-        direct_url, direct_body, expect = rig.fake_base + "/v1/chat/completions", "openai", "choices"
+        direct_url, direct_body, expect = rig.fake_base + path, "openai", "choices"
+    elif wire == "embedding":
+        path, gw_expect = "/v1/embeddings", "embedding"
+        direct_url, direct_body, expect = rig.fake_base + path, "embedding", "embedding"
     else:
         direct_url, direct_body, expect = rig.fake_base + "/v1/messages", "anthropic_direct", "content"
-    gw_url = rig.gw_base + "/v1/chat/completions"
+    gw_url = rig.gw_base + path
     out: dict[str, Any] = {"id": sid}
-    problem = preflight(gw_url, rig.bodies[wire], rig.key, "choices")
+    problem = preflight(gw_url, rig.bodies[wire], rig.key, gw_expect)
     if problem:
         out["error"] = f"gateway preflight failed, no load sent: {problem}"
     print(f"[{sid}] direct: {conns} conn, delay {delay} ms, {duration:g} s ...", flush=True)
@@ -1074,6 +1081,10 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
             share = r["rps"] / dr["rps"] if dr["rps"] else float("nan")
             rows.append(["req/s ≥ 95% of direct" + note, label, f"{share:.0%}", verdict(share >= 0.95) if judged else "–"])
             rows.append(["p99 ≤ 60 ms" + note, label, f"{r['p99']:.2f} ms", verdict(r["p99"] <= 60) if judged else "–"])
+    if (e := g("e0")) and (a := g("a0")):
+        ratio = e["cpu_ms"] / a["cpu_ms"] if a["cpu_ms"] else float("nan")
+        rows.append(["embeddings pass-through CPU ≤ chat pass-through + 10%", "e0 vs a0 · 64 conn · delay 0",
+                     f"{e['cpu_ms']:.3f} vs {a['cpu_ms']:.3f} ms ({ratio:.2f}×)", verdict(ratio <= 1.10)])
     if "d" in results:
         gd, dd = results["d"]["gateway"], results["d"]["direct"]
         if gd.get("streaming"):
@@ -1121,7 +1132,7 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
         f"Command: `python3 bench/run.py {' '.join(args.argv)}`".rstrip(),
         "",
     ]
-    order = ["a0", "a50", "b0", "b50", "c"]
+    order = ["a0", "a50", "b0", "b50", "c", "e0"]
     load = [results[sid] for sid in order if sid in results]
     if load:
         lines += [
@@ -1305,9 +1316,9 @@ def append_results(out: Path, section: str) -> None:
 
 def cmd_load(args: argparse.Namespace) -> int:
     wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "w"}
+    unknown = wanted - {"a", "b", "c", "d", "e", "w"}
     if unknown:
-        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,w")
+        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,e,w")
     ensure_wrk()
     with redis_for(args.redis_url) as redis_url:
         return load(args, redis_url, wanted)
@@ -1500,7 +1511,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--warmup", type=float, default=2, help="unmeasured seconds before each measurement (default 2)"
     )
-    ap.add_argument("--scenarios", default="a,b,c,d,w", help="subset of a,b,c,d,w (default all)")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,w", help="subset of a,b,c,d,e,w (default all)")
     ap.add_argument("--stream-requests", type=int, default=200, help="sequential streaming requests in (d)")
     ap.add_argument("--chunks", type=int, default=200, help="content chunks per streamed answer in (d)")
     ap.add_argument(
