@@ -53,9 +53,10 @@ class Served:
                 time.sleep(0.1)
 
     def status(self, field: str) -> int:
-        for line in open(f"/proc/{self.proc.pid}/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
         raise AssertionError(field)
 
     def close(self) -> None:
