@@ -9,11 +9,13 @@ import io
 import math
 import struct
 import wave
+from decimal import Decimal
 
 import httpx
 import openai
 import pytest
 
+from gateway.account_admin import Money, history_doc
 from tests.support.fakes.media_wire import decoded
 from tests.support.fakes.specs import validate
 from tests.support.gateway_server import accounts_call, make_customer
@@ -158,6 +160,8 @@ def test_speech_tts1_billed_per_character(gateway, fakes, paying) -> None:
     entry = history(gateway, c.account_id)[0]
     assert entry["endpoint"] == "/v1/audio/speech" and entry["chars"] == len(text)
     assert entry["cost"] == nano(15, len(text)) == spent(gateway, c.account_id)
+    shown = history_doc(entry, Money(Decimal(95)))   # what the cabinet, the admin API and the CLI show
+    assert shown["characters"] == len(text) and shown["cost_usd"] == entry["cost"] / 1e9
 
 
 def test_speech_streaming_response(gateway, fakes, paying) -> None:
@@ -249,6 +253,7 @@ def test_transcription_every_format(fmt: str, gateway, fakes, paying) -> None:
     assert entry["audio_ms"] in (1500, 2000)   # the provider's whole seconds (json), or the WAV's length
     if model == "whisper-1":
         assert entry["cost"] == math.ceil(6_000_000 * entry["audio_ms"] / 60_000)   # $0.006 a minute
+    assert history_doc(entry, Money(Decimal(95)))["audio_seconds"] == entry["audio_ms"] / 1000
     assert entry["cost"] == spent(gateway, c.account_id) > 0
 
 
