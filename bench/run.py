@@ -788,8 +788,8 @@ def run_scenario(
     if wire == "openai":
         direct_url, direct_body, expect = rig.fake_base + path, "openai", "choices"
     elif wire == "embedding":
-        path, gw_expect = "/v1/embeddings", "embedding"
-        direct_url, direct_body, expect = rig.fake_base + path, "embedding", "embedding"
+        path, gw_expect = "/v1/embeddings", "data"
+        direct_url, direct_body, expect = rig.fake_base + path, "embedding", "data"
     else:
         direct_url, direct_body, expect = rig.fake_base + "/v1/messages", "anthropic_direct", "content"
     gw_url = rig.gw_base + path

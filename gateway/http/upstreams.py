@@ -35,9 +35,9 @@ log = logging.getLogger("gateway.http.upstreams")
 KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"request-id"))  # what we read
 
 
-def _failure(provider: Provider, exc: HTTPError) -> UpstreamFailure:
+def _failure(provider: Provider, exc: HTTPError, timeout_ms: int = 0) -> UpstreamFailure:
     if exc.timeout:
-        return UpstreamFailure(provider.name, f"timeout after {provider.timeout_ms} ms")
+        return UpstreamFailure(provider.name, f"timeout after {timeout_ms or provider.timeout_ms} ms")
     return UpstreamFailure(provider.name, str(exc), exc.detail)
 
 
@@ -99,11 +99,11 @@ class UpstreamPool:
     async def send(self, provider: Provider, request: UpstreamRequest) -> UpstreamReply:
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
-                                                                provider.timeout_ms / 1000,
+                                                                (request.timeout_ms or provider.timeout_ms) / 1000,
                                                                 content_type=request.content_type)
             body = await response.read()
         except HTTPError as exc:
-            raise _failure(provider, exc) from None
+            raise _failure(provider, exc, request.timeout_ms) from None
         return UpstreamReply(response.status, response.headers, body)
 
     async def open_stream(self, provider: Provider, request: UpstreamRequest) -> UpstreamStream:

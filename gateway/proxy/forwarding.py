@@ -8,6 +8,7 @@ calls back. What it returns (an Answer, or a StreamCall) and the errors it raise
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -105,6 +106,8 @@ class Forwarder:
             op = wire.operations[plan.operation]
             if form is not None and op.passthrough:  # an upload, forwarded as it came
                 bodies, upstream_request = [body], form_request(op, form, variables)
+                upstream_request = dataclasses.replace(upstream_request, timeout_ms=max(
+                    provider.timeout_ms, self._config.settings.upload_timeout_ms))
                 await admitted()
             elif form is not None:  # an upload a template translates: files as base64, once admitted, off the loop
                 await admitted()

@@ -30,6 +30,7 @@ class UpstreamRequest:
     path: str            # appended to the provider's base_url
     body: bytes
     content_type: str = ""   # when not JSON (a multipart upload passed through)
+    timeout_ms: int = 0      # when not the provider's (an upload: its audio takes the provider longer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -367,3 +367,26 @@ def test_image_edit_bad_input(gateway, fakes, paying) -> None:
         r = httpx.post(url, headers=auth, **kwargs)
         assert r.status_code == 400 and words in r.json()["message"], (words, r.text)
     assert fakes["openai"].requests == [] and spent(gateway, c.account_id) == 0
+
+
+def test_an_upload_gets_the_upload_deadline(tmp_path, gateway_env, fakes) -> None:
+    """Transcribing long audio takes the provider longer than a chat answer: an upload waits
+    `server.upload_timeout_ms`, not the provider's 8 s (here 300 ms against an answer 800 ms late)."""
+    import yaml
+
+    from tests.support.gateway_server import GatewayServer, copy_root
+    root = copy_root(tmp_path)
+    path = root / "config" / "gateway.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["upstream"]["timeout_ms"] = 300
+    path.write_text(yaml.safe_dump(doc))
+    with GatewayServer(root, gateway_env) as server:
+        c = make_customer(server, usd="5")
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=c.secret, max_retries=0, timeout=30)
+        fakes["openai"].reply(delay_ms=800)
+        r = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(0.2), "audio/wav"))
+        assert r.text.startswith("fake transcript")
+        fakes["openai"].reply(delay_ms=800)
+        with pytest.raises(openai.InternalServerError) as exc:   # a JSON call keeps the provider's deadline
+            client.embeddings.create(model="text-embedding-3-small", input="x")
+        assert exc.value.status_code == 503 and "timeout after 300 ms" in exc.value.response.json()["message"]
