@@ -13,6 +13,7 @@ away (the process's own timers run at any load, and a slow run under valgrind sp
 
     python3 bench/instructions.py --requests 2000
     python3 bench/instructions.py --requests 2000 --anthropic
+    python3 bench/instructions.py --requests 2000 --embeddings     # embeddings pass-through beside chat's
 
 Compare two builds by running it in each checkout (back to back). valgrind makes the gateway ~50x slower;
 2,000 requests take about a minute.
@@ -38,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from bench.run import (  # noqa: E402  (the bench's own helpers, with the repo on the path)
     ANTHROPIC_CLIENT_BODY,
     BENCH,
+    EMBEDDING_BODY,
     OPENAI_BODY,
     Managed,
     cleanup_redis,
@@ -48,11 +50,11 @@ from bench.run import (  # noqa: E402  (the bench's own helpers, with the repo o
 )
 
 
-def requests(port: int, key: str, body: bytes, n: int) -> None:
+def requests(port: int, key: str, body: bytes, n: int, path: str = "/v1/chat/completions") -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     for _ in range(n):
-        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        conn.request("POST", path, body=body, headers=headers)
         r = conn.getresponse()
         r.read()
         if r.status != 200:
@@ -76,7 +78,8 @@ def total_instructions(out: Path) -> int:
     return total
 
 
-def measure(redis_url: str, n: int, warmup: int, anthropic: bool, keep: Path | None = None) -> dict[str, float]:
+def measure(redis_url: str, n: int, warmup: int, anthropic: bool, keep: Path | None = None,
+            embeddings: bool = False) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="gateway-instr-"))
     prefix = "instr" + os.urandom(4).hex()
     fake_port, gw_port = free_port(), free_port()
@@ -98,15 +101,17 @@ def measure(redis_url: str, n: int, warmup: int, anthropic: bool, keep: Path | N
         procs.append(gateway)
         wait_http(gateway, f"http://127.0.0.1:{gw_port}/v1", "the gateway under valgrind", 600)
         results: dict[str, float] = {}
-        cases = [("pass-through", OPENAI_BODY)] + ([("anthropic", ANTHROPIC_CLIENT_BODY)] if anthropic else [])
-        for name, doc in cases:
+        chat = "/v1/chat/completions"
+        cases = [("pass-through", OPENAI_BODY, chat)] + ([("anthropic", ANTHROPIC_CLIENT_BODY, chat)] if anthropic else [])
+        cases += [("embeddings pass-through", EMBEDDING_BODY, "/v1/embeddings")] if embeddings else []
+        for name, doc, path in cases:
             body = json.dumps(doc).encode()
-            requests(gw_port, key, body, warmup)
+            requests(gw_port, key, body, warmup, path)
             for f in tmp.glob("callgrind.out*"):
                 f.unlink()
             control(gateway.pid, "-z")           # zero the counters
             started = time.monotonic()
-            requests(gw_port, key, body, n)
+            requests(gw_port, key, body, n, path)
             control(gateway.pid, "-d")           # dump
             busy = time.monotonic() - started
             time.sleep(0.5)
@@ -145,12 +150,13 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--anthropic", action="store_true", help="also the Anthropic translation")
     ap.add_argument("--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)")
+    ap.add_argument("--embeddings", action="store_true", help="also the embeddings pass-through (issue 20)")
     args = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     with own_redis(Path(tempfile.mkdtemp(prefix="gateway-instr-redis-"))) as url:
-        measure(url, args.requests, args.warmup, args.anthropic, args.keep)
+        measure(url, args.requests, args.warmup, args.anthropic, args.keep, args.embeddings)
     return 0
 
 
