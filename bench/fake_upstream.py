@@ -7,6 +7,7 @@ Raw asyncio protocol + httptools (uvloop when installed), keep-alive, fixed pre-
                               stream of --chunks content chunks (+ a usage chunk when
                               stream_options.include_usage) and `data: [DONE]`
   POST /v1/messages           Anthropic Message JSON with usage
+  POST /v1/embeddings         an OpenAI embedding list (one base64 vector of 1,536 floats) with usage
   POST /_bench/delay          body = milliseconds: change the answer delay at run time
   GET  /_bench/stats          {"requests": N, "delay_ms": D}
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import signal
 import sys
@@ -76,6 +78,18 @@ ANTHROPIC_BODY = json.dumps(
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
         },
+    },
+    separators=(",", ":"),
+).encode()
+
+# text-embedding-3-small's answer as the SDK asks for it (encoding_format base64): 1,536 float32s
+EMBEDDING_BODY = json.dumps(
+    {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0,
+                  "embedding": base64.b64encode(bytes(range(256)) * 24).decode()}],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 9, "total_tokens": 9},
     },
     separators=(",", ":"),
 ).encode()
@@ -173,6 +187,7 @@ class State:
         self.requests = 0
         self.openai = response(b"200 OK", OPENAI_BODY)
         self.anthropic = response(b"200 OK", ANTHROPIC_BODY)
+        self.embedding = response(b"200 OK", EMBEDDING_BODY)
         self.not_found = response(b"404 Not Found", NOT_FOUND_BODY)
         self.stream_plain = sse_stream(chunks, False)
         self.stream_usage = sse_stream(chunks, True)
@@ -232,6 +247,8 @@ class Upstream(asyncio.Protocol):
                     out = st.stream_usage if so.get("include_usage") else st.stream_plain
         elif path.endswith(b"/messages"):
             out = st.anthropic
+        elif path.endswith(b"/embeddings"):
+            out = st.embedding
         elif path == b"/_bench/delay":
             st.delay = float(body or b"0") / 1000
             st.requests -= 1

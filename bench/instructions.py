@@ -14,6 +14,7 @@ away (the process's own timers run at any load, and a slow run under valgrind sp
     python3 bench/instructions.py --requests 2000
     python3 bench/instructions.py --requests 2000 --anthropic
     python3 bench/instructions.py --requests 2000 --anthropic --messages   # and /v1/messages both ways
+    python3 bench/instructions.py --requests 2000 --embeddings     # embeddings pass-through beside chat's
 
 Compare two builds by running it in each checkout (back to back). valgrind makes the gateway ~50x slower;
 2,000 requests take about a minute.
@@ -41,6 +42,7 @@ from bench.run import (  # noqa: E402  (the bench's own helpers, with the repo o
     ANTHROPIC_DIRECT_BODY,
     BENCH,
     MESSAGES_GPT_BODY,
+    EMBEDDING_BODY,
     OPENAI_BODY,
     Managed,
     cleanup_redis,
@@ -80,7 +82,7 @@ def total_instructions(out: Path) -> int:
 
 
 def measure(redis_url: str, n: int, warmup: int, anthropic: bool, keep: Path | None = None,
-            messages: bool = False) -> dict[str, float]:
+            messages: bool = False, embeddings: bool = False) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="gateway-instr-"))
     prefix = "instr" + os.urandom(4).hex()
     fake_port, gw_port = free_port(), free_port()
@@ -107,6 +109,7 @@ def measure(redis_url: str, n: int, warmup: int, anthropic: bool, keep: Path | N
         if messages:  # the Messages API: Claude passed through, a GPT model translated through chat
             cases += [("messages pass-through", "/v1/messages", ANTHROPIC_DIRECT_BODY),
                       ("messages translated", "/v1/messages", MESSAGES_GPT_BODY)]
+        cases += [("embeddings pass-through", "/v1/embeddings", EMBEDDING_BODY)] if embeddings else []
         for name, path, doc in cases:
             body = json.dumps(doc).encode()
             requests(gw_port, key, body, warmup, path)
@@ -154,12 +157,13 @@ def main() -> int:
     ap.add_argument("--anthropic", action="store_true", help="also the Anthropic translation")
     ap.add_argument("--messages", action="store_true", help="also /v1/messages: pass-through and translated")
     ap.add_argument("--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)")
+    ap.add_argument("--embeddings", action="store_true", help="also the embeddings pass-through (issue 20)")
     args = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     with own_redis(Path(tempfile.mkdtemp(prefix="gateway-instr-redis-"))) as url:
-        measure(url, args.requests, args.warmup, args.anthropic, args.keep, args.messages)
+        measure(url, args.requests, args.warmup, args.anthropic, args.keep, args.messages, args.embeddings)
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load benchmark of the gateway against a fast fake upstream on loopback (issue 6).
 
-    python3 bench/run.py [--duration 10] [--scenarios a,b,c,d,w] [--out bench/RESULTS.md]
+    python3 bench/run.py [--duration 10] [--scenarios a,b,c,d,e,w] [--out bench/RESULTS.md]
     python3 bench/run.py soak [--requests 1000000] [--rate 200] [--out bench/RESULTS.md]
 
 Starts bench/fake_upstream.py (core 0), the gateway with one worker (core 1) on real Redis (by default a
@@ -62,6 +62,7 @@ ANTHROPIC_DIRECT_BODY = {
     "messages": [{"role": "user", "content": USER_TEXT}],
 }
 STREAM_BODY = {**OPENAI_BODY, "stream": True}
+EMBEDDING_BODY = {"model": "text-embedding-3-small", "input": USER_TEXT, "encoding_format": "base64"}
 MESSAGES_GPT_BODY = {**ANTHROPIC_DIRECT_BODY, "model": "gpt-4o-mini"}   # the Messages API on a chat model
 
 # wire → (gateway path, gateway body, key the answer has; direct path, direct body, key the answer has)
@@ -70,6 +71,7 @@ ROUTES = {
     "anthropic": ("/v1/chat/completions", "anthropic", "choices", "/v1/messages", "anthropic_direct", "content"),
     "anthropic_messages": ("/v1/messages", "anthropic_direct", "content", "/v1/messages", "anthropic_direct", "content"),
     "openai_messages": ("/v1/messages", "messages_gpt", "content", "/v1/chat/completions", "openai", "choices"),
+    "embedding": ("/v1/embeddings", "embedding", "data", "/v1/embeddings", "embedding", "data"),
 }
 
 # (id, group, title, wire, connections, upstream delay ms)
@@ -83,6 +85,7 @@ SCENARIOS = [
      "anthropic_messages", 64, 0),
     ("mt", "m", "m · Messages API translated gpt-4o-mini (/v1/messages → chat) · 64 conn · delay 0",
      "openai_messages", 64, 0),
+    ("e0", "e", "e · embeddings pass-through text-embedding-3-small · 64 conn · delay 0", "embedding", 64, 0),
 ]
 
 HEADER = f"""{HEADER_MARK}
@@ -566,6 +569,7 @@ class Rig:
             ("anthropic_direct", ANTHROPIC_DIRECT_BODY),
             ("stream", STREAM_BODY),
             ("messages_gpt", MESSAGES_GPT_BODY),
+            ("embedding", EMBEDDING_BODY),
         ):
             p = self.tmp / f"{name}.json"
             p.write_text(json.dumps(body))
@@ -1179,6 +1183,10 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
             share = r["rps"] / dr["rps"] if dr["rps"] else float("nan")
             rows.append(["req/s ≥ 95% of direct" + note, label, f"{share:.0%}", verdict(share >= 0.95) if judged else "–"])
             rows.append(["p99 ≤ 60 ms" + note, label, f"{r['p99']:.2f} ms", verdict(r["p99"] <= 60) if judged else "–"])
+    if (e := g("e0")) and (a := g("a0")):
+        ratio = e["cpu_ms"] / a["cpu_ms"] if a["cpu_ms"] else float("nan")
+        rows.append(["embeddings pass-through CPU ≤ chat pass-through + 10%", "e0 vs a0 · 64 conn · delay 0",
+                     f"{e['cpu_ms']:.3f} vs {a['cpu_ms']:.3f} ms ({ratio:.2f}×)", verdict(ratio <= 1.10)])
     if "d" in results:
         gd, dd = results["d"]["gateway"], results["d"]["direct"]
         if gd.get("streaming"):
@@ -1226,7 +1234,7 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
         f"Command: `python3 bench/run.py {' '.join(args.argv)}`".rstrip(),
         "",
     ]
-    order = ["a0", "a50", "b0", "b50", "c"]
+    order = ["a0", "a50", "b0", "b50", "c", "e0"]
     load = [results[sid] for sid in order if sid in results]
     if load:
         lines += [
@@ -1412,9 +1420,9 @@ def append_results(out: Path, section: str) -> None:
 
 def cmd_load(args: argparse.Namespace) -> int:
     wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "m", "w", "o"}
+    unknown = wanted - {"a", "b", "c", "d", "e", "m", "w", "o"}
     if unknown:
-        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,m,w,o")
+        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,e,m,w,o")
     ensure_wrk()
     with redis_for(args.redis_url) as redis_url:
         return load(args, redis_url, wanted)
@@ -1609,9 +1617,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--warmup", type=float, default=2, help="unmeasured seconds before each measurement (default 2)"
     )
-    ap.add_argument("--scenarios", default="a,b,c,d,m,w",
-                    help="subset of a,b,c,d,m,w,o (default a,b,c,d,m,w; o: a·0 with metrics and the request log off, "
-                    "on, and with tracing too, in alternating rounds)")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,m,w",
+                    help="subset of a,b,c,d,e,m,w,o (default a,b,c,d,e,m,w; o: a·0 with metrics and the request log "
+                    "off, on, and with tracing too, in alternating rounds)")
     ap.add_argument("--o-rounds", type=int, default=3, help="rounds of each variant in (o) (default 3)")
     ap.add_argument("--stream-requests", type=int, default=200, help="sequential streaming requests in (d)")
     ap.add_argument("--chunks", type=int, default=200, help="content chunks per streamed answer in (d)")

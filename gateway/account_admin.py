@@ -146,6 +146,12 @@ def history_doc(entry: dict[str, Any], money: Money) -> dict[str, Any]:
         doc["cut"] = True  # a stream the client left early: billed for what was produced
     if entry.get("images"):
         doc["images"] = entry["images"]
+    if entry.get("chars"):  # speech, per character
+        doc["characters"] = entry["chars"]
+    if entry.get("audio_ms"):  # transcription: the audio's length
+        doc["audio_seconds"] = entry["audio_ms"] / 1000
+    if entry.get("audio_tokens"):
+        doc["audio_tokens"] = entry["audio_tokens"]
     if "code" in entry:
         doc["rejected"] = REJECTIONS.get(entry["code"], (0, f"code {entry['code']}"))[1]
     if entry.get("error"):

@@ -384,6 +384,7 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         workers=int(server.get("workers", d.workers)),
         max_body_bytes=int(server.get("max_body_bytes", d.max_body_bytes)),
         max_upload_bytes=int(server.get("max_upload_bytes", d.max_upload_bytes)),
+        upload_timeout_ms=int(server.get("upload_timeout_ms", d.upload_timeout_ms)),
         streaming=_as_bool(server.get("streaming", d.streaming)), log_level=server.get("log_level", d.log_level),
         forwarded_allow_ips=_list(server.get("forwarded_allow_ips", d.forwarded_allow_ips)),
         forwarded_header=server.get("forwarded_header", d.forwarded_header),

@@ -63,6 +63,7 @@ class Settings:
     workers: int = 1
     max_body_bytes: int = 20 * 1024 * 1024
     max_upload_bytes: int = 25 * 1024 * 1024   # multipart uploads (transcription, image edits)
+    upload_timeout_ms: int = 120_000           # the upstream deadline of an upload (long audio takes long)
     streaming: bool = True
     log_level: str = "info"
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")   # reverse proxies whose headers are believed

@@ -36,9 +36,10 @@ log = logging.getLogger("gateway.http.upstreams")
 KEPT_HEADERS = frozenset((b"retry-after", b"content-type", b"x-request-id", b"request-id"))  # what we read
 
 
-def _failure(provider: Provider, exc: HTTPError) -> UpstreamFailure:
+def _failure(provider: Provider, exc: HTTPError, timeout_ms: int = 0) -> UpstreamFailure:
     if exc.timeout:
-        return UpstreamFailure(provider.name, f"timeout after {provider.timeout_ms} ms", kind="provider_timeout")
+        return UpstreamFailure(provider.name, f"timeout after {timeout_ms or provider.timeout_ms} ms",
+                               kind="provider_timeout")
     return UpstreamFailure(provider.name, str(exc), exc.detail)
 
 
@@ -102,12 +103,12 @@ class UpstreamPool:
         """`extra_head`: header lines of this request only (a trace's traceparent), each ending in CRLF."""
         try:
             response = await self._pools[provider.name].request(request.method, request.path, request.body,
-                                                                provider.timeout_ms / 1000, extra_head=extra_head,
-                                                                content_type=request.content_type,
+                                                                (request.timeout_ms or provider.timeout_ms) / 1000,
+                                                                extra_head=extra_head, content_type=request.content_type,
                                                                 headers=request.headers)
             body = await response.read()
         except HTTPError as exc:
-            raise _failure(provider, exc) from None
+            raise _failure(provider, exc, request.timeout_ms) from None
         return UpstreamReply(response.status, response.headers, body)
 
     async def open_stream(self, provider: Provider, request: UpstreamRequest, extra_head: bytes = b"") -> UpstreamStream:

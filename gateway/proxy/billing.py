@@ -122,8 +122,10 @@ class BillingGate:
         if billed == "speech":  # every character, and each as a token (a token is at least one character)
             text = body.get("input")
             media = Usage(characters=len(text) if isinstance(text, str) else len(raw))
-        elif media is not None and media.audio_ms:  # the upload's text fields, and the audio as tokens
+        elif media is not None:  # an upload: its text fields, its images or its audio as tokens, not its bytes
             input_bound = media.input_tokens + AUDIO_TOKENS_PER_S * -(-media.audio_ms // 1000)
+            if not media.audio_ms:
+                media = None
         return self._prices.max_cost(decision.model.name, input_bound, self.output_cap(decision, body),
                                      images=images if isinstance(images, int) else 1, media=media)
 

@@ -19,6 +19,8 @@ from gateway.proxy.request_body import (
     check_embeddings_body,
     check_generate_body,
     check_image_body,
+    check_image_edit_body,
+    check_image_variation_body,
     check_messages_body,
     check_moderation_body,
     check_responses_body,
@@ -150,6 +152,12 @@ ENDPOINTS.update({e.name: e for e in (
     Endpoint("translation", "/v1/audio/translations", check_transcription_body, (
         Way("transcription", "translation"),
     ), streams=False, billed="audio", form=True),
+    Endpoint("image_edit", "/v1/images/edits", check_image_edit_body, (
+        Way("image", "image_edit"),
+    ), streams=False, billed="images", form=True),
+    Endpoint("image_variation", "/v1/images/variations", check_image_variation_body, (
+        Way("image", "image_variation"),
+    ), streams=False, billed="images", form=True),
 )})
 
 

@@ -9,6 +9,7 @@ pass-through forwards the very buffer it read (only a renamed model splices a ne
 
 from __future__ import annotations
 
+import base64
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,50 @@ def check_audio_file(part: FilePart | None) -> None:
     if ext in AUDIO_TYPES or (not ext and kind in ("audio", "video") and sub.removeprefix("x-") in AUDIO_TYPES):
         return
     raise BadRequest(f"unsupported file format '{ext or subtype}': send one of {', '.join(AUDIO_TYPES)}")
+
+
+IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
+MAX_INPUT_IMAGES = 16
+
+
+def check_image_files(form: Form, need: str) -> list[FilePart]:
+    """The images of an edit (`image` or `image[]`, 1 to 16) or a variation (one `image`), each PNG, JPEG or WebP;
+    400 otherwise. `need`: the endpoint's name."""
+    images = [f for f in form.files if f.name in ("image", "image[]")]
+    if not images:
+        raise BadRequest("'image' is required: the image(s) to edit, as file parts of the form")
+    if len(images) > (1 if need == "image_variation" else MAX_INPUT_IMAGES):
+        raise BadRequest(f"too many images: at most {1 if need == 'image_variation' else MAX_INPUT_IMAGES}")
+    for part in images + [f for f in form.files if f.name == "mask"]:
+        if part.end <= part.start:
+            raise BadRequest(f"'{part.name}' is empty")
+        image_type(part)
+    return images
+
+
+def image_type(part: FilePart) -> str:
+    """The MIME type of an image part, from its declared type or its name; 400 unless PNG, JPEG or WebP."""
+    declared = part.content_type.split(";")[0].strip().lower()
+    if declared in IMAGE_TYPES.values():
+        return declared
+    ext = part.filename.rsplit(".", 1)[-1].lower() if "." in part.filename else ""
+    if ext in IMAGE_TYPES:
+        return IMAGE_TYPES[ext]
+    raise BadRequest(f"unsupported image type '{declared or ext}' for '{part.name}': send PNG, JPEG or WebP")
+
+
+def form_document(form: Form) -> dict[str, Any]:
+    """The form as a document for a wire template: its text fields, and each file part as
+    {mime_type, data (base64), filename} under its name (`image[]` → a list under `image`)."""
+    doc: dict[str, Any] = dict(form.fields)
+    for part in form.files:
+        item = {"mime_type": image_type(part) if part.name in ("image", "image[]", "mask") else part.content_type,
+                "data": base64.b64encode(form.data(part)).decode("ascii"), "filename": part.filename}
+        if part.name == "image" or part.name == "image[]":
+            doc.setdefault("image", []).append(item)
+        else:
+            doc[part.name] = item
+    return doc
 
 
 class _Collector:
@@ -252,10 +297,12 @@ async def read_form(scope: Scope, receive: Receive, limit: int) -> Form:
     fields = collector.fields
     if "stream" in fields:
         fields["stream"] = fields["stream"].strip().lower() == "true"
-    for key in ("temperature",):
+    numbers: tuple[tuple[str, type[int] | type[float]], ...] = (
+        ("temperature", float), ("n", int), ("output_compression", int), ("partial_images", int))
+    for key, convert in numbers:
         if key in fields:
             try:
-                fields[key] = float(fields[key])
+                fields[key] = convert(fields[key])
             except ValueError:
                 raise BadRequest(f"'{key}' must be a number") from None
     return Form(buf, ctype, fields, collector.files, collector.text_bytes, collector.spans)

@@ -8,6 +8,7 @@ calls back. What it returns (an Answer, or a StreamCall) and the errors it raise
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from gateway.http.upstreams import UpstreamFailure, UpstreamPool, UpstreamReply
 from gateway.observability.metrics import METRICS
 from gateway.observability.record import RequestRecord
 from gateway.proxy.endpoints import Plan
-from gateway.proxy.form_body import Form
+from gateway.proxy.form_body import Form, form_document
 from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, INLINE_TRANSLATE_BYTES, LargeBodies
 from gateway.proxy.media import media_answer
 from gateway.proxy.routing import RouteDecision
@@ -78,8 +79,6 @@ class Answer:
 
 def form_request(op: WireOperation, form: Form, variables: dict[str, Any]) -> UpstreamRequest:
     """An upload goes upstream as it came, boundary and all (only a renamed model is spliced in)."""
-    if not op.passthrough:
-        raise BadRequest(f"model '{variables['model']}' cannot take an upload on this endpoint")
     upstream_model = variables["upstream_model"]
     raw = form.raw if form.fields.get("model") == upstream_model else form.with_field("model", upstream_model)
     return UpstreamRequest(op.method, op.path_for(form.fields, variables), raw, form.content_type)
@@ -130,9 +129,16 @@ class Forwarder:
         async def attempt(provider: Provider, plan: Plan) -> Answer:
             wire = self._config.wire_of(provider)
             op = wire.operations[plan.operation]
-            if form is not None:  # an upload
+            if form is not None and op.passthrough:  # an upload, forwarded as it came
                 bodies, upstream_request = [body], form_request(op, form, variables)
+                upstream_request = dataclasses.replace(upstream_request, timeout_ms=max(
+                    provider.timeout_ms, self._config.settings.upload_timeout_ms))
                 await admitted()
+            elif form is not None:  # an upload a template translates: files as base64, once admitted, off the loop
+                await admitted()
+                assert self._large is not None
+                doc = await self._large.run(form_document, form)
+                bodies, upstream_request = await self._large.run(self.prepare, plan, op, doc, form.raw, variables)
             elif len(raw) <= INLINE_TRANSLATE_BYTES or self._large is None:  # the hot path: no extra await level
                 bodies, upstream_request = self.prepare(plan, op, body, raw, variables)
                 await admitted()

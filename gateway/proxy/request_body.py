@@ -293,6 +293,19 @@ def _check_tool_list(tools: Any, limits: ServerLimits) -> None:
         raise BadRequest(f"too many tools: {len(tools)}, at most {limits.max_tools} per request")
 
 
+def check_image_edit_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    """The text fields of an image edit form (its images are checked as the form is read)."""
+    check_image_body(body, limits)
+    if body.get("stream") is True:
+        raise BadRequest("streamed image edits are not offered: leave out 'stream'")
+
+
+def check_image_variation_body(body: dict[str, Any], limits: ServerLimits) -> None:
+    n = body.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+        raise BadRequest("'n' must be an integer from 1 to 10")
+
+
 def _check_common(body: dict[str, Any], limits: ServerLimits, positive_ints: tuple[str, ...],
                   numbers: tuple[str, ...] = ("temperature", "top_p")) -> None:
     """Types of the fields every endpoint shares: counts, sampling numbers, stream, tools."""
@@ -397,8 +410,8 @@ def _check_parts(parts: list[Any], where: str) -> None:
 BODY_CHECKS: dict[str, Callable[[dict[str, Any], ServerLimits], None]] = {
     "chat": check_chat_body, "responses": check_responses_body, "completion": check_text_body,
     "image": check_image_body, "embedding": check_embeddings_body, "moderation": check_moderation_body,
-    "speech": check_speech_body, "transcription": check_transcription_body,
-    "messages": check_messages_body, "generate": check_generate_body,
+    "speech": check_speech_body, "transcription": check_transcription_body, "image_edit": check_image_edit_body,
+    "image_variation": check_image_variation_body, "messages": check_messages_body, "generate": check_generate_body,
 }
 
 

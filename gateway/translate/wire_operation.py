@@ -32,6 +32,7 @@ class UpstreamRequest:
     body: bytes | bytearray  # the client's raw body when it passes through unchanged
     content_type: str = ""   # when not JSON (a multipart upload passed through)
     headers: tuple[tuple[str, str], ...] = ()   # besides the provider's own (they replace those of that name)
+    timeout_ms: int = 0      # when not the provider's (an upload: its audio takes the provider longer)
 
 
 @dataclass(frozen=True, slots=True)

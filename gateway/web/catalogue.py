@@ -26,7 +26,7 @@ class ModelPrice:
     cached_input: int | None
     output: int | None
     per_request: int
-    images: tuple[tuple[str, int], ...]   # (size/quality, nano-USD per image)
+    images: tuple[tuple[str, int], ...]   # (size/quality, nano-USD per image), then the media units (issue 20)
 
     def doc(self, money: Money) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "endpoint": self.endpoint, "provider": self.provider,
@@ -48,6 +48,13 @@ def catalogue(config: Config, book: PriceBook) -> list[ModelPrice]:
         tokens = bool(price.input or price.output or price.cached_input)
         images = tuple((_image_label(s, q, len(price.per_image)), book.cost(m.name, Usage(images=1), s, q) - flat)
                        for s, q, _ in price.per_image)
+        media = (("per 1M characters", price.characters, Usage(characters=M)),
+                 ("per audio minute", price.per_audio_minute, Usage(audio_ms=60_000)),
+                 ("audio input per 1M tokens", price.input_audio,
+                  Usage(input_tokens=M, input_audio_tokens=M)),
+                 ("audio output per 1M tokens", price.output_audio,
+                  Usage(output_tokens=M, output_audio_tokens=M)))
+        images += tuple((label, book.cost(m.name, usage) - flat) for label, given, usage in media if given)
         out.append(ModelPrice(
             m.name, m.kind, native_path(m.kind), route.primary if route else "", price.free,
             per_1m(input_tokens=M) if tokens else None,

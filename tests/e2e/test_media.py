@@ -9,11 +9,13 @@ import io
 import math
 import struct
 import wave
+from decimal import Decimal
 
 import httpx
 import openai
 import pytest
 
+from gateway.account_admin import Money, history_doc
 from tests.support.fakes.media_wire import decoded
 from tests.support.fakes.specs import validate
 from tests.support.gateway_server import accounts_call, make_customer
@@ -158,6 +160,8 @@ def test_speech_tts1_billed_per_character(gateway, fakes, paying) -> None:
     entry = history(gateway, c.account_id)[0]
     assert entry["endpoint"] == "/v1/audio/speech" and entry["chars"] == len(text)
     assert entry["cost"] == nano(15, len(text)) == spent(gateway, c.account_id)
+    shown = history_doc(entry, Money(Decimal(95)))   # what the cabinet, the admin API and the CLI show
+    assert shown["characters"] == len(text) and shown["cost_usd"] == entry["cost"] / 1e9
 
 
 def test_speech_streaming_response(gateway, fakes, paying) -> None:
@@ -249,6 +253,7 @@ def test_transcription_every_format(fmt: str, gateway, fakes, paying) -> None:
     assert entry["audio_ms"] in (1500, 2000)   # the provider's whole seconds (json), or the WAV's length
     if model == "whisper-1":
         assert entry["cost"] == math.ceil(6_000_000 * entry["audio_ms"] / 60_000)   # $0.006 a minute
+    assert history_doc(entry, Money(Decimal(95)))["audio_seconds"] == entry["audio_ms"] / 1000
     assert entry["cost"] == spent(gateway, c.account_id) > 0
 
 
@@ -290,3 +295,98 @@ def test_transcription_bad_uploads(gateway, fakes, paying) -> None:
     with pytest.raises(openai.BadRequestError):   # the SDK: an unknown model kind for this endpoint
         client.audio.transcriptions.create(model="tts-1", file=("a.wav", wav_bytes(0.1), "audio/wav"))
     assert fakes["openai"].requests == [] and spent(gateway, c.account_id) == 0
+
+
+# ---------------------------------------------------------------- image edits and variations
+
+def png(color: tuple[int, int, int] = (0, 128, 255)) -> bytes:
+    from tests.support.fakes.common import _png
+    return _png(4, 4, (*color, 255))
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1", "dall-e-2"])
+def test_image_edit_openai(model: str, gateway, fakes, paying) -> None:
+    c, client = paying
+    kwargs = {"mask": ("mask.png", png((0, 0, 0)), "image/png")} if model == "dall-e-2" else {}
+    images = ("a.png", png(), "image/png") if model == "dall-e-2" else [("a.png", png(), "image/png"),
+                                                                         ("b.png", png((9, 9, 9)), "image/png")]
+    r = client.images.edit(model=model, image=images, prompt="Add a hat", n=1, size="1024x1024", **kwargs)
+    assert len(r.data) == 1 and base64.b64decode(r.data[0].b64_json).startswith(b"\x89PNG")
+    sent = fakes["openai"].last
+    assert sent.path == "/v1/images/edits" and sent.body["prompt"] == "Add a hat"
+    assert fakes["openai"].spec_errors == [] and fakes["openai"].response_spec_errors == []
+    entry = history(gateway, c.account_id)[0]
+    assert entry["endpoint"] == "/v1/images/edits" and entry["images"] == 1
+    assert entry["cost"] == spent(gateway, c.account_id) > 0
+    if model == "dall-e-2":
+        assert entry["cost"] == 20_000_000   # $0.02 for 1024x1024
+
+
+def test_image_variation_dalle2(gateway, fakes, paying) -> None:
+    c, client = paying
+    r = client.images.create_variation(model="dall-e-2", image=("a.png", png(), "image/png"), n=2, size="256x256")
+    assert len(r.data) == 2
+    assert fakes["openai"].last.path == "/v1/images/variations" and fakes["openai"].spec_errors == []
+    assert history(gateway, c.account_id)[0]["cost"] == 2 * 16_000_000 == spent(gateway, c.account_id)
+    with pytest.raises(openai.BadRequestError):   # Gemini's image models have no variations
+        client.images.create_variation(model="gemini-2.5-flash-image", image=("a.png", png(), "image/png"))
+
+
+def test_image_edit_gemini(gateway, fakes, paying) -> None:
+    c, client = paying
+    r = client.images.edit(model="gemini-2.5-flash-image", image=[("a.png", png(), "image/png"),
+                                                                  ("b.jpg", png(), "image/png")],
+                           prompt="Merge them", size="1536x1024")
+    assert r.data and r.data[0].b64_json
+    sent = fakes["gemini"].last.body
+    parts = sent["contents"][0]["parts"]
+    assert parts[0] == {"text": "Merge them"}
+    assert [p["inlineData"]["mimeType"] for p in parts[1:]] == ["image/png", "image/png"]
+    assert base64.b64decode(parts[1]["inlineData"]["data"]) == png()
+    assert sent["generationConfig"]["imageConfig"] == {"aspectRatio": "3:2"}
+    assert fakes["gemini"].spec_errors == []
+    assert history(gateway, c.account_id)[0]["cost"] == spent(gateway, c.account_id) > 0
+
+
+def test_image_edit_bad_input(gateway, fakes, paying) -> None:
+    c, _ = paying
+    url, auth = f"{gateway.base_url}/v1/images/edits", {"Authorization": f"Bearer {c.secret}"}
+    cases = [
+        ({"files": {"model": (None, "gpt-image-1"), "prompt": (None, "x")}}, "'image' is required"),
+        ({"files": {"model": (None, "gpt-image-1"), "prompt": (None, "x"),
+                    "image": ("a.gif", b"GIF89a", "image/gif")}}, "PNG, JPEG or WebP"),
+        ({"files": {"model": (None, "gpt-image-1"), "image": ("a.png", png(), "image/png")}}, "'prompt' is required"),
+        ({"files": [("model", (None, "gpt-image-1")), ("prompt", (None, "x"))]
+          + [("image[]", (f"{i}.png", png(), "image/png")) for i in range(17)]}, "too many images"),
+        ({"files": [("model", (None, "gpt-image-1")), ("prompt", (None, "x" * 200_000)),
+                    ("image", ("a.png", png(), "image/png"))]}, "exceeds"),
+        ({"files": [("model", (None, "gpt-image-1")), ("prompt", (None, "x"))]
+          + [(f"f{i}", (None, "1")) for i in range(70)] + [("image", ("a.png", png(), "image/png"))]}, "too many parts"),
+    ]
+    for kwargs, words in cases:
+        r = httpx.post(url, headers=auth, **kwargs)
+        assert r.status_code == 400 and words in r.json()["message"], (words, r.text)
+    assert fakes["openai"].requests == [] and spent(gateway, c.account_id) == 0
+
+
+def test_an_upload_gets_the_upload_deadline(tmp_path, gateway_env, fakes) -> None:
+    """Transcribing long audio takes the provider longer than a chat answer: an upload waits
+    `server.upload_timeout_ms`, not the provider's 8 s (here 300 ms against an answer 800 ms late)."""
+    import yaml
+
+    from tests.support.gateway_server import GatewayServer, copy_root
+    root = copy_root(tmp_path)
+    path = root / "config" / "gateway.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["upstream"]["timeout_ms"] = 300
+    path.write_text(yaml.safe_dump(doc))
+    with GatewayServer(root, gateway_env) as server:
+        c = make_customer(server, usd="5")
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=c.secret, max_retries=0, timeout=30)
+        fakes["openai"].reply(delay_ms=800)
+        r = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(0.2), "audio/wav"))
+        assert r.text.startswith("fake transcript")
+        fakes["openai"].reply(delay_ms=800)
+        with pytest.raises(openai.InternalServerError) as exc:   # a JSON call keeps the provider's deadline
+            client.embeddings.create(model="text-embedding-3-small", input="x")
+        assert exc.value.status_code == 503 and "timeout after 300 ms" in exc.value.response.json()["message"]

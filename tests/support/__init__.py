@@ -140,7 +140,8 @@ def model_for(provider: str, endpoint: str, cfg: Config | None = None) -> str | 
 MEDIA_MODEL = {"embedding": {"openai": "text-embedding-3-small", "gemini": "gemini-embedding-001"},
                "moderation": {"openai": "omni-moderation-latest"},
                "speech": {"openai": "gpt-4o-mini-tts", "gemini": "gemini-2.5-flash-preview-tts"},
-               "transcription": {}, "translation": {}}
+               # uploads have no JSON grid: tests/golden/test_media_snapshots.py renders them
+               "transcription": {}, "translation": {}, "image_edit": {}, "image_variation": {}}
 
 
 def load_json(path: Path) -> Any:

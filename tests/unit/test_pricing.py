@@ -127,3 +127,28 @@ def test_markup_is_applied_once_and_rounded_up() -> None:
 
 def test_unknown_model_has_no_rate() -> None:
     assert book(input=Decimal(1)).rate("other") is None
+
+
+def test_media_units() -> None:
+    """Per character (tts-1), per audio minute to the millisecond (whisper-1), audio tokens at their own rate in
+    place of the text rate (gpt-4o-mini-tts output, gpt-4o-transcribe input)."""
+    assert book(characters=Decimal(15)).cost("m", Usage(characters=1000)) == usd_to_nano("0.015")
+    minute = book(per_audio_minute=Decimal("0.006"))
+    assert minute.cost("m", Usage(audio_ms=60_000)) == usd_to_nano("0.006")
+    assert minute.cost("m", Usage(audio_ms=1_500)) == 150_000          # 1.5 s of $0.006 a minute
+    assert minute.cost("m", Usage(audio_ms=1)) == 100                  # rounded up once
+    tts = book(input=Decimal("0.6"), output=Decimal(10), output_audio=Decimal(12))
+    assert tts.cost("m", Usage(input_tokens=100, output_tokens=1000, output_audio_tokens=800)) == \
+        60_000 + 200 * 10_000 + 800 * 12_000
+    stt = book(input=Decimal("2.5"), input_audio=Decimal(6), output=Decimal(10))
+    assert stt.cost("m", Usage(input_tokens=1000, input_audio_tokens=900, output_tokens=10)) == \
+        100 * 2_500 + 900 * 6_000 + 10 * 10_000
+
+
+def test_media_reservation_bounds_the_charge() -> None:
+    """The reservation of a speech or transcription call is at least what any usage within its bounds costs."""
+    tts = book(input=Decimal("0.6"), output=Decimal(10), output_audio=Decimal(12), characters=Decimal(15))
+    bound = tts.max_cost("m", 400, 4096, media=Usage(characters=400))
+    assert bound >= tts.cost("m", Usage(input_tokens=400, output_tokens=4096, output_audio_tokens=4096, characters=400))
+    whisper = book(per_audio_minute=Decimal("0.006"))
+    assert whisper.max_cost("m", 0, 0, media=Usage(audio_ms=90_000)) == whisper.cost("m", Usage(audio_ms=90_000))

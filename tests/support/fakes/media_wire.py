@@ -65,6 +65,11 @@ def form_parts(content_type: str, raw: bytes) -> list[tuple[str, str | None, byt
              part.get_payload(decode=True) or b"") for part in msg.iter_parts()]
 
 
+def is_image(data: bytes) -> bool:
+    """PNG, JPEG or WebP by its magic bytes (what OpenAI's image endpoints take)."""
+    return data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
 def decoded(doc: dict) -> dict:
     """An embeddings answer with base64 vectors decoded to floats: the spec's schema knows only arrays, while
     the API sends base64 strings when asked (and the SDK asks by default)."""

@@ -757,6 +757,8 @@ class FakeUpstream:
                 _Route("POST", r"/v1/audio/speech", self._openai_speech, "CreateSpeechRequest"),
                 _Route("POST", r"/v1/audio/transcriptions", self._openai_transcription, None),
                 _Route("POST", r"/v1/audio/translations", self._openai_translation, None),
+                _Route("POST", r"/v1/images/edits", self._openai_image_edit, None),
+                _Route("POST", r"/v1/images/variations", self._openai_image_variation, None),
                 _Route("GET", r"/v1/models", self._openai_models, None),
                 _Route("GET", r"/v1/models/(?P<model>[^/]+)", self._openai_model, None),
                 _Route("GET", r"/fake-files/(?P<name>[^/]+)", self._file, None, auth=False),
@@ -854,26 +856,24 @@ class FakeUpstream:
         audio, ctype = media_wire.speech(ctx.body)
         return web.Response(body=audio, headers={"Content-Type": ctype, **self._default_headers(ctx.n)})
 
-    async def _openai_transcription(self, ctx: _Ctx) -> web.StreamResponse:
-        return await self._audio_form(ctx, "CreateTranscriptionRequest", "transcribe")
-
-    async def _openai_translation(self, ctx: _Ctx) -> web.StreamResponse:
-        return await self._audio_form(ctx, "CreateTranslationRequest", "translate")
-
-    async def _audio_form(self, ctx: _Ctx, schema: str, task: str) -> web.StreamResponse:
-        """A multipart upload, parsed as OpenAI does, its fields checked against the spec's request schema."""
+    def _form_fields(self, ctx: _Ctx, schema: str) -> tuple[dict, dict[str, list[bytes]], web.Response | None]:
+        """(text fields as the spec types them, file parts by name, an error answer or None) of a form."""
         if not ctx.request.content_type.startswith("multipart/form-data"):
-            return self._error(400, ctx.n, "Invalid Content-Type header; expected multipart/form-data")
+            return {}, {}, self._error(400, ctx.n, "Invalid Content-Type header; expected multipart/form-data")
         fields: dict[str, Any] = {}
-        audio = b""
+        files: dict[str, list[bytes]] = {}
         for key, filename, value in media_wire.form_parts(ctx.request.headers["Content-Type"], ctx.rec.raw):
+            name = key[:-2] if key.endswith("[]") else key
             if filename is not None:
-                audio = value
-                fields[key] = "<binary>"
+                files.setdefault(name, []).append(value)
+                fields[name] = ["<binary>"] * len(files[name]) if key.endswith("[]") or len(files[name]) > 1 \
+                    else "<binary>"
             elif key.endswith("[]"):
-                fields.setdefault(key[:-2], []).append(value.decode())
-            elif key == "temperature":
+                fields.setdefault(name, []).append(value.decode())
+            elif key in ("temperature",):
                 fields[key] = float(value)
+            elif key in ("n", "output_compression", "partial_images"):
+                fields[key] = int(value)
             elif key == "stream":
                 fields[key] = value == b"true"
             else:
@@ -884,7 +884,39 @@ class FakeUpstream:
             ctx.rec.spec_errors.extend(str(e) for e in errors)
             self.spec_errors.extend(f"POST {ctx.request.path}: {e}" for e in errors)
             if self.reject_invalid:
-                return self._invalid(errors, ctx.n)
+                return fields, files, self._invalid(errors, ctx.n)
+        return fields, files, None
+
+    async def _openai_image_edit(self, ctx: _Ctx) -> web.StreamResponse:
+        return await self._image_form(ctx, "CreateImageEditRequest")
+
+    async def _openai_image_variation(self, ctx: _Ctx) -> web.StreamResponse:
+        return await self._image_form(ctx, "CreateImageVariationRequest")
+
+    async def _image_form(self, ctx: _Ctx, schema: str) -> web.StreamResponse:
+        fields, files, error = self._form_fields(ctx, schema)
+        if error is not None:
+            return error
+        if not all(media_wire.is_image(f) for f in files.get("image", []) + files.get("mask", [])):
+            return self._error(400, ctx.n, "Invalid image file or mode for image 1, please check your image file.",
+                               code="invalid_image_file")
+        if fields.get("model", "dall-e-2") == "dall-e-2" and len(files.get("image", [])) > 1:
+            return self._error(400, ctx.n, "dall-e-2 takes one image", code="invalid_value")
+        return self._answer(ctx, ctx.scripted_body or openai_wire.images(fields, n=ctx.n, url_base=self.origin),
+                            "ImagesResponse")
+
+    async def _openai_transcription(self, ctx: _Ctx) -> web.StreamResponse:
+        return await self._audio_form(ctx, "CreateTranscriptionRequest", "transcribe")
+
+    async def _openai_translation(self, ctx: _Ctx) -> web.StreamResponse:
+        return await self._audio_form(ctx, "CreateTranslationRequest", "translate")
+
+    async def _audio_form(self, ctx: _Ctx, schema: str, task: str) -> web.StreamResponse:
+        """A multipart upload, parsed as OpenAI does, its fields checked against the spec's request schema."""
+        fields, files, error = self._form_fields(ctx, schema)
+        if error is not None:
+            return error
+        audio = (files.get("file") or [b""])[0]
         if not audio:
             return self._error(400, ctx.n, "Could not parse multipart form: no 'file' part")
         fmt = fields.get("response_format") or "json"
