@@ -26,6 +26,7 @@ from gateway.errors import BadRequest, GatewayError
 from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_bytes
 from gateway.http.upstreams import UpstreamFailure
 from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
+from gateway.proxy.cost import usd_text, with_cost
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.forwarding import Answer, Forwarder
 from gateway.proxy.key_slots import KeySlots
@@ -150,8 +151,10 @@ class PaidCalls:
         settling = self._billing.settle(ticket, outcome, len(req.raw), len(answer.body),
                                         price_dims=(str(body.get("size") or "*"), str(body.get("quality") or "*")))
         try:
-            extra = ((b"x-gateway-provider", answer.provider.encode()),) + rate_headers(ticket.admission)
-            await send_bytes(send, 200, answer.body, req.request_id, extra)
+            cost = usd_text(ticket.cost)
+            extra = ((b"x-gateway-provider", answer.provider.encode()), (b"x-gateway-cost-usd", cost)) \
+                + rate_headers(ticket.admission)
+            await send_bytes(send, 200, with_cost(answer.body, cost), req.request_id, extra)
         finally:
             await settling
         return outcome
@@ -190,7 +193,7 @@ class PaidCalls:
             settling = self._billing.settle(ticket, outcome, extra={"stream": 1, **({"cut": 1} if cut else {})})
             try:  # as for a whole answer: the settlement is on the wire before the end of the stream
                 if not cut:
-                    tail = call.framer.error(error) if error is not None else call.end()
+                    tail = call.framer.error(error) if error is not None else call.end(usd_text(ticket.cost))
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
             finally:
                 await settling
