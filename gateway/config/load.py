@@ -378,6 +378,7 @@ def _check_settings(ld: _Loader, s: Settings) -> None:
 def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     server, upstream, redis = doc.get("server", {}), doc.get("upstream", {}), doc.get("redis", {})
     auth, billing, web = doc.get("auth", {}), doc.get("billing", {}), doc.get("web", {})
+    mail = web.get("smtp") or {}
     d = Settings()
     return Settings(
         host=server.get("host", d.host), port=int(server.get("port", d.port)),
@@ -410,6 +411,16 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         web_public_url=str(web.get("public_url", d.web_public_url)).rstrip("/"),
         web_default_locale=str(web.get("default_locale", d.web_default_locale)),
         web_payment_poll_s=float(web.get("payment_poll_s", d.web_payment_poll_s)),
+        web_require_verified_email=_as_bool(web.get("require_verified_email", d.web_require_verified_email)),
+        web_signups_per_hour=int(web.get("signups_per_hour", d.web_signups_per_hour)),
+        web_verify_ttl_s=int(web.get("verify_ttl_s", d.web_verify_ttl_s)),
+        web_reset_ttl_s=int(web.get("reset_ttl_s", d.web_reset_ttl_s)),
+        smtp_host=str(mail.get("host", d.smtp_host)), smtp_port=int(mail.get("port", d.smtp_port)),
+        smtp_username=str(mail.get("username", d.smtp_username)),
+        smtp_password=str(mail.get("password", d.smtp_password)),
+        smtp_from=str(mail.get("from", d.smtp_from)),
+        smtp_starttls=_as_bool(mail.get("starttls", d.smtp_starttls)),
+        alerts_allow_loopback=_as_bool(web.get("alerts_allow_loopback", d.alerts_allow_loopback)),
         limits=_limits(server.get("limits") or {}),
         shutdown_grace_s=float(server.get("shutdown_grace_s", d.shutdown_grace_s)),
         observability=_observability(doc.get("observability") or {}),

@@ -92,6 +92,17 @@ class Settings:
     web_public_url: str = ""                # base of the payment return URL; empty: from the request
     web_default_locale: str = "ru"          # the cabinet's language until a customer picks one (ru, en)
     web_payment_poll_s: float = 15.0        # how often pending top-ups are asked about at the provider
+    web_require_verified_email: bool = True  # a signed-up customer confirms the address before making a key
+    web_signups_per_hour: int = 5           # sign-ups (and reset requests) per client address and hour
+    web_verify_ttl_s: int = 3 * 86400       # how long an address confirmation link works
+    web_reset_ttl_s: int = 3600             # how long a password reset link works (once)
+    smtp_host: str = ""                     # empty: no e-mail is sent (and the verification gate is off)
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "Botech AI Gateway <noreply@botech.pro>"
+    smtp_starttls: bool = True              # STARTTLS when the server offers it (plain on loopback tests)
+    alerts_allow_loopback: bool = False     # webhook alerts to 127.0.0.1/::1 (tests only; never private nets)
     limits: ServerLimits = field(default_factory=ServerLimits)
     shutdown_grace_s: float = 30.0          # SIGTERM: requests and streams in flight get this long to finish
     observability: Observability = field(default_factory=Observability)

@@ -44,6 +44,7 @@ class Ticket:
     admission: Admission
     started: float = field(default_factory=time.perf_counter)
     settled: bool = False
+    cost: int = 0           # nano-USD charged, known once settle() has been called
 
 
 def rate_headers(a: Admission) -> tuple[tuple[bytes, bytes], ...]:
@@ -183,6 +184,7 @@ class BillingGate:
             if usage is None:  # the provider reported none: bill an estimate (~4 bytes a token), marked as such
                 usage = Usage(input_tokens=-(-raw_len // 4), output_tokens=-(-reply_len // 4), estimated=True)
             cost = self._prices.cost(ticket.model, usage, *price_dims)
+        ticket.cost = cost
         u = usage or Usage()
         fields: dict[str, str | int] = {
             "key": ticket.caller.key_id, "model": ticket.model, "provider": outcome.provider or "-",

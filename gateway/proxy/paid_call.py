@@ -29,6 +29,7 @@ from gateway.http.upstreams import UpstreamFailure
 from gateway.observability.metrics import METRICS
 from gateway.observability.record import RECORD, RequestRecord
 from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
+from gateway.proxy.cost import usd_text, with_cost
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.form_body import Form, check_audio_file, check_image_files, read_form
 from gateway.proxy.forwarding import Answer, Forwarder
@@ -222,8 +223,13 @@ class PaidCalls:
         if rec is not None:
             rec.t_settle = perf_counter()
         try:
-            extra = ((b"x-gateway-provider", answer.provider.encode()),) + rate_headers(ticket.admission)
-            await send_bytes(send, 200, answer.body, req.request_id, extra, answer.content_type)
+            cost = usd_text(ticket.cost)
+            extra = ((b"x-gateway-provider", answer.provider.encode()), (b"x-gateway-cost-usd", cost)) \
+                + rate_headers(ticket.admission)
+            body = answer.body
+            if not req.endpoint.errors and answer.content_type == b"application/json":  # OpenAI's shapes: usage.cost
+                body = with_cost(body, cost)
+            await send_bytes(send, 200, body, req.request_id, extra, answer.content_type)
         finally:
             outcome.cost = await settling
             if rec is not None:
@@ -283,7 +289,7 @@ class PaidCalls:
                 rec.t_settle = perf_counter()
             try:  # as for a whole answer: the settlement is on the wire before the end of the stream
                 if not cut:
-                    tail = call.framer.error(error) if error is not None else call.end()
+                    tail = call.framer.error(error) if error is not None else call.end(usd_text(ticket.cost))
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
             finally:
                 outcome.cost = await settling

@@ -20,6 +20,7 @@ import orjson
 
 from gateway.errors import ErrorShape
 from gateway.http.sse import DONE, SSEParser, frame
+from gateway.proxy.cost import with_cost
 from gateway.translate.stream import MappedStream, StreamFailed
 from gateway.usage import Usage, UsageMap
 
@@ -43,6 +44,7 @@ class Source:
     """Turns upstream SSE events into items of the operation's own client shape."""
 
     usage: Usage | None = None
+    held: bytes = b""           # the provider's usage chunk, sent at the end with the call's cost in it
     out_chars: int = 0
     done: bool = False
 
@@ -91,9 +93,9 @@ class PassthroughChat(Source):
             found = self._usage_map.extract(chunk)
             if found is not None:
                 self.usage = found
-            if not chunk.get("choices"):  # the usage-only chunk
-                if self._raw and self._forward_usage:
-                    return [frame(data)]
+            if not chunk.get("choices"):  # the usage-only chunk: held back to carry the cost (StreamCall.end)
+                if self._forward_usage:
+                    self.held = data
                 return []
             if not self._forward_usage:
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
@@ -240,16 +242,21 @@ class Framer:
             else:
                 yield frame(item)
 
-    def end(self, usage: Usage | None, usage_forwarded: bool) -> Iterator[bytes]:
+    def end(self, usage: Usage | None, usage_forwarded: bool, cost: bytes = b"0.0",
+            held: bytes = b"") -> Iterator[bytes]:
+        """The usage chunk (the provider's, held back, or ours) with `usage.cost`, then [DONE]; a stream of
+        another API's own events ends as that API ends it."""
         if self._own_end:
             if self._array:
                 yield b"]" if self._pieces else b"[]"
             return
-        if self._include_usage and not usage_forwarded:
+        if held:
+            yield frame(with_cost(held, cost))
+        elif self._include_usage and not usage_forwarded:
             u = usage or Usage()
-            yield frame({"id": self._prefix + self._vars["rid"], "object": self._object,
-                         "created": self._vars["created"], "model": self._vars["model"], "choices": [],
-                         "usage": u.to_openai_chat()})
+            yield frame(with_cost(orjson.dumps({
+                "id": self._prefix + self._vars["rid"], "object": self._object, "created": self._vars["created"],
+                "model": self._vars["model"], "choices": [], "usage": u.to_openai_chat()}), cost))
         yield DONE
 
     def error(self, message: str) -> bytes:
@@ -337,7 +344,7 @@ class StreamCall:
         for b in self.framer.frames(tail):
             yield b
 
-    def end(self) -> bytes:
-        """The closing frames (usage chunk, [DONE]); sent once the settlement is written to Redis, so
-        whatever a client sends after the end of the stream sees the charge."""
-        return b"".join(self.framer.end(self.source.usage, self._usage_forwarded))
+    def end(self, cost: bytes = b"0.0") -> bytes:
+        """The closing frames (usage chunk with the call's cost, [DONE]); sent once the settlement is
+        written to Redis, so whatever a client sends after the end of the stream sees the charge."""
+        return b"".join(self.framer.end(self.source.usage, self._usage_forwarded, cost, self.source.held))

@@ -24,7 +24,7 @@ from gateway.http.client_address import ForwardedHeaders, TrustedProxies
 from gateway.store.accounts import Accounts
 from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
-from gateway.web import console, customer
+from gateway.web import account_pages, console, customer
 from gateway.web.i18n import N_
 from gateway.web.site import CSP, HERE, LoginRequired, Refused, Web, redirect
 
@@ -62,6 +62,7 @@ def build_web_app(accounts: Accounts, config: Config, redis: AsyncStore, keyspac
     app = FastAPI(title="Botech AI Gateway cabinet", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     customer.register(app, web)
+    account_pages.register(app, web)
     console.register(app, web)
 
     @app.exception_handler(LoginRequired)

@@ -15,12 +15,11 @@ from gateway.account_admin import ID_RE, account_doc, key_doc, ledger_doc
 from gateway.config.model import pattern_matches
 from gateway.http.client_address import client_host
 from gateway.money import usd_to_nano
-from gateway.store.accounts import LOGIN_RE, ConflictError, InvalidInput, NotFoundError
+from gateway.store.accounts import NotFoundError
 from gateway.web import charts, forms, history, i18n
 from gateway.web.format import LOCALES, money, number
 from gateway.web.forms import FieldError
 from gateway.web.i18n import N_
-from gateway.web.passwords import MAX_LENGTH, MIN_LENGTH
 from gateway.web.payments import MAX_WEBHOOK_BYTES, BadSignature, PaymentError, WebhookRejected
 from gateway.web.site import Refused, Viewer, Web, redirect, safe_next
 
@@ -130,35 +129,6 @@ def register(app: FastAPI, web: Web) -> None:
         response.delete_cookie(web.csrf_cookie, path="/", secure=web.secure, httponly=True, samesite="strict")
         return response
 
-    @app.get("/signup")
-    async def signup_page(request: Request) -> Response:
-        if await web.viewer(request):
-            return redirect("/")
-        return await web.render(request, "signup.html", None, title=web.t(request, "Sign up"), email="",
-                                error="")
-
-    @app.post("/signup")
-    async def signup(request: Request) -> Response:
-        form = await web.form(request, None)
-        email, password = form.get("email", "").strip().lower()[:320], form.get("password", "")
-        _ = web.gettext(request)
-        try:
-            check_signup(email, password, form.get("password2", ""))
-            account = await accounts.create_account(email, "customer")
-        except FieldError as exc:
-            return await web.render(request, "signup.html", None, 400, title=_("Sign up"), email=email,
-                                    error=exc.text(_, web.locale(request)), errors={exc.field: " "})
-        except (InvalidInput, ConflictError):
-            return await web.render(request, "signup.html", None, 400, title=_("Sign up"), email=email,
-                                    error=_("This address cannot be used. Log in, or reset the password."),
-                                    errors={"email": " "})
-        await web.passwords.set(account.id, password)
-        token = await web.sessions.create(account.id)
-        response = redirect("/")
-        web.set_cookie(response, web.session_cookie, token, web.settings.web_session_ttl_s, "lax")
-        response.delete_cookie(web.csrf_cookie, path="/", secure=web.secure, httponly=True, samesite="strict")
-        return response
-
     @app.post("/logout")
     async def logout(request: Request) -> Response:
         viewer = await web.customer(request)
@@ -207,7 +177,8 @@ def register(app: FastAPI, web: Web) -> None:
         money = await web.money()
         keys = [key_doc(k, money) for k in await accounts.list_keys(viewer.account.id)]
         context: dict[str, Any] = {"created": None, "error": "", "form": {}, "nonce": secrets.token_urlsafe(16),
-                                   "api_base": api_base(request)}
+                                   "api_base": api_base(request),
+                                   "unverified": await web.unverified(viewer.account.id)}
         context.update(extra)
         return await web.render(request, "keys.html", viewer, status, title=web.t(request, "API keys"),
                                 keys=keys, **context)
@@ -231,6 +202,9 @@ def register(app: FastAPI, web: Web) -> None:
     async def create_key(request: Request) -> Response:
         viewer = await web.customer(request)
         form = await web.form(request, viewer)
+        if await web.unverified(viewer.account.id):
+            return await keys_page(request, viewer, 403, form=form, error=web.t(
+                request, "Confirm your email address first: open the link we sent you."))
         try:
             spec = parse_key_form(form, [m.name for m in web.config.enabled_models])
         except FieldError as exc:
@@ -471,16 +445,6 @@ def _presets(day: date, _: Any) -> list[tuple[str, str, str]]:
             (_("Last 30 days"), (day - timedelta(days=29)).isoformat(), day.isoformat()),
             (_("Last month"), last_month_end.replace(day=1).isoformat(), last_month_end.isoformat())]
 
-
-def check_signup(email: str, password: str, again: str) -> None:
-    if not LOGIN_RE.match(email) or "." not in email.rsplit("@", 1)[-1]:
-        raise FieldError("email", N_("Enter an email address such as name@example.com."))
-    if len(password) < MIN_LENGTH:
-        raise FieldError("password", N_("The password must be at least %(n)s characters long."), {"n": MIN_LENGTH})
-    if len(password) > MAX_LENGTH:
-        raise FieldError("password", N_("The password must be at most %(n)s characters long."), {"n": MAX_LENGTH})
-    if password != again:
-        raise FieldError("password2", N_("The two passwords differ."))
 
 
 def _topup_doc(t: Any, money: Any, methods: dict[str, str]) -> dict[str, Any]:

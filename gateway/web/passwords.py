@@ -57,6 +57,10 @@ class Passwords:
         check_strength(password)
         await self.r.set(self._key(aid), await asyncio.to_thread(hash_password, password))
 
+    async def set_hash(self, aid: str, hashed: str) -> None:
+        """A password already hashed (by `hash_password`, in the caller's thread)."""
+        await self.r.set(self._key(aid), hashed)
+
     async def has(self, aid: str) -> bool:
         return bool(await self.r.exists(self._key(aid)))
 

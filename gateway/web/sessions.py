@@ -4,7 +4,9 @@ worker and host.
 A session is a random 256-bit token in an HttpOnly cookie; Redis keeps only its SHA-256
 (`{prefix}:web:sess:<hash>` → account id, CSRF token, creation time) with an idle TTL that every request
 renews. Each account lists its sessions (`{a:ID}:web:sessions`) so that a new password ends all of them.
-Failed logins are counted per email and per client address in a fixed window."""
+Failed logins are counted per (email, client address) pair, per client address, and per email with a much
+higher ceiling, in a fixed window: someone elsewhere cannot lock a known email out with a few wrong
+passwords, and a password reset clears the email's counter."""
 
 from __future__ import annotations
 
@@ -84,7 +86,10 @@ class Throttled:
 
 
 class LoginThrottle:
-    """At most `max_failures` failed logins per email, and 4x that per client address, per window."""
+    """At most `max_failures` failed logins per (email, address) pair, 4x that per client address, and 20x
+    that per email from everywhere (a spread-out guessing attack) per window."""
+
+    EMAIL_CEILING = 20
 
     def __init__(self, client: AsyncStore, keys: KeySpace, max_failures: int, window_s: int) -> None:
         self.r = client
@@ -92,22 +97,23 @@ class LoginThrottle:
         self.max = max_failures
         self.window = window_s
 
-    def _keys(self, login: str, address: str) -> tuple[str, str]:
+    def _keys(self, login: str, address: str) -> tuple[str, str, str]:
         who = hashlib.sha256(login.strip().lower().encode()).hexdigest()[:32]
-        return f"{self.k.p}:web:fail:login:{who}", f"{self.k.p}:web:fail:ip:{address}"
+        pair = hashlib.sha256(f"{login.strip().lower()}|{address}".encode()).hexdigest()[:32]
+        return (f"{self.k.p}:web:fail:pair:{pair}", f"{self.k.p}:web:fail:ip:{address}",
+                f"{self.k.p}:web:fail:login:{who}")
 
     async def check(self, login: str, address: str) -> Throttled | None:
-        by_login, by_ip = self._keys(login, address)
+        keys = self._keys(login, address)
         async with self.r.pipeline(transaction=False) as p:
-            p.get(by_login)
-            p.ttl(by_login)
-            p.get(by_ip)
-            p.ttl(by_ip)
-            n_login, ttl_login, n_ip, ttl_ip = await p.execute()
-        if n_login is not None and int(n_login) >= self.max:
-            return Throttled(max(int(ttl_login), 1))
-        if n_ip is not None and int(n_ip) >= 4 * self.max:
-            return Throttled(max(int(ttl_ip), 1))
+            for key in keys:
+                p.get(key)
+                p.ttl(key)
+            n_pair, ttl_pair, n_ip, ttl_ip, n_login, ttl_login = await p.execute()
+        for n, ttl, cap in ((n_pair, ttl_pair, self.max), (n_ip, ttl_ip, 4 * self.max),
+                            (n_login, ttl_login, self.EMAIL_CEILING * self.max)):
+            if n is not None and int(n) >= cap:
+                return Throttled(max(int(ttl), 1))
         return None
 
     async def failed(self, login: str, address: str) -> None:
@@ -119,3 +125,8 @@ class LoginThrottle:
 
     async def succeeded(self, login: str, address: str) -> None:
         await self.r.delete(self._keys(login, address)[0])
+
+    async def reset(self, login: str, address: str) -> None:
+        """A password changed through a reset link: this email may log in again at once from here."""
+        pair, _, by_login = self._keys(login, address)
+        await self.r.delete(pair, by_login)

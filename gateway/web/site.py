@@ -11,6 +11,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -28,10 +29,13 @@ from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 from gateway.web import format as fmt
 from gateway.web import i18n
+from gateway.web.alerts import Alerts, AlertSettings
 from gateway.web.i18n import N_
+from gateway.web.mail import Mailer
 from gateway.web.passwords import Passwords
 from gateway.web.payments import Payments, TopUps, providers_from
 from gateway.web.sessions import LoginThrottle, Session, Sessions
+from gateway.web.tokens import AddressBudget, OneTimeLinks
 
 log = logging.getLogger("gateway.web")
 
@@ -79,6 +83,10 @@ class Web:
         self.prices = PriceBook(config.prices)
         self.sessions = Sessions(redis, keyspace, s.web_session_ttl_s)
         self.throttle = LoginThrottle(redis, keyspace, s.web_login_max_failures, s.web_login_window_s)
+        self.mailer = Mailer(s)
+        self.links = OneTimeLinks(redis, keyspace)
+        self.budget = AddressBudget(redis, keyspace, s.web_signups_per_hour)
+        self.alerts = Alerts(redis, keyspace, accounts, s.alerts_allow_loopback)
         self.passwords = Passwords(redis, keyspace)
         self.topups = TopUps(redis, keyspace)
         self.payments = Payments(accounts, self.topups, providers_from(config.payments))
@@ -104,7 +112,24 @@ class Web:
                 await self.payments.poll_pending()
             except Exception:   # a Redis blip or a provider hiccup: the next round tries again
                 log.exception("payment status poll failed")
+            try:
+                await self.alerts.check_all(self.send_alert)
+            except Exception:
+                log.exception("alert check failed")
             await asyncio.sleep(self.settings.web_payment_poll_s)
+
+    async def send_alert(self, aid: str, login: str, name: str, data: dict[str, Any], a: AlertSettings) -> None:
+        """One alert that just fired: a letter in the customer's language and/or the signed webhook."""
+        event = {"type": name, "account_id": aid, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "data": data}
+        if a.by_email:
+            locale = i18n.pick(await self.account_locale(aid), self.default_locale)
+            subject, body = self.letter(locale, "alert", event=event, data=data,
+                                        base=self.settings.web_public_url)
+            await self.mailer.send(login, subject, body)
+        if a.webhook_url:
+            self.alerts.post_later(a.webhook_url, a.secret, event)
+        log.info("alert %s fired for %s", name, aid)
 
     # -- language --------------------------------------------------------------------------------------
 
@@ -174,6 +199,22 @@ class Web:
         if not viewer.is_admin:
             raise Refused(404, N_("There is no such page."))
         return viewer
+
+    def base_url(self, request: Request) -> str:
+        """The service's public address (links in letters, the code sample, payment returns)."""
+        return self.settings.web_public_url or str(request.base_url).rstrip("/")
+
+    def letter(self, locale: str, template: str, **context: Any) -> tuple[str, str]:
+        """(subject, body) of a letter from templates/mail/<template>.txt: its first line is the subject."""
+        text = self.jinja[locale].get_template(f"mail/{template}.txt").render(**context)
+        subject, _, body = text.partition("\n")
+        return subject.strip(), body.strip() + "\n"
+
+    async def unverified(self, aid: str) -> bool:
+        """True while a signed-up customer has not confirmed the address (and the gate is on)."""
+        if not (self.settings.web_require_verified_email and self.mailer.enabled):
+            return False
+        return bool(await self.redis.exists(f"{self.keyspace.tag(aid)}:web:unverified"))
 
     async def money(self) -> Money:
         return Money(await self.accounts.usd_rub(), exact=True)
@@ -255,6 +296,10 @@ NOTICES = {
     "key-unblocked": N_("The key is active again."),
     "rate-set": N_("The USD→RUB rate is saved."),
     "lang-set": N_("The language is saved."),
+    "verify-sent": N_("We sent a new confirmation link to your address."),
+    "password-reset": N_("The password is changed. Log in with the new one."),
+    "password-changed": N_("The password is changed; your other sessions are closed."),
+    "alerts-saved": N_("The alerts are saved."),
 }
 
 

@@ -41,7 +41,12 @@ def test_customer_journey(stack: Stack, browser: Any, shots: Path) -> None:
     page.fill("input[name=email]", email)
     page.fill("input[name=password]", PASSWORD)
     page.fill("input[name=password2]", PASSWORD)
-    page.click("button[type=submit]")
+    page.click("form[action='/signup'] button[type=submit]")
+    page.wait_for_url(base + "/signup/sent")       # no SMTP server in this stack: no confirmation gate
+    page.click("#sent a.button")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form[action='/login'] button[type=submit]")
     page.wait_for_url(base + "/")
     assert page.locator("#balance .value").get_attribute("data-usd") == "0"
     snap(page, shots, "01-dashboard-new")
@@ -144,7 +149,7 @@ def test_operator_console(stack: Stack, browser: Any, shots: Path) -> None:
     page.goto(base + "/console")
     page.fill("input[name=email]", admin_email)
     page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    page.click("form[action='/login'] button[type=submit]")
     page.wait_for_url(base + "/console")
     assert page.locator("#accounts tbody tr").count() >= 2
     snap(page, shots, "20-console-accounts")

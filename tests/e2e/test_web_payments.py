@@ -64,7 +64,8 @@ def test_topup_end_to_end(stack: Stack, customer: Cabinet) -> None:
     assert paid.status_code == 303 and paid.headers["location"] == body["confirmation"]["return_url"]
     payment = fake.last()
     assert [d.status for d in payment.deliveries] == [200]
-    assert json.loads(payment.deliveries[0].body) == {"ok": True, "applied": True}
+    # credited by this webhook, or a moment before by the background status poll: once either way
+    assert json.loads(payment.deliveries[0].body)["ok"] is True
     page = customer.get(paid.headers["location"].removeprefix(stack.base_url)).text
     assert "Payment received: 950.00\u00a0₽ is on your balance." in page
     assert usd_of(page, "balance") == "10"                      # 950 RUB at 95 RUB/USD
@@ -79,7 +80,8 @@ def test_webhook_delivered_twice_credits_once(stack: Stack, customer: Cabinet) -
     url = start(customer, "190")
     assert httpx.post(url + "/pay", follow_redirects=False).status_code == 303
     results = [json.loads(d.body) for d in stack.payments.last().deliveries]
-    assert results == [{"ok": True, "applied": True}, {"ok": True, "applied": False}]
+    assert all(r["ok"] for r in results) and results[1]["applied"] is False
+    assert sum(r["applied"] for r in results) <= 1      # the status poll may have credited it first
     # and once more, later, straight from the provider
     again = stack.payments.deliver(stack.payments.notification(stack.payments.last()))
     assert [d.status for d in again] == [200] and json.loads(again[0].body)["applied"] is False
