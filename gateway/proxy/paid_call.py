@@ -226,10 +226,10 @@ class PaidCalls:
             cost = usd_text(ticket.cost)
             extra = ((b"x-gateway-provider", answer.provider.encode()), (b"x-gateway-cost-usd", cost)) \
                 + rate_headers(ticket.admission)
-            body = answer.body
+            out = answer.body
             if not req.endpoint.errors and answer.content_type == b"application/json":  # OpenAI's shapes: usage.cost
-                body = with_cost(body, cost)
-            await send_bytes(send, 200, body, req.request_id, extra, answer.content_type)
+                out = with_cost(out, cost)
+            await send_bytes(send, 200, out, req.request_id, extra, answer.content_type)
         finally:
             outcome.cost = await settling
             if rec is not None:

@@ -126,6 +126,11 @@ def cluster_url(url: str, connect_timeout_ms: int = 1000, command_timeout_ms: in
     return url if _kinds[url] else None
 
 
+def text(reply: bytes | str) -> str:
+    """A reply of our clients as text (they never decode: a reply is bytes; redis-py types it bytes | str)."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
 def async_client(url: str, max_connections: int = 64, connect_timeout_ms: int = 1000,
                  command_timeout_ms: int = 2000) -> AsyncStore:
     """redis-py for everything off the paid path (tokens, accounts, pages), with the same deadlines; a

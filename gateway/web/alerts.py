@@ -30,7 +30,7 @@ import orjson
 
 from gateway.money import nano_to_usd, rub_to_nano_usd, usd_to_nano
 from gateway.store.accounts import Accounts, NotFoundError
-from gateway.store.connection import AsyncStore
+from gateway.store.connection import AsyncStore, text
 from gateway.store.keys import KeySpace
 from gateway.web.forms import FieldError, plain_decimal, whole
 from gateway.web.i18n import N_
@@ -72,7 +72,7 @@ def public_address_check(url: str, allow_loopback: bool) -> None:
     except (socket.gaierror, UnicodeError, ValueError):
         raise UnsafeURL("webhook_url", N_("This host name does not resolve.")) from None
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if ip.is_loopback and allow_loopback:
             continue
         if not ip.is_global or ip.is_multicast:
@@ -104,7 +104,7 @@ class Alerts:
         self.k = keys
         self.accounts = accounts
         self.allow_loopback = allow_loopback
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
 
     def _key(self, aid: str) -> str:
         return f"{self.k.tag(aid)}:web:alerts"
@@ -116,7 +116,7 @@ class Alerts:
         return f"{self.k.p}:web:alerts:index"
 
     async def get(self, aid: str) -> AlertSettings:
-        raw = {k.decode(): v.decode() for k, v in (await self.r.hgetall(self._key(aid))).items()}
+        raw = {text(k): text(v) for k, v in (await self.r.hgetall(self._key(aid))).items()}
         if not raw:
             return AlertSettings()
         return AlertSettings(Decimal(raw["low"]) if raw.get("low") else None, raw.get("currency", "USD"),
@@ -141,7 +141,7 @@ class Alerts:
         alerts fired."""
         fired = 0
         for raw in await self.r.smembers(self._index()):
-            aid = raw.decode()
+            aid = text(raw)
             try:
                 fired += await self.check(aid, send)
             except NotFoundError:

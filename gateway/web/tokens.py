@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from gateway.store.connection import AsyncStore
+from gateway.store.connection import AsyncStore, text
 from gateway.store.keys import KeySpace
 
 
@@ -34,14 +34,14 @@ class OneTimeLinks:
         if not token or len(token) > 100:
             return None
         raw = await self.r.get(self._key(kind, token))
-        return raw.decode() if raw else None
+        return text(raw) if raw else None
 
     async def consume(self, kind: str, token: str) -> str | None:
         """The account, once: the link is gone after this call."""
         if not token or len(token) > 100:
             return None
         raw = await self.r.getdel(self._key(kind, token))
-        return raw.decode() if raw else None
+        return text(raw) if raw else None
 
 
 class AddressBudget:
