@@ -65,3 +65,4 @@ CFG = GRID.config
 PIPELINE = GRID.forwarder
 candidate = GRID.candidate
 responses_only = GRID.responses_only
+ROUTER = GRID.router
