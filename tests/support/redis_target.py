@@ -13,6 +13,8 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -42,12 +44,45 @@ def answers(url: str, timeout_s: float = PROBE_S) -> bool:
         client.close()
 
 
+# Stops the server when the test process is gone without running its atexit hooks (SIGTERM, SIGKILL): polls
+# the parent, then sends SIGTERM (Redis's clean shutdown) to the server — only if that PID still runs a
+# redis-server in our folder — and removes the folder.
+_WATCHDOG = """
+import os, shutil, signal, sys, time
+parent, server, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+while alive(parent):
+    time.sleep(1)
+try:
+    with open(f"/proc/{server}/cmdline", "rb") as f:
+        ours = folder.encode() in f.read()
+except OSError:
+    ours = False
+if ours:
+    os.kill(server, signal.SIGTERM)
+    for _ in range(100):
+        if not alive(server):
+            break
+        time.sleep(0.1)
+shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
 def _start_embedded() -> str:
     # a short path: a unix socket's path is limited to ~108 bytes
     folder = Path(tempfile.mkdtemp(prefix="gw-test-redis-"))
     server = EmbeddedRedis(folder).start()
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(server.pid), str(folder)],
+                                stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop() -> None:
+        watchdog.kill()
+        watchdog.wait()
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 

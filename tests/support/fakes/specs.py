@@ -65,15 +65,15 @@ from referencing.jsonschema import DRAFT202012
 
 __all__ = [
     "SPEC_FILES",
-    "specs_dir",
-    "load_spec",
-    "schema_names",
-    "validator_for",
-    "validate",
-    "check",
     "SpecError",
     "assert_valid",
+    "check",
     "format_error",
+    "load_spec",
+    "schema_names",
+    "specs_dir",
+    "validate",
+    "validator_for",
 ]
 
 SPEC_FILES: dict[str, str] = {
