@@ -25,7 +25,7 @@ from gateway.account_admin import Money
 from gateway.config.model import Config
 from gateway.pricing import PriceBook
 from gateway.store.accounts import Accounts, AccountView
-from gateway.store.connection import AsyncStore
+from gateway.store.connection import AsyncStore, text
 from gateway.store.keys import KeySpace
 from gateway.web import format as fmt
 from gateway.web import i18n
@@ -97,6 +97,9 @@ class Web:
         self.default_locale = i18n.pick(s.web_default_locale, "ru")
         self._background: asyncio.Task[None] | None = None
         self.jinja = {locale: _environment(locale) for locale in fmt.LOCALES}
+        self._catalogue: Any = None
+        # the version in force and the last load or reload (set by the app: gateway.reload.status)
+        self.config_status: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     # -- background work -------------------------------------------------------------------------------
 
@@ -151,14 +154,10 @@ class Web:
 
     async def account_locale(self, aid: str) -> str | None:
         raw = await self.redis.get(f"{self.keyspace.tag(aid)}:web:lang")
-        # redis-py types a reply bytes | str; ours are bytes (decode_responses=False)
-        return raw.decode() if raw else None  # type: ignore[union-attr]
+        return text(raw) if raw else None
 
     async def set_account_locale(self, aid: str, locale: str) -> None:
         await self.redis.set(f"{self.keyspace.tag(aid)}:web:lang", locale)
-        self._catalogue: Any = None
-        # the version in force and the last load or reload (set by the app: gateway.reload.status)
-        self.config_status: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     def use(self, config: Config, prices: PriceBook) -> None:
         """A reload's config (gateway.reload): the catalogue and the console follow it."""
