@@ -74,7 +74,7 @@ class TokenCounts:
         decision = self._router.resolve(params["model"] if endpoint.model_in_path else body.get("model"), endpoint)
         _, plan = decision.candidates[0]
         if not plan.adapters:  # the provider counts (fallbacks as for a paid call)
-            answer = await self._forwarder.forward(decision, body, raw, request_id, _admitted, scope["headers"])
+            answer = await self._forwarder.forward(decision, body, raw, request_id, _admitted, headers=scope["headers"])
             await send_bytes(send, 200, answer.body, request_id, ((b"x-gateway-provider", answer.provider.encode()),))
             return
         adapters = self._config.adapters
