@@ -143,6 +143,15 @@ def test_every_script_runs_on_the_cluster_and_stays_in_one_slot(redis_cluster: L
                 return _submit(name, keys, args, now)
 
             batcher.submit = spy  # type: ignore[method-assign]
+            if hasattr(batcher, "pipeline_for"):  # a credit waits for a replica: EVAL + WAIT on its own pipeline
+                pipeline_for = batcher.pipeline_for
+
+                async def spy_pipeline(key: str, commands: list[list[Any]], _call: Any = pipeline_for) -> Any:
+                    if commands and commands[0][0] == "EVAL":
+                        seen.add("credit")
+                    return await _call(key, commands)
+
+                batcher.pipeline_for = spy_pipeline  # type: ignore[method-assign]
         try:
             await ledger.connect()
             c = await _holder(acc)                                               # credit.lua
