@@ -8,8 +8,8 @@ else the machine does (perf's counters are not available on these guests).
 One run: a redis-server and the fake upstream of bench/run.py, the gateway (`gateway serve`, one worker)
 under `valgrind --tool=callgrind`; a warm-up, then the counters zeroed, N sequential paid requests on one
 keep-alive connection, and the counters dumped; then an idle stretch of the same length is counted and taken
-away (the process's own timers run at any load, and a slow run under valgrind spans more of them). Prints instructions per request (pass-through and, with
-`--anthropic`, the Anthropic translation).
+away (the process's own timers run at any load, and a slow run under valgrind spans more of them). Prints
+instructions per request (pass-through and, with `--anthropic`, the Anthropic translation).
 
     python3 bench/instructions.py --requests 2000
     python3 bench/instructions.py --requests 2000 --anthropic

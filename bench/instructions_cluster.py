@@ -18,9 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import instructions  # (the repo on the path first)
-from bench.run import own_redis
-from tests.support.cluster import LocalCluster
+from bench import instructions  # noqa: E402  (the repo on the path first)
+from bench.run import own_redis  # noqa: E402
+from tests.support.cluster import LocalCluster  # noqa: E402
 
 
 def main() -> int:

@@ -42,7 +42,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.http.client import Pool
+from gateway.http.client import Pool  # noqa: E402  (the repo on the path first)
 
 HEADERS = {"Content-Type": "application/json", "User-Agent": "botech-gateway", "Authorization": "Bearer x"}
 CONCURRENCY = 64

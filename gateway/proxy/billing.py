@@ -151,7 +151,8 @@ class BillingGate:
                 self._ledger.settle_later(caller, request_id, 0, {
                     "key": caller.key_id, "model": decision.model.name, "provider": "-", "endpoint": endpoint,
                     "status": 503, "error": f"billing unavailable: {exc}"[:300]})
-            raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}, error_type="gateway_billing_unavailable") from None
+            raise UpstreamUnavailable(UNAVAILABLE, headers={"Retry-After": "1"},
+                                      error_type="gateway_billing_unavailable") from None
         if a.code != ADMIT_OK:
             status, message = REJECTIONS[a.code]
             if status == 401:

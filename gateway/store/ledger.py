@@ -210,7 +210,7 @@ class Ledger:
                                             "LIMIT", 0, SWEEP_BATCH])
             if isinstance(due, RespError):
                 raise due
-            for aid_raw, score in zip(due[::2], due[1::2]):
+            for aid_raw, score in zip(due[::2], due[1::2], strict=True):
                 aid = aid_raw.decode()
                 n, first = await self._scripts.sweep(
                     [k.account(aid), k.reservations(aid), k.reservation_queue(aid)],

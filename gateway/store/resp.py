@@ -104,7 +104,8 @@ class RespClient:
         if kw.get("path"):
             url = f"unix://{kw['path']}?db={kw.get('db', 0)}"
         else:
-            url = f"{'rediss' if kw.get('ssl') else 'redis'}://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+            scheme = "rediss" if kw.get("ssl") else "redis"
+            url = f"{scheme}://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
         made = cls(url, connections, connect_timeout_ms, command_timeout_ms)
         made._password = kw.get("password")
         made._username = kw.get("username")

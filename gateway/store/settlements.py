@@ -84,7 +84,7 @@ class Unconfirmed:
                 batch = list(self.pending.values())[:BATCH]
                 results = await asyncio.gather(*(self._send(s) for s in batch), return_exceptions=True)
                 failed = 0
-                for s, result in zip(batch, results):
+                for s, result in zip(batch, results, strict=True):
                     if isinstance(result, BaseException):
                         failed += 1
                         if not isinstance(result, STORE_ERRORS) or isinstance(result, RespError):

@@ -247,8 +247,8 @@ class ChatToMessages(StreamSide):
                 idx = call.get("index", 0)
                 fn = call.get("function") or {}
                 if idx not in self._tools:
-                    out += self._begin({"type": "tool_use", "id": safe_call_id(call.get("id") or f"toolu_{self._vars['rid']}_{idx}"),
-                                        "name": fn.get("name") or "", "input": {}}, False)
+                    call_id = safe_call_id(call.get("id") or f"toolu_{self._vars['rid']}_{idx}")
+                    out += self._begin({"type": "tool_use", "id": call_id, "name": fn.get("name") or "", "input": {}}, False)
                     self._tools[idx] = self._next - 1
                 if fn.get("arguments"):
                     out.append({"type": "content_block_delta", "index": self._tools[idx],

@@ -156,7 +156,7 @@ def map_tree(ctx: Context, items: Any, name: str) -> list[Any]:
             if v is not OMIT:
                 out.append(v)
     finally:
-        for key, value in zip(("item", "index"), saved):
+        for key, value in zip(("item", "index"), saved, strict=True):
             if value is missing:
                 ctx.vars.pop(key, None)
             else:

@@ -46,11 +46,11 @@ def busy(stack: Stack, admin: Cabinet) -> Iterator[dict[str, Any]]:
     k1, s1 = create_key(c, "alpha")
     k2, s2 = create_key(c, "beta", models="claude-*")
     with httpx.Client(base_url=stack.base_url + "/v1", timeout=20) as api:
-        for i in range(40):
+        for _ in range(40):
             r = api.post("/chat/completions", headers={"Authorization": f"Bearer {s1}"},
                          json={"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 16})
             assert r.status_code == 200, r.text
-        for i in range(15):
+        for _ in range(15):
             r = api.post("/chat/completions", headers={"Authorization": f"Bearer {s2}"},
                          json={"model": "claude-sonnet-4-5", "messages": MSG, "max_tokens": 16})
             assert r.status_code == 200, r.text

@@ -52,7 +52,8 @@ def test_upstream_request(provider: str, fixture, snapshot) -> None:
     if not ENDPOINTS[endpoint].model_in_path:
         body["model"] = decision.model.name
     op = CFG.wire_of(prov).operations[plan.operation]
-    _, req = PIPELINE.prepare(plan, op, body, orjson.dumps(body), PIPELINE.variables(decision, "req_test") | {"created": 1777300000})
+    variables = PIPELINE.variables(decision, "req_test") | {"created": 1777300000}
+    _, req = PIPELINE.prepare(plan, op, body, orjson.dumps(body), variables)
     payload = orjson.loads(req.body)
     assert {"provider": provider, "plan": [*plan.adapters, plan.operation], "method": req.method, "path": req.path,
             "body": payload} == snapshot

@@ -1,4 +1,5 @@
-"""Run the real gateway app on a loopback port in a background thread: uvicorn with our HTTP protocol, as `gateway serve` runs it."""
+"""Run the real gateway app on a loopback port in a background thread: uvicorn with our HTTP protocol, as
+`gateway serve` runs it."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ class GatewayServer:
         self.app = GatewayApp(self.config)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(wrap(self.app) if wrap else self.app, host="127.0.0.1", port=self.port, loop="asyncio", http=HttpProtocol,
+        app = wrap(self.app) if wrap else self.app
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio", http=HttpProtocol,
                              lifespan="on", log_level="warning", access_log=False,
                              proxy_headers=False)  # as `gateway serve`: forwarding headers are the app's to read
         self._server = uvicorn.Server(cfg)

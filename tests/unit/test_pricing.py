@@ -86,7 +86,9 @@ def test_cached_tokens_beyond_the_prompt_never_make_a_negative_charge() -> None:
 def test_the_image_price_is_the_most_specific_match() -> None:
     b = book(per_image=(("1024x1024", "standard", Decimal("0.04")), ("1024x1024", "*", Decimal("0.06")),
                         ("*", "hd", Decimal("0.10")), ("*", "*", Decimal("0.12"))))
-    cost = lambda size, quality: b.cost("m", Usage(images=1), size, quality)
+    def cost(size: str, quality: str) -> int:
+        return b.cost("m", Usage(images=1), size, quality)
+
     assert cost("1024x1024", "standard") == usd_to_nano("0.04")  # size and quality
     assert cost("1024x1024", "low") == usd_to_nano("0.06")       # size only
     assert cost("512x512", "hd") == usd_to_nano("0.10")          # quality only

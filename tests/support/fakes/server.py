@@ -307,7 +307,7 @@ class FakeUpstream:
         except OSError:  # pragma: no cover
             pass
 
-    def __enter__(self) -> "FakeUpstream":
+    def __enter__(self) -> FakeUpstream:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -41,6 +41,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
 try:  # orjson is ~5x faster on the 3.4 MB OpenAI document
     import orjson
 
@@ -57,11 +62,6 @@ except ImportError:  # pragma: no cover
 def _load_json(path: Path) -> Any:
     return _parse_json(path.read_bytes())
 
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 __all__ = [
     "SPEC_FILES",

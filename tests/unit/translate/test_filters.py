@@ -146,7 +146,9 @@ def test_merge_consecutive_is_linear_on_long_runs() -> None:
 
 
 def test_merge_tool_calls_folds_call_only_turns_into_the_previous_assistant_turn() -> None:
-    call = lambda i: {"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    def call(i: int) -> dict:
+        return {"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
     messages = [{"role": "user", "content": "go"},
                 {"role": "assistant", "content": "thinking", "tool_calls": [call(1)]},
                 {"role": "assistant", "content": None, "tool_calls": [call(2)]},
