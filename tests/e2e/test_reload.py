@@ -48,7 +48,7 @@ class Served:
         raise AssertionError(self.log.read_text())
 
     def reload(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "gateway.cli", "--root", str(self.root), "reload"],
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "reload", "--root", str(self.root)],
                               env=self.env, capture_output=True, text=True, timeout=120, check=False)
 
     def admin_config(self) -> dict:
