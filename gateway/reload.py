@@ -194,9 +194,10 @@ class Follower:
             await self.client.hsetnx(self.keys.base, "loaded_at", int(time.time() * 1000))
             current = await state(self.client, self.keys)
         if current.get("version") != self.version:
-            raise ConfigError([f"the config files (version {self.version}) differ from version "
-                               f"{current.get('version')} that the other workers serve: run `gateway reload` to "
-                               "switch every worker to the files as they are now"])
+            message = (f"the config files (version {self.version}) differ from version {current.get('version')} "
+                       "that the other workers serve: run `gateway reload` to switch every worker to the files "
+                       "as they are now")
+            raise ConfigError([message])
         await self._beat()
 
     def start(self) -> None:
@@ -229,10 +230,9 @@ class Follower:
     async def step(self) -> None:
         current = await state(self.client, self.keys)
         pending = current.get("pending", "")
-        if pending and pending != self.version and pending not in self._prepared:
-            if await self._ready(pending):
-                await self.client.sadd(self.keys.ready(pending), self.id)
-                await self.client.expire(self.keys.ready(pending), 3600)
+        if pending and pending != self.version and pending not in self._prepared and await self._ready(pending):
+            await self.client.sadd(self.keys.ready(pending), self.id)
+            await self.client.expire(self.keys.ready(pending), 3600)
         version = current.get("version", "")
         if version and version != self.version:
             if version in self._prepared or await self._ready(version):

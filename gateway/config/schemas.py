@@ -65,7 +65,7 @@ def did_you_mean(name: str, choices: Any) -> str:
 
 def _message(error: Any) -> str:
     if error.validator == "additionalProperties":
-        known = list((error.schema.get("properties") or {}))
+        known = list(error.schema.get("properties") or {})
         extra = [k for k in error.instance if k not in known] if isinstance(error.instance, dict) else []
         if extra:
             return "; ".join(f"unknown field '{k}'{did_you_mean(k, known)}" for k in extra)

@@ -12,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from decimal import Decimal
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from gateway.cli import main
-from tests.support.gateway_server import copy_root
 from tests.support import REPO, config_env
+from tests.support.gateway_server import copy_root
 
 
 def run_validate(root: Path, capsys, monkeypatch, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
@@ -226,8 +226,8 @@ def test_unparsable_price_file_hides_only_its_own_follow_ons(tmp_path: Path, cap
 
 @pytest.mark.parametrize(("file", "edit", "expected"), [
     ("providers.d/xai.yaml", lambda d: d.update(wire="opeani"),
-     "providers.d/xai.yaml: wire: no wire format 'opeani' (expected providers.d/wire/opeani.yaml) "
-     "— did you mean 'openai'?"),
+     ("providers.d/xai.yaml: wire: no wire format 'opeani' (expected providers.d/wire/opeani.yaml) "
+      "— did you mean 'openai'?")),
     ("config/routing.yaml", lambda d: d["routes"][3].update(primary="xia"),
      "config/routing.yaml: routes[3].primary: no provider 'xia' in providers.d/ — did you mean 'xai'?"),
     ("providers.d/xai.yaml", lambda d: d.update(timeout_msec=5),
@@ -257,8 +257,8 @@ def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path, cap
     """`GATEWAY_PORT=eighty` was blamed on config/gateway.yaml alone."""
     code, out = run_validate(REPO, capsys, monkeypatch, config_env(GATEWAY_PORT="eighty"))
     assert code == 1
-    assert out == ["config/gateway.yaml: server.port: 'eighty' is not a whole number such as 8000 "
-                   "(the value comes from the environment variable GATEWAY_PORT)"]
+    assert out == [("config/gateway.yaml: server.port: 'eighty' is not a whole number such as 8000 "
+                    "(the value comes from the environment variable GATEWAY_PORT)")]
 
 
 def test_serve_warns_once_per_provider_without_a_key(tmp_path: Path, redis_env: dict[str, str]) -> None:
