@@ -94,6 +94,7 @@ class GatewayApp:
         self._next: Generation | None = None
         self._switch_at = 0.0        # while a switch is armed: the instant (epoch s) every worker takes it
         self._old: list[Generation] = []
+        self._stale_version: str | None = None
         self.config_keys = ReloadKeys.of(s.redis_prefix, config.root)
         self.follower: Follower | None = None
         self.web_state = Web(self.accounts, config, self.redis, self.keyspace)
@@ -134,7 +135,8 @@ class GatewayApp:
         log.info("config version %s armed; switching at %.3f", version, switch_at)
 
     def _stale(self, version: str) -> None:
-        if self._next is not _REFUSING:
+        if self._stale_version != version:  # once per version, not every watch round
+            self._stale_version = version
             log.error("config version %s is in force but cannot be loaded here: paid calls answer 503 until it can",
                       version)
             self._next, self._switch_at = _REFUSING, 1e-9
@@ -146,6 +148,7 @@ class GatewayApp:
             self._chat_in_path = {"POST": _refuse}
             return
         assert nxt is not None
+        self._stale_version = None
         old, self.gen = self.gen, nxt
         self._use(nxt)
         self.web_state.use(nxt.config, nxt.prices)

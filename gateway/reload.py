@@ -162,7 +162,10 @@ async def _coordinate(client: Any, keys: Keys, root: str, trigger: str,
         log.error("reload %s; version %s keeps serving", message, current.get("version", "?"))
         await record(client, keys, False, version, trigger, message)
         return await last_load(client, keys)
-    secs, micros = await client.time()
+    now = await client.time()
+    if isinstance(now, dict):  # a cluster answers per node: any master's clock will do
+        now = next(iter(now.values()))
+    secs, micros = now
     switch_at = int(secs) * 1000 + int(micros) // 1000 + SWITCH_MS
     await client.hset(keys.base, mapping={"version": version, "switch_at": switch_at, "loaded_at": switch_at,
                                           "previous": current.get("version", "")})

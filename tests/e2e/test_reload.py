@@ -172,3 +172,28 @@ def test_sighup_to_the_supervisor_reloads_and_does_not_stop_it(served: Served, g
         time.sleep(0.2)
     assert served.proc.poll() is None and served.wait_up() == pids
     assert "SIGHUP: reloading the configuration" in served.log.read_text()
+
+
+def test_a_replaced_worker_does_not_bill_files_edited_but_not_reloaded(served: Served,
+                                                                      gateway: GatewayServer) -> None:
+    """A worker that died was replaced by one that read the edited files while the other kept the old ones:
+    the same call billed at two prices. The replacement now refuses to start until `gateway reload`."""
+    pids = served.wait_up()
+    c = make_customer(gateway, usd="50")
+    v1 = served.admin_config()["version"]
+    set_price(served.root, 10)  # edited, not reloaded
+    os.kill(pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while "differ from version" not in served.log.read_text():
+        assert time.monotonic() < deadline, served.log.read_text()
+        time.sleep(0.2)
+    calls(served, c.secret, 6)
+    assert {e.get("cfg") for e in entries(gateway, c.account_id)} == {v1}, "only the old version bills"
+    done = served.reload()
+    assert done.returncode == 0, done.stdout + done.stderr
+    served.wait_up(timeout=90)  # the replacement starts on its next try, on the version now in force
+    time.sleep(1.5)
+    before = len(entries(gateway, c.account_id))
+    calls(served, c.secret, 8)
+    latest = entries(gateway, c.account_id)[: len(entries(gateway, c.account_id)) - before]
+    assert {e.get("cfg") for e in latest} == {served.admin_config()["version"]} != {v1}
