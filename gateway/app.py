@@ -61,6 +61,8 @@ _REFUSING: Any = _Refusing()
 async def _refuse(scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> None:
     raise UpstreamUnavailable("the gateway is being reconfigured; nothing was charged, try again",
                               headers={"Retry-After": "5"})
+
+
 CHAT_IN_PATH = "/chat/completions"   # /v1/models/{model}/chat/completions: chat, the model named in the path
 
 
@@ -155,9 +157,14 @@ class GatewayApp:
         self.info = nxt.info
         self._old.append(old)
         # requests of the old generation may still be reading from its upstream connections: its idle ones
-        # are closed once they are surely done
-        asyncio.get_running_loop().call_later(_OLD_POOL_GRACE_S, lambda: asyncio.ensure_future(old.pool.close()))
+        # are closed once they are surely done, and the generation is let go
+        asyncio.get_running_loop().call_later(_OLD_POOL_GRACE_S, lambda: asyncio.ensure_future(self._retire(old)))
         log.info("config version %s in force (was %s)", nxt.version, old.version)
+
+    async def _retire(self, old: Generation) -> None:
+        if old in self._old:
+            self._old.remove(old)
+        await old.pool.close()
 
     async def config_status(self) -> dict[str, Any]:
         """GET /admin/v1/config and the console: the version in force, when it was loaded, what this worker
