@@ -351,3 +351,13 @@ def test_read_only_commands_work_with_a_provider_variable_unset(tmp_path: Path, 
     capsys.readouterr()
     assert main(["config", "validate", "--root", str(root)]) == 1  # the full check still names it
     assert "MISTRAL_BASE_URL is not set" in capsys.readouterr().out
+
+
+def test_stream_mapping_that_fails_on_a_recorded_stream_is_an_error(tmp_path: Path, capsys, monkeypatch) -> None:
+    root = copy_root(tmp_path)
+    edit_yaml(root / "providers.d" / "wire" / "anthropic.yaml", lambda d: d["operations"]["chat"]["stream"]["events"][
+        "message_start"].update(emit="{{ [{'delta': {'role': assistant_role | upper}}] }}"))
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert any(line.startswith("providers.d/wire/anthropic.yaml: operations.chat.stream.events.message_start.emit: "
+                               "template fails at run time:") and "chat stream '" in line for line in out), out
