@@ -28,19 +28,25 @@ ADMIN = "admin-secret-for-reload-tests"
 
 
 class Served:
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], workers: int = 2) -> None:
         self.root = root
+        self.workers = workers
         self.port = free_port()
         self.env = {**os.environ, **env, "GATEWAY_ROOT": str(root), "GATEWAY_ADMIN_TOKEN": ADMIN}
         self.log = root / "serve.log"
         self._log = self.log.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port),
-                                      "--workers", "2"], env=self.env, stdout=subprocess.DEVNULL, stderr=self._log)
+                                      "--workers", str(workers)], env=self.env, stdout=subprocess.DEVNULL, stderr=self._log)
 
     def wait_up(self, timeout: float = 60) -> list[int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
+            if self.workers == 1:
+                if processes.listens(self.proc.pid, self.port):
+                    return [self.proc.pid]
+                time.sleep(0.1)
+                continue
             pids = [p for p in processes.children(self.proc.pid) if "resource_tracker" not in processes.cmdline(p)]
             if len(pids) == 2 and all(processes.listens(p, self.port) for p in pids):
                 return pids
@@ -197,3 +203,21 @@ def test_a_replaced_worker_does_not_bill_files_edited_but_not_reloaded(served: S
     calls(served, c.secret, 8)
     latest = entries(gateway, c.account_id)[: len(entries(gateway, c.account_id)) - before]
     assert {e.get("cfg") for e in latest} == {served.admin_config()["version"]} != {v1}
+
+
+def test_sighup_reloads_a_single_process_server(tmp_path: Path, gateway_env: dict[str, str]) -> None:
+    served = Served(copy_root(tmp_path), gateway_env, workers=1)
+    try:
+        served.wait_up()
+        v1 = served.admin_config()["version"]
+        set_price(served.root, 4)
+        os.kill(served.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while served.admin_config()["version"] == v1:
+            assert time.monotonic() < deadline, served.log.read_text()
+            time.sleep(0.2)
+        assert served.proc.poll() is None
+        done = served.reload()  # the same files again: nothing to switch
+        assert done.returncode == 0 and "unchanged" in done.stdout, done.stdout + done.stderr
+    finally:
+        served.stop()
