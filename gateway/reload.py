@@ -207,12 +207,13 @@ class Follower:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
+        """Bounded: a shutdown never waits on the watch (Redis may be away)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await asyncio.wait_for(self._task, 2)
         with contextlib.suppress(Exception):
-            await self.client.zrem(self.keys.workers, self.id)
+            await asyncio.wait_for(self.client.zrem(self.keys.workers, self.id), 2)
 
     async def _beat(self) -> None:
         now = int(time.time() * 1000)
