@@ -12,10 +12,10 @@ import orjson
 from gateway import __version__
 from gateway.auth import Authenticator
 from gateway.config.model import CatalogueModel, Config
+from gateway.proxy.routing import unavailable_model
 from gateway.errors import BadRequest, NotFound, Unauthorized
 from gateway.http.asgi import Receive, Scope, Send, header, send_bytes
 from gateway.proxy.endpoints import ENDPOINTS, native_path
-from gateway.proxy.routing import unavailable_model
 from gateway.store.accounts import Accounts, InvalidInput
 from gateway.store.ledger import Caller
 

@@ -25,10 +25,6 @@ from gateway.translate.faults import find_undefined
 from gateway.translate.tree import template_path
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
-# the request an answer sample is translated back for, per endpoint
-_PLAIN: dict[str, dict[str, Any]] = {"chat": {"messages": [{"role": "user", "content": "hi"}]},
-                                     "responses": {"input": "hi"}, "completion": {"prompt": "hi"},
-                                     "image": {"prompt": "hi"}}
 
 
 @cache
@@ -91,7 +87,9 @@ def _check(config: Config, provider: Provider, plan: Any, endpoint: Any, decisio
                 continue  # a deliberate refusal of this request
             except Exception as exc:  # noqa: BLE001  any other failure is a template's mistake
                 _report(found, provider, wire, op, exc, what)
-    plain = _PLAIN.get(endpoint.name)
+    samples: dict[str, dict[str, Any]] = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "responses": {"input": "hi"},
+             "completion": {"prompt": "hi"}, "image": {"prompt": "hi"}}
+    plain = samples.get(endpoint.name)
     if plain is None:
         return
     body = {**plain, "model": decision.model.name}

@@ -73,9 +73,6 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     # with the default action that would skip the `finally` below and leave the embedded redis-server
     # running. Turn that last SIGTERM into a normal exit instead.
     signal.signal(signal.SIGTERM, _exit_normally)
-    # SIGHUP reloads (the supervisor, or the app once started); before that it must not kill the process and
-    # leave the embedded redis-server behind
-    signal.signal(signal.SIGHUP, _hangup_too_early)
     try:
         if n > 1:
             os.environ.pop("GATEWAY_RELOAD_IN_PROCESS", None)
@@ -136,10 +133,6 @@ def _uvicorn_config(host: str, port: int, log_level: str) -> uvicorn.Config:
                           http="gateway.http.server_protocol:HttpProtocol",  # ours: cheaper per request than uvicorn's
                           access_log=False, log_level=log_level, timeout_keep_alive=30,
                           proxy_headers=False, server_header=False)
-
-
-def _hangup_too_early(signum: int, frame: object) -> None:
-    log.warning("SIGHUP before the server has started: ignored (send it again to reload)")
 
 
 def _exit_normally(signum: int, frame: object) -> None:

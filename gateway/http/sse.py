@@ -31,14 +31,16 @@ class SSEParser:
         """The common framing (`data: {...}` events split by blank lines, \n line ends): split whole
         events at once; anything unusual in an event goes through the line parser."""
         blocks = (self._buf + chunk).split(b"\n\n")
-        tail = blocks.pop()
-        self._buf = b""  # the line parser below starts from _buf: the tail is kept aside until the blocks are done
-        for block in blocks:
-            if block.startswith(b"data: ") and b"\n" not in block:
-                yield "", block[6:]
-            elif block:
-                yield from self._feed_lines(block + b"\n\n")
-        self._buf = tail
+        rest = blocks.pop()
+        self._buf = b""  # (the line parser reads from the buffer: the incomplete rest goes back after)
+        try:
+            for block in blocks:
+                if block.startswith(b"data: ") and b"\n" not in block:
+                    yield "", block[6:]
+                elif block:
+                    yield from self._feed_lines(block + b"\n\n")
+        finally:
+            self._buf = rest
 
     def _feed_lines(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
         buf = self._buf + chunk
