@@ -70,6 +70,8 @@ _REFUSING: Any = _Refusing()
 async def _refuse(scope: Scope, receive: Receive, send: Send, request_id: str, params: dict[str, str]) -> object:
     raise UpstreamUnavailable("the gateway is being reconfigured; nothing was charged, try again",
                               headers={"Retry-After": "5"})
+
+
 CHAT_IN_PATH = "/chat/completions"   # /v1/models/{model}/chat/completions: chat, the model named in the path
 
 
@@ -103,6 +105,7 @@ class GatewayApp:
         self._next: Generation | None = None
         self._switch_at = 0.0        # while a switch is armed: the instant (epoch s) every worker takes it
         self._old: list[Generation] = []
+        self._stale_version: str | None = None
         self.config_keys = ReloadKeys.of(s.redis_prefix, config.root)
         self.follower: Follower | None = None
         self.web_state = Web(self.accounts, config, self.redis, self.keyspace)
@@ -155,7 +158,8 @@ class GatewayApp:
         log.info("config version %s armed; switching at %.3f", version, switch_at)
 
     def _stale(self, version: str) -> None:
-        if self._next is not _REFUSING:
+        if self._stale_version != version:  # once per version, not every watch round
+            self._stale_version = version
             log.error("config version %s is in force but cannot be loaded here: paid calls answer 503 until it can",
                       version)
             self._next, self._switch_at = _REFUSING, 1e-9
@@ -169,15 +173,21 @@ class GatewayApp:
             self._chat_in_path = {"POST": _refuse}
             return
         assert nxt is not None
+        self._stale_version = None
         old, self.gen = self.gen, nxt
         self._use(nxt)
         self.web_state.use(nxt.config, nxt.prices)
         self.info = nxt.info
         self._old.append(old)
         # requests of the old generation may still be reading from its upstream connections: its idle ones
-        # are closed once they are surely done
-        asyncio.get_running_loop().call_later(_OLD_POOL_GRACE_S, lambda: asyncio.ensure_future(old.pool.close()))
+        # are closed once they are surely done, and the generation is let go
+        asyncio.get_running_loop().call_later(_OLD_POOL_GRACE_S, lambda: asyncio.ensure_future(self._retire(old)))
         log.info("config version %s in force (was %s)", nxt.version, old.version)
+
+    async def _retire(self, old: Generation) -> None:
+        if old in self._old:
+            self._old.remove(old)
+        await old.pool.close()
 
     async def config_status(self) -> dict[str, Any]:
         """GET /admin/v1/config and the console: the version in force, when it was loaded, what this worker

@@ -26,15 +26,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError, load_config
+    from gateway.config.warnings import config_warnings
 
     try:
         config = load_config(_root(args))
     except ConfigError as exc:
-        for line in exc.errors:
-            print(line)
+        if args.json:
+            print(orjson.dumps({"ok": False, "errors": exc.errors}, option=orjson.OPT_INDENT_2).decode())
+        else:
+            for line in exc.errors:
+                print(line)
         return 1
-    print(f"OK: {len(config.models)} models ({len(config.enabled_models)} enabled), {len(config.routes)} routes, "
-          f"{len(config.providers)} providers, {len(config.prices)} prices")
+    summary = (f"OK: {len(config.models)} models ({len(config.enabled_models)} enabled), {len(config.routes)} "
+               f"routes, {len(config.providers)} providers, {len(config.prices)} prices")
+    warnings = config_warnings(config)
+    if args.json:
+        print(orjson.dumps({"ok": True, "errors": [], "summary": summary, "version": config.version,
+                            "models": len(config.models), "enabled_models": len(config.enabled_models),
+                            "routes": len(config.routes), "providers": len(config.providers),
+                            "prices": len(config.prices), "warnings": warnings},
+                           option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(summary)
+    for warning in warnings:
+        print(f"warning: {warning}")
     return 0
 
 
@@ -91,10 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", help="config root holding config/, providers.d/, pricing.d/ (default: $GATEWAY_ROOT or .)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve = sub.add_parser(
+        "serve", help="run the gateway",
+        description="Serve the OpenAI-compatible API, the cabinet, the console and the admin API. Without "
+                    "REDIS_URL an embedded redis-server is started under the data folder. The configuration is "
+                    "checked first (the server refuses to start on an invalid one); SIGHUP or `gateway reload` "
+                    "reloads it, SIGTERM stops gracefully.")
+    serve.add_argument("--host", help="address to listen on (default: server.host in config/gateway.yaml, "
+                                      "i.e. $GATEWAY_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default: server.port, i.e. $GATEWAY_PORT or 8000)")
+    serve.add_argument("--workers", type=int,
+                       help="worker processes, each with a listening socket of its own (default: server.workers, "
+                            "i.e. $GATEWAY_WORKERS or 1)")
     serve.set_defaults(func=cmd_serve)
 
     reload = sub.add_parser("reload", help="re-read and check the config root and switch every worker to it "
@@ -107,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="check or preview the configuration")
     csub = config.add_subparsers(dest="config_command", required=True)
     validate = csub.add_parser("validate", help="validate config/, providers.d/, pricing.d/")
+    validate.add_argument("--json", action="store_true", help="print the outcome as one JSON document")
     validate.set_defaults(func=cmd_validate)
     render = csub.add_parser("render", help="print the upstream request for an OpenAI request (JSON file or stdin)")
     render.add_argument("file", nargs="?", help="request JSON file; '-' or nothing for stdin")
@@ -117,7 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_render)
 
     register_accounts(sub)
+    _root_everywhere(parser)
     return parser
+
+
+def _root_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`--root` after the subcommand too (`gateway config validate --root DIR`): every subcommand takes it,
+    and when it is not given there the top-level value (or none) stands."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("--root" in a.option_strings for a in child._actions):
+                    child.add_argument("--root", default=argparse.SUPPRESS,
+                                       help="config root holding config/, providers.d/, pricing.d/ "
+                                            "(default: $GATEWAY_ROOT or .)")
+                _root_everywhere(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """The operator's commands over the accounts service: `gateway accounts|keys|fx|history ...`.
 
-Each command loads the config, opens Redis (REDIS_URL, else the embedded server, which it stops afterwards
+Each command reads config/gateway.yaml (not the providers: a provider variable unset in this shell does not
+matter), opens Redis (REDIS_URL, else the embedded server, which it stops afterwards
 if it started it), runs one service call and prints either a human summary or, with `--json`, one JSON
 document (money as exact decimal strings, USD with its RUB twin). An error is one line on stderr and
 exit code 1.
@@ -35,9 +36,11 @@ class CommandError(Exception):
 
 
 def _load_config(root: str) -> Config:
-    from gateway.config import load_config
+    """Only config/gateway.yaml: these commands talk to Redis alone, so a provider's variable unset in this
+    shell (a key the server has) must not stop them."""
+    from gateway.config.load import load_settings
 
-    return load_config(root)
+    return load_settings(root)
 
 
 def _root(args: argparse.Namespace) -> str:

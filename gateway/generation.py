@@ -41,7 +41,7 @@ class Shared:
     can_spend: Callable[[Caller], Awaitable[None]]
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity
 class Generation:
     config: Config
     router: Router

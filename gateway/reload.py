@@ -162,7 +162,10 @@ async def _coordinate(client: Any, keys: Keys, root: str, trigger: str,
         log.error("reload %s; version %s keeps serving", message, current.get("version", "?"))
         await record(client, keys, False, version, trigger, message)
         return await last_load(client, keys)
-    secs, micros = await client.time()
+    now = await client.time()
+    if isinstance(now, dict):  # a cluster answers per node: any master's clock will do
+        now = next(iter(now.values()))
+    secs, micros = now
     switch_at = int(secs) * 1000 + int(micros) // 1000 + SWITCH_MS
     await client.hset(keys.base, mapping={"version": version, "switch_at": switch_at, "loaded_at": switch_at,
                                           "previous": current.get("version", "")})
@@ -194,21 +197,23 @@ class Follower:
             await self.client.hsetnx(self.keys.base, "loaded_at", int(time.time() * 1000))
             current = await state(self.client, self.keys)
         if current.get("version") != self.version:
-            raise ConfigError([f"the config files (version {self.version}) differ from version "
-                               f"{current.get('version')} that the other workers serve: run `gateway reload` to "
-                               "switch every worker to the files as they are now"])
+            message = (f"the config files (version {self.version}) differ from version {current.get('version')} "
+                       "that the other workers serve: run `gateway reload` to switch every worker to the files "
+                       "as they are now")
+            raise ConfigError([message])
         await self._beat()
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
+        """Bounded: a shutdown never waits on the watch (Redis may be away)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await asyncio.wait_for(self._task, 2)
         with contextlib.suppress(Exception):
-            await self.client.zrem(self.keys.workers, self.id)
+            await asyncio.wait_for(self.client.zrem(self.keys.workers, self.id), 2)
 
     async def _beat(self) -> None:
         now = int(time.time() * 1000)
@@ -229,10 +234,9 @@ class Follower:
     async def step(self) -> None:
         current = await state(self.client, self.keys)
         pending = current.get("pending", "")
-        if pending and pending != self.version and pending not in self._prepared:
-            if await self._ready(pending):
-                await self.client.sadd(self.keys.ready(pending), self.id)
-                await self.client.expire(self.keys.ready(pending), 3600)
+        if pending and pending != self.version and pending not in self._prepared and await self._ready(pending):
+            await self.client.sadd(self.keys.ready(pending), self.id)
+            await self.client.expire(self.keys.ready(pending), 3600)
         version = current.get("version", "")
         if version and version != self.version:
             if version in self._prepared or await self._ready(version):

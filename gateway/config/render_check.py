@@ -1,12 +1,13 @@
 """`gateway config validate` renders every wire operation (and every provider's variant of one) against
-representative requests and provider answers, so a template that compiles but fails at run time (a variable
+representative requests, provider answers and streams, so a template that compiles but fails at run time (a variable
 that does not exist, an optional field used without a default) is reported before it serves anyone.
 
 What is rendered: for every (provider, endpoint, plan) some enabled model is routed to, each sample client
 request of the endpoint (gateway/config/samples/requests/<endpoint>/*.json: text, system, tools, images, JSON
 mode...), whole and as a stream, through the plan's adapters and the wire's request template; and each sample
 answer of the wire operation (samples/responses/<wire>/<operation>/*.json) back through the response template
-and the adapters. A GatewayError is a template's deliberate refusal (`fail`, a rejected parameter) and is fine;
+and the adapters, and each recorded stream (samples/streams/<wire>/<operation>/*.sse) through the stream
+mapping and the adapters' stream sides. A GatewayError is a template's deliberate refusal (`fail`, a rejected parameter) and is fine;
 anything else is the operator's mistake, reported as `file: template path: message`.
 """
 
@@ -92,6 +93,8 @@ def _check(config: Config, provider: Provider, plan: Any, endpoint: Any, decisio
     if plain is None:
         return
     body = {**plain, "model": decision.model.name}
+    if streams:
+        _check_streams(config, provider, plan, endpoint, decision, {**body, "stream": True}, variables, found)
     for sample, upstream in _samples("responses", provider.wire, plan.operation):
         what = (f"the sample {provider.wire} {plan.operation} answer '{sample}' on {endpoint.path} via provider "
                 f"'{provider.name}'")
@@ -110,6 +113,70 @@ def _check(config: Config, provider: Provider, plan: Any, endpoint: Any, decisio
             continue
         except Exception as exc:  # noqa: BLE001  any other failure is a template's mistake
             _report(found, provider, wire, op, exc, what)
+
+
+class _Recorded:
+    """A recorded provider stream played back as the upstream (nothing is awaited for real)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def chunks(self) -> Any:
+        for i in range(0, len(self._data), 512):
+            yield self._data[i:i + 512]
+
+    def close(self) -> None:
+        pass
+
+
+def _drive(agen: Any) -> None:
+    """Run an async generator that never suspends to its end, without an event loop (load_config may run
+    inside one: uvicorn's factory)."""
+    while True:
+        step = agen.__anext__()
+        try:
+            step.send(None)
+        except StopIteration:
+            continue
+        except StopAsyncIteration:
+            return
+        step.close()
+        raise RuntimeError("the stream waited for something while replaying a recorded sample")
+
+
+def _check_streams(config: Config, provider: Provider, plan: Any, endpoint: Any, decision: Any,
+                   body: dict[str, Any], variables: dict[str, Any], found: dict[tuple[str, str], str]) -> None:
+    """Each recorded stream of the wire operation through the stream chain the endpoint would run."""
+    from gateway.proxy.forwarding import Forwarder
+    from gateway.proxy.streaming import StreamFailed
+
+    wire = config.wire_of(provider)
+    op = wire.operations[plan.operation]
+    forwarder = Forwarder(config, pool=None)  # type: ignore[arg-type]  # nothing is sent
+    for sample, data in _stream_samples(provider.wire, plan.operation):
+        what = (f"the sample {provider.wire} {plan.operation} stream '{sample}' on {endpoint.path} via provider "
+                f"'{provider.name}'")
+        try:
+            bodies = [body]
+            for name in plan.adapters:
+                bodies.append(config.adapters[name].render_request(bodies[-1], variables))
+            call = forwarder._stream_chain(provider.name, _Recorded(data), plan, op, bodies, variables, decision)
+            _drive(call.frames())
+            call.end()
+        except StreamFailed as exc:  # the provider's own error event is deliberate; one raised over a crash is not
+            cause = exc.__context__
+            if cause is not None and not isinstance(cause, GatewayError) and isinstance(cause, Exception):
+                _report(found, provider, wire, op, cause, what)
+        except GatewayError:
+            continue
+        except Exception as exc:  # noqa: BLE001  any other failure is a template's mistake
+            _report(found, provider, wire, op, exc, what)
+
+
+@cache
+def _stream_samples(wire: str, operation: str) -> tuple[tuple[str, bytes], ...]:
+    folder = SAMPLES / "streams" / wire / operation
+    return tuple((p.stem, p.read_bytes()) for p in sorted(folder.glob("*.sse")))
 
 
 def _report(found: dict[tuple[str, str], str], provider: Provider, wire: Any, op: Any, exc: Exception | None,

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from tests.conftest import FAKE_KEY
+from tests.support import chat_model_for
 from tests.support.fakes.server import start_fake
 from tests.support.gateway_server import GatewayServer, copy_root
-from tests.support import chat_model_for
 
 MSG = [{"role": "user", "content": "hi"}]
 

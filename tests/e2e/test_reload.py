@@ -12,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from decimal import Decimal
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -28,19 +28,25 @@ ADMIN = "admin-secret-for-reload-tests"
 
 
 class Served:
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], workers: int = 2) -> None:
         self.root = root
+        self.workers = workers
         self.port = free_port()
         self.env = {**os.environ, **env, "GATEWAY_ROOT": str(root), "GATEWAY_ADMIN_TOKEN": ADMIN}
         self.log = root / "serve.log"
         self._log = self.log.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port),
-                                      "--workers", "2"], env=self.env, stdout=subprocess.DEVNULL, stderr=self._log)
+                                      "--workers", str(workers)], env=self.env, stdout=subprocess.DEVNULL, stderr=self._log)
 
     def wait_up(self, timeout: float = 60) -> list[int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
+            if self.workers == 1:
+                if processes.listens(self.proc.pid, self.port):
+                    return [self.proc.pid]
+                time.sleep(0.1)
+                continue
             pids = [p for p in processes.children(self.proc.pid) if "resource_tracker" not in processes.cmdline(p)]
             if len(pids) == 2 and all(processes.listens(p, self.port) for p in pids):
                 return pids
@@ -48,7 +54,7 @@ class Served:
         raise AssertionError(self.log.read_text())
 
     def reload(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "gateway.cli", "--root", str(self.root), "reload"],
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "reload", "--root", str(self.root)],
                               env=self.env, capture_output=True, text=True, timeout=120, check=False)
 
     def admin_config(self) -> dict:
@@ -172,3 +178,46 @@ def test_sighup_to_the_supervisor_reloads_and_does_not_stop_it(served: Served, g
         time.sleep(0.2)
     assert served.proc.poll() is None and served.wait_up() == pids
     assert "SIGHUP: reloading the configuration" in served.log.read_text()
+
+
+def test_a_replaced_worker_does_not_bill_files_edited_but_not_reloaded(served: Served,
+                                                                      gateway: GatewayServer) -> None:
+    """A worker that died was replaced by one that read the edited files while the other kept the old ones:
+    the same call billed at two prices. The replacement now refuses to start until `gateway reload`."""
+    pids = served.wait_up()
+    c = make_customer(gateway, usd="50")
+    v1 = served.admin_config()["version"]
+    set_price(served.root, 10)  # edited, not reloaded
+    os.kill(pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while "differ from version" not in served.log.read_text():
+        assert time.monotonic() < deadline, served.log.read_text()
+        time.sleep(0.2)
+    calls(served, c.secret, 6)
+    assert {e.get("cfg") for e in entries(gateway, c.account_id)} == {v1}, "only the old version bills"
+    done = served.reload()
+    assert done.returncode == 0, done.stdout + done.stderr
+    served.wait_up(timeout=90)  # the replacement starts on its next try, on the version now in force
+    time.sleep(1.5)
+    before = len(entries(gateway, c.account_id))
+    calls(served, c.secret, 8)
+    latest = entries(gateway, c.account_id)[: len(entries(gateway, c.account_id)) - before]
+    assert {e.get("cfg") for e in latest} == {served.admin_config()["version"]} != {v1}
+
+
+def test_sighup_reloads_a_single_process_server(tmp_path: Path, gateway_env: dict[str, str]) -> None:
+    served = Served(copy_root(tmp_path), gateway_env, workers=1)
+    try:
+        served.wait_up()
+        v1 = served.admin_config()["version"]
+        set_price(served.root, 4)
+        os.kill(served.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while served.admin_config()["version"] == v1:
+            assert time.monotonic() < deadline, served.log.read_text()
+            time.sleep(0.2)
+        assert served.proc.poll() is None
+        done = served.reload()  # the same files again: nothing to switch
+        assert done.returncode == 0 and "unchanged" in done.stdout, done.stdout + done.stderr
+    finally:
+        served.stop()

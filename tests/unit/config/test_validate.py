@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from gateway.cli import main
-from tests.support.gateway_server import copy_root
 from tests.support import REPO, config_env
+from tests.support.gateway_server import copy_root
 
 
 def run_validate(root: Path, capsys, monkeypatch, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
@@ -226,8 +226,8 @@ def test_unparsable_price_file_hides_only_its_own_follow_ons(tmp_path: Path, cap
 
 @pytest.mark.parametrize(("file", "edit", "expected"), [
     ("providers.d/xai.yaml", lambda d: d.update(wire="opeani"),
-     "providers.d/xai.yaml: wire: no wire format 'opeani' (expected providers.d/wire/opeani.yaml) "
-     "— did you mean 'openai'?"),
+     ("providers.d/xai.yaml: wire: no wire format 'opeani' (expected providers.d/wire/opeani.yaml) "
+      "— did you mean 'openai'?")),
     ("config/routing.yaml", lambda d: d["routes"][3].update(primary="xia"),
      "config/routing.yaml: routes[3].primary: no provider 'xia' in providers.d/ — did you mean 'xai'?"),
     ("providers.d/xai.yaml", lambda d: d.update(timeout_msec=5),
@@ -257,8 +257,8 @@ def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path, cap
     """`GATEWAY_PORT=eighty` was blamed on config/gateway.yaml alone."""
     code, out = run_validate(REPO, capsys, monkeypatch, config_env(GATEWAY_PORT="eighty"))
     assert code == 1
-    assert out == ["config/gateway.yaml: server.port: 'eighty' is not a whole number such as 8000 "
-                   "(the value comes from the environment variable GATEWAY_PORT)"]
+    assert out == [("config/gateway.yaml: server.port: 'eighty' is not a whole number such as 8000 "
+                    "(the value comes from the environment variable GATEWAY_PORT)")]
 
 
 def test_serve_warns_once_per_provider_without_a_key(tmp_path: Path, redis_env: dict[str, str]) -> None:
@@ -292,3 +292,72 @@ def test_serve_warns_once_per_provider_without_a_key(tmp_path: Path, redis_env: 
         assert len(lines) == 1, text
         assert "WARNING" in lines[0] and f"answer 503 until you set {var}" in lines[0]
     assert "provider 'openai' has no API key" not in text
+
+
+# -- the CLI as the README promises it (issue 16 item 9) -------------------------------------------------
+
+def test_validate_json(tmp_path: Path, capsys, monkeypatch) -> None:
+    for k, v in config_env().items():
+        monkeypatch.setenv(k, v)
+    assert main(["config", "validate", "--json", "--root", str(REPO)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and doc["errors"] == [] and doc["summary"].startswith("OK:") and len(doc["version"]) == 16
+    root = copy_root(tmp_path)
+    edit_yaml(root / "config" / "routing.yaml", lambda d: d["routes"][1].update(fallback="vertex"))
+    assert main(["config", "validate", "--json", "--root", str(root)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False
+    assert "config/routing.yaml: routes[1].fallback: no provider 'vertex' in providers.d/" in doc["errors"]
+
+
+def test_root_after_the_subcommand_wins(tmp_path: Path, capsys, monkeypatch) -> None:
+    for k, v in config_env().items():
+        monkeypatch.setenv(k, v)
+    assert main(["--root", str(tmp_path), "config", "validate", "--root", str(REPO)]) == 0
+    assert capsys.readouterr().out.startswith("OK:")
+    assert main(["--root", str(REPO), "config", "validate"]) == 0  # before it, as before
+    capsys.readouterr()
+    assert main(["config", "validate", "--root", str(tmp_path)]) == 1
+    assert "no config/ folder here" in capsys.readouterr().out
+
+
+def test_serve_help_gives_meanings_and_defaults(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in (("--host", "127.0.0.1"), ("--port", "8000"), ("--workers", "1"), ("--root", "GATEWAY_ROOT")):
+        assert option in text and default in text, (option, text)
+    assert "address to listen on" in text and "worker processes" in text
+
+
+def test_read_only_commands_work_with_a_provider_variable_unset(tmp_path: Path, capsys, monkeypatch,
+                                                               redis_env: dict[str, str]) -> None:
+    """They need Redis, not provider URLs: a variable without default unset in this shell must not stop them."""
+    root = copy_root(tmp_path)
+    (root / "providers.d" / "mistral.yaml").write_text(
+        'wire: openai\nbase_url: "${MISTRAL_BASE_URL}"\napi_key: "${MISTRAL_API_KEY}"\n')
+    monkeypatch.delenv("MISTRAL_BASE_URL", raising=False)
+    for k, v in redis_env.items():
+        monkeypatch.setenv(k, v)
+    assert main(["accounts", "create", "--login", f"ro-{tmp_path.name}@example.com", "--json",
+                 "--root", str(root)]) == 0
+    account = json.loads(capsys.readouterr().out)["id"]
+    assert main(["accounts", "list", "--json", "--root", str(root)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert any(a["id"] == account for a in (listed["data"] if isinstance(listed, dict) else listed))
+    assert main(["keys", "list", account, "--json", "--root", str(root)]) == 0
+    capsys.readouterr()
+    assert main(["history", account, "--json", "--root", str(root)]) == 0
+    capsys.readouterr()
+    assert main(["config", "validate", "--root", str(root)]) == 1  # the full check still names it
+    assert "MISTRAL_BASE_URL is not set" in capsys.readouterr().out
+
+
+def test_stream_mapping_that_fails_on_a_recorded_stream_is_an_error(tmp_path: Path, capsys, monkeypatch) -> None:
+    root = copy_root(tmp_path)
+    edit_yaml(root / "providers.d" / "wire" / "anthropic.yaml", lambda d: d["operations"]["chat"]["stream"]["events"][
+        "message_start"].update(emit="{{ [{'delta': {'role': assistant_role | upper}}] }}"))
+    code, out = run_validate(root, capsys, monkeypatch)
+    assert code == 1
+    assert any(line.startswith("providers.d/wire/anthropic.yaml: operations.chat.stream.events.message_start.emit: "
+                               "template fails at run time:") and "chat stream '" in line for line in out), out
