@@ -60,7 +60,8 @@ class GatewayApp:
                                   connect_timeout_ms=s.redis_connect_timeout_ms,
                                   command_timeout_ms=s.redis_command_timeout_ms)
         self.archive = open_archive(config)   # history and ledger kept in a database (gateway.archive)
-        self.archiver = archiver_for(config, self.redis, self.keyspace, self.archive) if self.archive else None
+        self.archiver = (archiver_for(config, self.redis, self.keyspace, self.archive)
+                         if self.archive and s.archive_worker else None)
         self.ledger = Ledger(self.redis, self.keyspace, history_max=history_cap(config),
                              archive_index=self.archive is not None,
                              reservation_ttl_ms=s.reservation_ttl_s * 1000,
@@ -144,7 +145,8 @@ class GatewayApp:
         await self.sweeper.stop()
         if self.archiver is not None:
             await self.archiver.stop()
-            self.archiver.db.close()
+        if self.archive is not None:
+            self.archive.close()
         await self.ledger.close(drain_s=2.0)  # what Redis does not confirm by then stays in the journal
         await self.accounts.close()
         await self.redis.aclose()

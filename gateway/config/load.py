@@ -287,6 +287,7 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         redis_replica_wait_ms=int(redis.get("replica_wait_ms", d.redis_replica_wait_ms)),
         archive_enabled=_as_bool(archive.get("enabled", d.archive_enabled)),
         archive_url=str(archive.get("url", d.archive_url)),
+        archive_worker=_as_bool(archive.get("worker", d.archive_worker)),
         archive_redis_keep_s=int(archive.get("redis_keep_s", d.archive_redis_keep_s)),
         archive_redis_cap=int(archive.get("redis_cap", d.archive_redis_cap)),
         archive_interval_s=float(archive.get("interval_s", d.archive_interval_s)),

@@ -62,6 +62,7 @@ class Settings:
     redis_replica_wait_ms: int = 1000
     archive_enabled: bool = True            # history and ledger drained into a database (gateway.archive)
     archive_url: str = ""                   # DATABASE_URL; empty: SQLite under data_dir
+    archive_worker: bool = True             # this process may run the archiver (false: `gateway archive run` elsewhere)
     archive_redis_keep_s: int = 3 * 86400   # archived history older than this leaves Redis
     archive_redis_cap: int = 1_000_000      # settle.lua's MAXLEN while archiving (billing.history_max otherwise)
     archive_interval_s: float = 5.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -133,7 +134,8 @@ def test_three_hundred_thousand_settlements_archived_once(db: ArchiveDB, redis_e
 
 
 def test_gateway_archives_paid_calls_and_top_ups(db: ArchiveDB, redis_env: dict[str, str], fakes: Any,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """Through the server: an admission puts the account in the archiver's index, the archiver (one per
     prefix, holding the lease) writes the call and the top-up, and the history page still shows them."""
     import httpx
@@ -165,3 +167,12 @@ def test_gateway_archives_paid_calls_and_top_ups(db: ArchiveDB, redis_env: dict[
         assert r2.exists(KeySpace(redis_env["GATEWAY_REDIS_PREFIX"]).archive_index())
     finally:
         r2.close()
+    # the operator's reconciliation: `gateway archive check ACCOUNT_ID`
+    from gateway.cli import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert main(["--root", str(REPO), "archive", "check", c.account_id]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["history_complete"] and doc["ledger_complete"] and doc["archive"]["history_rows"] == 1
