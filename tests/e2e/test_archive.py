@@ -114,7 +114,7 @@ def test_three_hundred_thousand_settlements_archived_once(db: ArchiveDB, redis_e
             await client.aclose()
 
     r = asyncio.run(go())
-    aid, view = r["aid"], r["view"]
+    view = r["view"]
     spent_before_new = view.spent - 100 * 777
     assert spent_before_new == sum(_cost(i) for i in range(CALLS))
     n, cost, credited = r["midway"]
