@@ -41,7 +41,7 @@ INDEX_SCAN = 1000
 
 class Archiver:
     def __init__(self, redis: AsyncStore, keys: KeySpace, db: ArchiveDB, *, interval_s: float = 2.0,
-                 batch: int = 5000, keep_ms: int = 3 * 86_400_000, full_scan_s: float = 3600.0) -> None:
+                 batch: int = 5000, keep_ms: int = 86_400_000, full_scan_s: float = 3600.0) -> None:
         self._r = redis
         self._k = keys
         self.db = db

@@ -63,7 +63,7 @@ class Settings:
     archive_enabled: bool = True            # history and ledger drained into a database (gateway.archive)
     archive_url: str = ""                   # DATABASE_URL; empty: SQLite under data_dir
     archive_worker: bool = True             # this process may run the archiver (false: `gateway archive run` elsewhere)
-    archive_redis_keep_s: int = 3 * 86400   # archived history older than this leaves Redis
+    archive_redis_keep_s: int = 86400       # archived history older than this leaves Redis
     archive_redis_cap: int = 1_000_000      # settle.lua's MAXLEN while archiving (billing.history_max otherwise)
     archive_interval_s: float = 5.0
     archive_batch: int = 5000
