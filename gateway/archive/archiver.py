@@ -50,6 +50,7 @@ class Archiver:
         self._keep_ms = keep_ms
         self._full_scan_s = full_scan_s
         self._task: asyncio.Task[None] | None = None
+        self._lease: Any = None   # the lease while this process holds it: renewed as a long pass goes on
         self._next_full = 0.0
         self.migrated = False
         self.archived = 0   # rows written by this process (both streams)
@@ -77,12 +78,14 @@ class Archiver:
                     held = await lease.acquire()
                     self._next_full = 0.0   # a new holder looks at everything once
                 if held:
+                    self._lease = lease
                     if not self.migrated:
                         await asyncio.to_thread(self.db.migrate)
                         self.migrated = True
                     await self.pass_once()
             except LockError:
                 held = False
+                self._lease = None
             except (RedisError, SQLAlchemyError, OSError) as exc:
                 log.warning("archive pass skipped (tried again in %.0f s): %s", self._interval, exc)
             except Exception:
@@ -134,6 +137,8 @@ class Archiver:
             cursors = await asyncio.to_thread(self.db.cursors_of, pending)
             while pending:
                 batch, full = await self._read(pending, cursors)
+                if self._lease is not None:
+                    await self._lease.reacquire()   # a pass over a long backlog keeps the lease (LockError if lost)
                 if batch.cursors:
                     await asyncio.to_thread(self.db.append, batch)
                     cursors.update(batch.cursors)
@@ -145,12 +150,14 @@ class Archiver:
         return done
 
     async def _read(self, aids: list[str], cursors: dict[tuple[str, str], StreamId]) -> tuple[Batch, list[str]]:
-        """The entries after each cursor (at most `batch` per stream); and the accounts that may have more."""
+        """The entries after each cursor; and the accounts that may have more."""
+        # about `batch` entries per read in all, however many accounts share it (memory stays bounded)
+        count = max(50, self._batch // len(aids))
         pipe = self._r.pipeline(transaction=False)
         for aid in aids:
             for stream, key in (("hist", self._k.history(aid)), ("ledger", self._k.ledger(aid))):
                 after = cursors.get((aid, stream))
-                pipe.xrange(key, min=f"({format_id(after)}" if after else "-", max="+", count=self._batch)
+                pipe.xrange(key, min=f"({format_id(after)}" if after else "-", max="+", count=count)
         replies = await pipe.execute()
         batch = Batch([], [], {})
         more: list[str] = []
@@ -164,7 +171,7 @@ class Archiver:
                 batch.cursors[(aid, "hist")] = parse_id(hist[-1][0])
             if led:
                 batch.cursors[(aid, "ledger")] = parse_id(led[-1][0])
-            if len(hist) >= self._batch or len(led) >= self._batch:
+            if len(hist) >= count or len(led) >= count:
                 more.append(aid)
         return batch, more
 
