@@ -1127,6 +1127,14 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     def d(sid: str) -> dict[str, Any] | None:
         return (results.get(sid) or {}).get("direct")
 
+    if "k" in results:
+        runs = results["k"]["runs"]
+        one = [r["cpu_ms"] for r in runs if r["kind"] == "single"]
+        many = [r["cpu_ms"] for r in runs if r["kind"] == "cluster"]
+        if one and many:
+            change = (sum(many) / len(many)) / (sum(one) / len(one)) - 1
+            rows.append(["gateway CPU per request on the cluster within 10 % of the single Redis", "k · a·0",
+                         f"{change * 100:+.1f} %", verdict(change <= 0.10)])
     for sid, what, label, limit in (("a0", "pass-through, delay 0", "a · 64 conn · delay 0", 0.5),
                                     ("c", "Anthropic translation", "c · 64 conn · delay 0", 0.8)):
         if r := g(sid):
@@ -1321,7 +1329,7 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
     others = [
         x["other_cpu"]
         for r in results.values()
-        for x in (r.get("direct"), r.get("gateway"))
+        for x in (r.get("direct"), r.get("gateway"), *r.get("runs", []))
         if x and not math.isnan(x.get("other_cpu", float("nan")))
     ]
     if others and max(others) > DISTURBED:
@@ -1333,8 +1341,9 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
             ),
             "",
         ]
-    lines += ["Targets:", "", row(["target", "scenario", "measured", "verdict"]), row(["---"] * 4)]
-    lines += [row(t) for t in targets(results)]
+    if rows := targets(results):
+        lines += ["Targets:", "", row(["target", "scenario", "measured", "verdict"]), row(["---"] * 4)]
+        lines += [row(t) for t in rows]
     lines.append("")
     return "\n".join(lines) + "\n"
 
