@@ -86,7 +86,7 @@ def _customers(cluster: LocalCluster, prefix: str) -> tuple[dict[str, str], str]
 
 def _ledger(cluster: LocalCluster, prefix: str, aid: str) -> dict[str, Any]:
     k = KeySpace(prefix)
-    r = sync_client(cluster.url)
+    r = sync_client(next(n.url for n in cluster.nodes if n.proc is not None))   # a node that runs
     try:
         acct = {f.decode(): int(v) for f, v in r.hgetall(k.account(aid)).items()
                 if f in (b"credited", b"spent", b"reserved")}
