@@ -92,7 +92,7 @@ def measure(redis_url: str, n: int, warmup: int, anthropic: bool, keep: Path | N
                                          "--delay-ms", "0", "--chunks", "20"], tmp, cwd=REPO)
         procs.append(fake)
         wait_http(fake, f"http://127.0.0.1:{fake_port}/_bench/stats", "the fake upstream", 20)
-        key = create_key(redis_url, prefix)
+        key, _ = create_key(redis_url, prefix)
         out = tmp / "callgrind.out"
         env = {**os.environ, "REDIS_URL": redis_url, "GATEWAY_REDIS_PREFIX": prefix, "GATEWAY_ROOT": str(REPO),
                "GATEWAY_LOG_LEVEL": "warning", "PYTHONHASHSEED": "0",

@@ -14,6 +14,8 @@ is set beside the same figure for the fake upstream called directly in the same 
 Scenarios: a = OpenAI pass-through (gpt-4o-mini), 64 connections, upstream delay 0 and 50 ms;
 b = the same at 1 connection; c = Anthropic translation (claude-sonnet-4-5), 64 connections, delay 0;
 d = streaming chat, 200 chunks, sequential requests: added TTFB and chunks/s;
+k = a·0 on the single Redis and on a Redis Cluster on loopback (3 masters + 3 replicas), alternately: the
+gateway's and Redis's CPU per request (issue 18);
 w = `gateway serve --workers 2` against `--workers 1`, a's load at delay 0, every worker capped at 0.45 of
 core 1 (cgroup CPU quota, needs root): req/s, CPU per request and how evenly the workers share the
 connections.
@@ -503,7 +505,7 @@ def local_redis_pid(url: str) -> int | None:
     return pid if local and pid and Path(f"/proc/{pid}/stat").exists() else None
 
 
-def create_key(redis_url: str, prefix: str) -> str:
+def create_key(redis_url: str, prefix: str) -> tuple[str, str]:
     sys.path.insert(0, str(REPO))
     from decimal import Decimal
 
@@ -511,14 +513,14 @@ def create_key(redis_url: str, prefix: str) -> str:
     from gateway.store.connection import async_client
     from gateway.store.keys import KeySpace
 
-    async def make() -> str:
+    async def make() -> tuple[str, str]:
         r = async_client(redis_url)
         try:
             acc = Accounts(r, KeySpace(prefix), Decimal(95))
             a = await acc.create_account(f"bench-{prefix}@example.com")
             await acc.credit(a.id, 10**9 * 10**6, reason="bench")  # $1,000,000 in nano-USD
             k = await acc.create_key(a.id, name="bench")
-            return k.secret
+            return k.secret, a.id
         finally:
             await r.aclose()
 
@@ -559,7 +561,9 @@ class Rig:
         self.fake: Managed | None = None
         self.gateway: Managed | None = None
         self.key = ""
-        self.redis_pid = local_redis_pid(redis_url)
+        self.account_id = ""
+        self.cleanup = True
+        self.redis_pid: int | list[int] | None = local_redis_pid(redis_url)
         self.fake_port = free_port()
         self.gw_port = free_port()
         self.bodies: dict[str, str] = {}
@@ -610,12 +614,13 @@ class Rig:
             ],
         )
         wait_http(self.fake, self.fake_base + "/_bench/stats", "the fake upstream", 20)
-        self.key = create_key(self.redis_url, self.prefix)
+        self.key, self.account_id = create_key(self.redis_url, self.prefix)
         env = {
             **os.environ,
             "REDIS_URL": self.redis_url,
             "GATEWAY_REDIS_PREFIX": self.prefix,
             "GATEWAY_ROOT": str(REPO),
+            "GATEWAY_DATA_DIR": str(self.tmp / "data"),   # the archive's SQLite file and the journal
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_LOG_LEVEL": "warning",
             "OPENAI_BASE_URL": self.fake_base + "/v1",
@@ -664,7 +669,7 @@ class Rig:
                 print(f"warning: stopping {p.name} (pid {p.pid}): {exc}", file=sys.stderr)
         self.procs.clear()
         try:
-            n = cleanup_redis(self.redis_url, self.prefix)
+            n = cleanup_redis(self.redis_url, self.prefix) if self.cleanup else 0
             print(f"deleted {n} Redis keys under {self.prefix}:*", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - report, never mask the run's own error
             print(f"warning: could not delete Redis keys {self.prefix}:*: {exc}", file=sys.stderr)
@@ -684,7 +689,7 @@ class CpuWatch:
     """Over one measurement window: CPU time of the measured process(es), of the Redis server (when it runs
     on this machine), and of everything else that is not the bench's own processes (e.g. other test runs)."""
 
-    def __init__(self, pid: int | list[int], own: list[int], redis_pid: int | None) -> None:
+    def __init__(self, pid: int | list[int], own: list[int], redis_pid: int | list[int] | None) -> None:
         self.pids = pid if isinstance(pid, list) else [pid]
         self.own, self.redis_pid = own, redis_pid
         self.start = self._snap()
@@ -692,10 +697,12 @@ class CpuWatch:
     def _snap(self) -> tuple[float, float, float, float, float]:
         own = sum(cpu_seconds(p) for p in self.own)
         ch = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk / the stream client, once waited for
-        try:
-            redis_cpu = cpu_seconds(self.redis_pid) if self.redis_pid else 0.0
-        except OSError:
-            redis_cpu = 0.0
+        redis_cpu = 0.0
+        for rp in (self.redis_pid if isinstance(self.redis_pid, list) else [self.redis_pid] if self.redis_pid else []):
+            try:
+                redis_cpu += cpu_seconds(rp)   # a cluster: every node, masters and replicas
+            except OSError:
+                pass
         return (
             time.monotonic(),
             machine_busy_seconds(),
@@ -966,6 +973,81 @@ def measure_workers(rig: Rig, duration: float, warmup: float) -> dict[str, Any]:
     return res
 
 
+CLUSTER_ROUNDS = 2  # single, cluster, single, cluster...: the machine's drift shows, and averages out
+
+
+def run_cluster(redis_url: str, duration: float, warmup: float) -> dict[str, Any]:
+    """(k) a·0 (pass-through, 64 connections, delay 0) on the single Redis and on a Redis Cluster on
+    loopback (tests/support/cluster.py: 3 masters + 3 replicas, every node pinned to core 0 like the single
+    one), alternately: the gateway's CPU per request and Redis's (every node of the cluster summed, and the
+    master that serves the account alone). One account: its calls go to one master, so that master's CPU per
+    request says how many requests per second one shard takes."""
+    sys.path.insert(0, str(REPO))
+    from tests.support.cluster import LocalCluster
+
+    cluster = LocalCluster().start()
+    runs: list[dict[str, Any]] = []
+    version = "?"
+    try:
+        with cluster.nodes[0].client() as c:
+            version = f"Redis {c.info('server').get('redis_version', '?')} ({cluster.binary})"
+        for node in cluster.nodes:
+            if node.proc is not None:
+                pin_pid(node.proc.pid, 0)
+        for _ in range(CLUSTER_ROUNDS):
+            for kind, url in (("single", redis_url), ("cluster", cluster.url)):
+                with Rig(url) as rig:
+                    master_pid = None
+                    if kind == "cluster":
+                        rig.cleanup = False   # the cluster goes away with its keys at the end
+                        rig.redis_pid = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+                        aid = rig.account_id
+                        master = cluster.master_of(f"{rig.prefix}:{{a:{aid}}}:acct")
+                        master_pid = master.proc.pid if master.proc is not None else None
+                    problem = preflight(rig.gw_base + "/v1/chat/completions", rig.bodies["openai"], rig.key, "choices")
+                    if problem:
+                        raise BenchError(f"(k) {kind}: gateway preflight failed: {problem}")
+                    print(f"[k] {kind}: 64 conn, delay 0, {duration:g} s ...", flush=True)
+                    shard: dict[str, float] = {}
+                    if master_pid:
+                        before = cpu_seconds(master_pid)
+                    res = measure(rig, rig.gateway.pid, rig.gw_base + "/v1/chat/completions",  # type: ignore[union-attr]
+                                  rig.gw_env("openai"), 64, duration, warmup)
+                    if master_pid:
+                        shard["master_cpu_ms"] = (cpu_seconds(master_pid) - before) * 1000 / max(res["requests"], 1)
+                    runs.append({"kind": kind, **res, **shard})
+                    print(f"    {kind}: {res['rps']:,.0f} req/s, gateway CPU {res['cpu_ms']:.3f} ms/req, "
+                          f"Redis CPU {res['redis_cpu_ms']:.3f} ms/req", flush=True)
+    finally:
+        cluster.stop()
+    return {"id": "k", "runs": runs, "cluster_redis": version}
+
+
+def render_cluster(k: dict[str, Any]) -> list[str]:
+    runs = k["runs"]
+    lines = ["", "**k · a·0 on one Redis and on a Redis Cluster (3 masters + 3 replicas on loopback), alternately**",
+             "", row(["Redis", "req/s", "p50 ms", "p99 ms", "non-2xx", "gateway CPU ms/req",
+                      "Redis CPU ms/req (all nodes)", "the account's master CPU ms/req", "other CPU %"]),
+             row(["---"] + ["---:"] * 8)]
+    for r in runs:
+        lines.append(row([r["kind"], f_num(r["rps"], 0), f_num(r["p50"]), f_num(r["p99"]), str(r["non2xx"]),
+                          f_num(r["cpu_ms"], 3), f_num(r["redis_cpu_ms"], 3),
+                          f_num(r.get("master_cpu_ms", float("nan")), 3), other_cell(r["other_cpu"])]))
+
+    def mean(kind: str, field: str) -> float:
+        xs = [r[field] for r in runs if r["kind"] == kind and field in r]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    g1, gc = mean("single", "cpu_ms"), mean("cluster", "cpu_ms")
+    r1, rc, rm = mean("single", "redis_cpu_ms"), mean("cluster", "redis_cpu_ms"), mean("cluster", "master_cpu_ms")
+    lines += ["", (f"Means: gateway CPU {g1:.3f} → {gc:.3f} ms/req on the cluster ({(gc / g1 - 1) * 100:+.1f} %); "
+                   f"Redis CPU {r1:.3f} → {rc:.3f} ms/req (all six nodes; the account's master alone {rm:.3f}: one "
+                   f"shard takes ~{1000 / rm:,.0f} req/s per core of Redis CPU at this load). The cluster's nodes: "
+                   f"{k.get('cluster_redis', '?')}, AOF everysec, each master streaming to its replica; the single "
+                   "Redis: no persistence.")]
+    return lines
+
+
 def run_workers(redis_url: str, duration: float, warmup: float, n: int = 2) -> dict[str, Any]:
     """(w) `--workers n` against `--workers 1`, each worker given the same slice of a core (WORKER_CAP),
     all on core 1: near-linear scaling means n workers serve ~n times the requests. (Capped rather than
@@ -1154,6 +1236,14 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     def d(sid: str) -> dict[str, Any] | None:
         return (results.get(sid) or {}).get("direct")
 
+    if "k" in results:
+        runs = results["k"]["runs"]
+        one = [r["cpu_ms"] for r in runs if r["kind"] == "single"]
+        many = [r["cpu_ms"] for r in runs if r["kind"] == "cluster"]
+        if one and many:
+            change = (sum(many) / len(many)) / (sum(one) / len(one)) - 1
+            rows.append(["gateway CPU per request on the cluster within 10 % of the single Redis", "k · a·0",
+                         f"{change * 100:+.1f} %", verdict(change <= 0.10)])
     for sid, what, label, limit in (("a0", "pass-through, delay 0", "a · 64 conn · delay 0", 0.5),
                                     ("c", "Anthropic translation", "c · 64 conn · delay 0", 0.8)):
         if r := g(sid):
@@ -1349,10 +1439,12 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
         lines += render_workers(results["w"]["runs"])
     if "o" in results:
         lines += observability_lines(results["o"])
+    if "k" in results:
+        lines += render_cluster(results["k"])
     others = [
         x["other_cpu"]
         for r in results.values()
-        for x in (r.get("direct"), r.get("gateway"))
+        for x in (r.get("direct"), r.get("gateway"), *r.get("runs", []))
         if x and not math.isnan(x.get("other_cpu", float("nan")))
     ]
     if others and max(others) > DISTURBED:
@@ -1364,8 +1456,9 @@ def render_run(results: dict[str, dict[str, Any]], m: dict[str, str], args: argp
             ),
             "",
         ]
-    lines += ["Targets:", "", row(["target", "scenario", "measured", "verdict"]), row(["---"] * 4)]
-    lines += [row(t) for t in targets(results)]
+    if rows := targets(results):
+        lines += ["Targets:", "", row(["target", "scenario", "measured", "verdict"]), row(["---"] * 4)]
+        lines += [row(t) for t in rows]
     lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -1420,9 +1513,9 @@ def append_results(out: Path, section: str) -> None:
 
 def cmd_load(args: argparse.Namespace) -> int:
     wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "e", "m", "w", "o"}
+    unknown = wanted - {"a", "b", "c", "d", "e", "m", "w", "o", "k"}
     if unknown:
-        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,e,m,w,o")
+        raise BenchError(f"unknown scenarios {sorted(unknown)}; choose from a,b,c,d,e,m,w,o,k")
     ensure_wrk()
     with redis_for(args.redis_url) as redis_url:
         return load(args, redis_url, wanted)
@@ -1433,7 +1526,7 @@ def load(args: argparse.Namespace, redis_url: str, wanted: set[str]) -> int:
     m = machine_info(redis_version)
     results: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
-    if wanted - {"w", "o"}:  # w and o start gateways of their own
+    if wanted - {"w", "o", "k"}:  # w, o and k start gateways of their own
         with Rig(redis_url, chunks=args.chunks) as rig:
             print(
                 f"fake upstream pid {rig.fake.pid} at {rig.fake_base}, gateway pid {rig.gateway.pid} at "  # type: ignore[union-attr]
@@ -1449,6 +1542,8 @@ def load(args: argparse.Namespace, redis_url: str, wanted: set[str]) -> int:
         results["w"] = run_workers(redis_url, args.duration, args.warmup)
     if "o" in wanted:
         results["o"] = run_observability(redis_url, args.duration, args.warmup, args.o_rounds)
+    if "k" in wanted:
+        results["k"] = run_cluster(redis_url, args.duration, args.warmup)
     section = render_run(results, m, args)
     print()
     print(section)
@@ -1618,8 +1713,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup", type=float, default=2, help="unmeasured seconds before each measurement (default 2)"
     )
     ap.add_argument("--scenarios", default="a,b,c,d,e,m,w",
-                    help="subset of a,b,c,d,e,m,w,o (default a,b,c,d,e,m,w; o: a·0 with metrics and the request log "
-                    "off, on, and with tracing too, in alternating rounds)")
+                    help="subset of a,b,c,d,e,m,w,o,k (default a,b,c,d,e,m,w; o: a·0 with metrics and the request log "
+                    "off, on, and with tracing too, in alternating rounds; k: a·0 on one Redis and on a loopback "
+                    "Redis Cluster)")
     ap.add_argument("--o-rounds", type=int, default=3, help="rounds of each variant in (o) (default 3)")
     ap.add_argument("--stream-requests", type=int, default=200, help="sequential streaming requests in (d)")
     ap.add_argument("--chunks", type=int, default=200, help="content chunks per streamed answer in (d)")

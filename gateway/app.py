@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.admin_api import build_admin_app
+from gateway.archive.service import archiver_for, history_cap, open_archive
+from gateway.archive.service import migrate as migrate_archive
 from gateway.auth import Authenticator
 from gateway.config.model import Config
 from gateway.errors import (
@@ -48,6 +50,7 @@ from gateway.store.connection import async_client, journal_dir
 from gateway.store.keys import KeySpace
 from gateway.store.ledger import Caller, Ledger
 from gateway.store.precheck import can_spend
+from gateway.store.replicated import ReplicaAcks
 from gateway.store.sweeper import Sweeper
 from gateway.web import build_web_app
 from gateway.web.site import Web
@@ -86,13 +89,19 @@ class GatewayApp:
         self.redis = async_client(self.redis_url, max_connections=max(64, s.pool_size),
                                   connect_timeout_ms=s.redis_connect_timeout_ms,
                                   command_timeout_ms=s.redis_command_timeout_ms)
-        self.ledger = Ledger(self.redis, self.keyspace, history_max=s.history_max,
+        self.archive = open_archive(config)   # history and ledger kept in a database (gateway.archive)
+        self.archiver = (archiver_for(config, self.redis, self.keyspace, self.archive)
+                         if self.archive and s.archive_worker else None)
+        self.ledger = Ledger(self.redis, self.keyspace, history_max=history_cap(config),
+                             archive_index=self.archive is not None,
                              reservation_ttl_ms=s.reservation_ttl_s * 1000,
                              late_settlement_window_ms=s.late_settlement_window_s * 1000,
                              connect_timeout_ms=s.redis_connect_timeout_ms, command_timeout_ms=s.redis_command_timeout_ms,
                              max_unconfirmed=s.max_unconfirmed_settlements)
         self.sweeper = Sweeper(self.ledger, s.sweep_interval_s)
-        self.accounts = Accounts(self.redis, self.keyspace, s.usd_rub_default)
+        self.accounts = Accounts(self.redis, self.keyspace, s.usd_rub_default, replica_acks=ReplicaAcks(
+            s.redis_replica_acks, min(s.redis_replica_wait_ms, s.redis_command_timeout_ms // 2)))
+        self.accounts.archive = self.archive
         self.auth = Authenticator(self.redis, self.keyspace, ttl_s=s.token_cache_ms / 1000,
                                   down=lambda: self.ledger.down)
         self.large = LargeBodies(s.limits)
@@ -248,6 +257,9 @@ class GatewayApp:
         await self.ledger.connect()
         self.ledger.open_journal(journal_dir(self.config))  # and replay what dead processes left there
         self.sweeper.start()
+        if self.archiver is not None:
+            self.archiver.migrated = await migrate_archive(self.archiver.db)
+            self.archiver.start()
         await self.gen.pool.start()
         await self.obs.startup()
         self.follower = Follower(self.redis, self.config_keys, self.config.root, self.gen.version,
@@ -276,6 +288,10 @@ class GatewayApp:
                                                               else []))}.values():
             await gen.pool.close()
         await self.sweeper.stop()
+        if self.archiver is not None:
+            await self.archiver.stop()
+        if self.archive is not None:
+            self.archive.close()
         await self.ledger.close(drain_s=2.0)  # what Redis does not confirm by then stays in the journal
         await self.accounts.close()
         await self.redis.aclose()

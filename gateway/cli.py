@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from gateway.archive.cli import register as register_archive
 from gateway.cli_accounts import register as register_accounts
 from gateway.proxy.endpoints import ENDPOINTS
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_render)
 
     register_accounts(sub)
+    register_archive(sub)
     _root_everywhere(parser)
     return parser
 

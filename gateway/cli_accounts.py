@@ -91,16 +91,23 @@ def _with_redis(config: Config, args: argparse.Namespace, body: Body) -> Output:
 
 
 async def _call(url: str, config: Config, args: argparse.Namespace, body: Body) -> Output:
+    from gateway.archive.service import open_archive
     from gateway.store.accounts import Accounts
     from gateway.store.connection import async_client
     from gateway.store.keys import KeySpace
+    from gateway.store.replicated import ReplicaAcks
 
     s = config.settings
     client = async_client(url, max_connections=4, connect_timeout_ms=s.redis_connect_timeout_ms,
                           command_timeout_ms=s.redis_command_timeout_ms)
+    accounts = Accounts(client, KeySpace(s.redis_prefix), s.usd_rub_default, replica_acks=ReplicaAcks(
+        s.redis_replica_acks, min(s.redis_replica_wait_ms, s.redis_command_timeout_ms // 2)))
+    accounts.archive = open_archive(config)   # `gateway history` reads what Redis no longer keeps there
     try:
-        return await body(Accounts(client, KeySpace(s.redis_prefix), s.usd_rub_default), args)
+        return await body(accounts, args)
     finally:
+        if accounts.archive is not None:
+            accounts.archive.close()
         await client.aclose()
 
 

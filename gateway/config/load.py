@@ -379,7 +379,9 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     server, upstream, redis = doc.get("server", {}), doc.get("upstream", {}), doc.get("redis", {})
     auth, billing, web = doc.get("auth", {}), doc.get("billing", {}), doc.get("web", {})
     mail = web.get("smtp") or {}
+    archive = doc.get("archive", {})
     d = Settings()
+    acks = str(redis.get("replica_acks", "auto"))
     return Settings(
         host=server.get("host", d.host), port=int(server.get("port", d.port)),
         workers=int(server.get("workers", d.workers)),
@@ -394,6 +396,16 @@ def _settings(doc: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         redis_prefix=redis.get("prefix", d.redis_prefix),
         redis_connect_timeout_ms=int(redis.get("connect_timeout_ms", d.redis_connect_timeout_ms)),
         redis_command_timeout_ms=int(redis.get("command_timeout_ms", d.redis_command_timeout_ms)),
+        redis_replica_acks=-1 if acks == "auto" else int(acks),
+        redis_replica_wait_ms=int(redis.get("replica_wait_ms", d.redis_replica_wait_ms)),
+        archive_enabled=_as_bool(archive.get("enabled", d.archive_enabled)),
+        archive_url=str(archive.get("url", d.archive_url)),
+        archive_worker=_as_bool(archive.get("worker", d.archive_worker)),
+        archive_redis_keep_s=int(archive.get("redis_keep_s", d.archive_redis_keep_s)),
+        archive_redis_cap=int(archive.get("redis_cap", d.archive_redis_cap)),
+        archive_interval_s=float(archive.get("interval_s", d.archive_interval_s)),
+        archive_batch=int(archive.get("batch", d.archive_batch)),
+        archive_full_scan_s=float(archive.get("full_scan_s", d.archive_full_scan_s)),
         token_cache_ms=int(auth.get("token_cache_ms", d.token_cache_ms)),
         admin_token=auth.get("admin_token", d.admin_token),
         usd_rub_default=Decimal(billing.get("usd_rub_default", d.usd_rub_default)),

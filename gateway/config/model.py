@@ -75,6 +75,16 @@ class Settings:
     redis_prefix: str = "gw"
     redis_connect_timeout_ms: int = 1000    # a (re)connect to Redis that takes longer fails
     redis_command_timeout_ms: int = 2000    # a Redis reply later than this fails the call, drops the connection
+    redis_replica_acks: int = -1            # credits wait for this many replicas (WAIT); -1 auto, 0 never
+    redis_replica_wait_ms: int = 1000
+    archive_enabled: bool = True            # history and ledger drained into a database (gateway.archive)
+    archive_url: str = ""                   # DATABASE_URL; empty: SQLite under data_dir
+    archive_worker: bool = True             # this process may run the archiver (false: `gateway archive run` elsewhere)
+    archive_redis_keep_s: int = 86400       # archived history older than this leaves Redis
+    archive_redis_cap: int = 1_000_000      # settle.lua's MAXLEN while archiving (billing.history_max otherwise)
+    archive_interval_s: float = 5.0
+    archive_batch: int = 5000
+    archive_full_scan_s: float = 3600.0
     token_cache_ms: int = 60_000           # how long a worker keeps a token → key lookup
     admin_token: str = ""
     usd_rub_default: Decimal = Decimal(95)

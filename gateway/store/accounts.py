@@ -3,6 +3,7 @@ history). The CLI, the admin API and the cabinet all go through this one module.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway.archive.database import ArchiveDB, parse_id
 from gateway.money import nano_to_float, nano_to_rub
 from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
@@ -107,6 +109,7 @@ class Accounts:
         self.k = keys
         self._scripts = Scripts(client)
         self._acks = replica_acks   # credits are acknowledged once a replica has them (gateway.store.replicated)
+        self.archive: ArchiveDB | None = None   # history older than Redis keeps (gateway.archive), when set
         self._default_rate = default_rate
 
     async def close(self) -> None:
@@ -170,6 +173,8 @@ class Accounts:
             args=[operation_id, amount, kind, reason, actor, int(time.time() * 1000)], acks=self._acks)
         if int(applied) == -1:
             raise NotFoundError(f"no account {aid}")
+        # the archiver looks at this account's ledger in its next pass (gateway.archive.archiver)
+        await self.r.zadd(self.k.archive_index(), {aid: int(time.time() * 1000) + 60_000}, gt=True)
         return bool(int(applied)), await self.account(aid)
 
     async def ledger_entries(self, aid: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -280,6 +285,12 @@ class Accounts:
                 item[n] = int(item[n])
             item["id"] = eid.decode()
             out.append(item)
+        if len(out) < limit and self.archive is not None:
+            # Redis keeps the newest part of the stream; what is older (trimmed once archived) is read there
+            oldest = out[-1]["id"] if out else before
+            older = await asyncio.to_thread(self.archive.history_before, aid, parse_id(oldest) if oldest else None,
+                                            limit - len(out))
+            out.extend(_archived(row) for row in older)
         return out
 
     async def balance(self, aid: str, kid: str) -> dict[str, Any]:
@@ -345,6 +356,13 @@ class Accounts:
                        "requests": sum(r["requests"] for r in rows), "spend_usd": nano_to_float(total_spend),
                        "spend_rub": float(nano_to_rub(total_spend, rate)), "days": rows},
         }
+
+
+def _archived(row: dict[str, Any]) -> dict[str, Any]:
+    """An archive row as Accounts.history gives a Redis entry."""
+    item: dict[str, Any] = orjson.loads(row["data"])
+    item.update(rid=row["request_id"], cost=row["cost"], t=row["t_ms"], id=f"{row['ms']}-{row['seq']}")
+    return item
 
 
 def _iso(ms: int) -> str:

@@ -23,6 +23,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ log = logging.getLogger("gateway.redis")
 
 # what async_client gives: every module off the hot path takes either (the commands they use are the same)
 AsyncStore = aioredis.Redis | AsyncRedisCluster
+SyncStore = redis.Redis | RedisCluster
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _kinds: dict[str, bool] = {}   # URL → is a cluster, asked once per process
@@ -142,6 +144,16 @@ def async_client(url: str, max_connections: int = 64, connect_timeout_ms: int = 
     if plain is not None:
         return AsyncRedisCluster.from_url(_db0(plain), **kw)
     return aioredis.Redis.from_url(url, **kw)
+
+
+def sync_client(url: str, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> SyncStore:
+    """A blocking client for one-shot CLI commands (`gateway archive check`), with the same deadlines."""
+    kw: dict[str, Any] = {"decode_responses": False, "socket_connect_timeout": connect_timeout_ms / 1000,
+                          "socket_timeout": command_timeout_ms / 1000}
+    plain = cluster_url(url, connect_timeout_ms, command_timeout_ms)
+    if plain is not None:
+        return RedisCluster.from_url(_db0(plain), **kw)
+    return redis.Redis.from_url(url, **kw)
 
 
 def _db0(url: str) -> str:

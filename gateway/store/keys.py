@@ -59,6 +59,14 @@ class KeySpace:
         """Accounts that hold reservations → when the sweeper should look at them (outside any hash tag)."""
         return f"{self.p}:resvidx"
 
+    def archive_index(self) -> str:
+        """Accounts whose streams the archiver should read → until when (outside any hash tag)."""
+        return f"{self.p}:archidx"
+
+    def archive_lease(self) -> str:
+        """Which process archives now (one at a time; the others wait for the lease)."""
+        return f"{self.p}:archiver"
+
     def accounts(self) -> str:
         return f"{self.p}:accounts"
 

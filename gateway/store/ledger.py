@@ -78,13 +78,14 @@ class Ledger:
     def __init__(self, client: AsyncStore, keys: KeySpace, *, reservation_ttl_ms: int = 15 * 60 * 1000,
                  history_max: int = 100_000, late_settlement_window_ms: int = 7 * _DAY_MS,
                  connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000,
-                 max_unconfirmed: int = 100_000) -> None:
+                 max_unconfirmed: int = 100_000, archive_index: bool = False) -> None:
         self._scripts = Scripts(client, connect_timeout_ms, command_timeout_ms)
         self._resp = self.resp = self._scripts.resp   # `resp.down`: the circuit breaker, read per request
         self._k = keys
         self._ttl = reservation_ttl_ms
         self._late_window = late_settlement_window_ms
         self._history_max = history_max
+        self._archive = archive_index   # an archiver drains the history (it is told which accounts to look at)
         self._key_cache: dict[Caller, list[str]] = {}
         # the global index of accounts with reservations is written once per account and window, not per call
         self._index_window = min(reservation_ttl_ms, 60_000)
@@ -153,16 +154,19 @@ class Ledger:
         if len(self._indexed) >= 100_000:
             self._indexed.clear()
         self._indexed[aid] = now_ms + self._index_window
-        index = self._scripts.send(["ZADD", self._k.reservation_index(), "GT",
-                                    now_ms + self._index_window + self._ttl, aid])
+        due = now_ms + self._index_window + self._ttl
+        index = self._scripts.send(["ZADD", self._k.reservation_index(), "GT", due, aid])
+        # the archiver's index (gateway.archive.archiver): the same window, the same once a minute
+        archive = self._scripts.send(["ZADD", self._k.archive_index(), "GT", due, aid]) if self._archive else None
         try:
             return Admission(*map(int, await pending))
         finally:
-            try:
-                if isinstance(await index, RespError):
-                    self._indexed.pop(aid, None)
-            except STORE_ERRORS:
-                self._indexed.pop(aid, None)  # written again with the next admission
+            for sent in (index, archive):
+                try:
+                    if sent is not None and isinstance(await sent, RespError):
+                        self._indexed.pop(aid, None)
+                except STORE_ERRORS:
+                    self._indexed.pop(aid, None)  # written again with the next admission
 
     def settle(self, caller: Caller, request_id: str, cost: int, tokens: int, reserved: bool,
                fields: dict[str, str | int], now_ms: int | None = None) -> Awaitable[bool]:

@@ -21,7 +21,7 @@ from gateway.web import forms
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 CHUNK = 200
 SCAN_CAP = 5000
-CSV_MAX_ROWS = 100_000
+CSV_MAX_ROWS = 1_000_000   # the whole period of a busy account (the archive holds it all)
 CSV_COLUMNS = ("time_utc", "request_id", "key_id", "key_prefix", "key_name", "model", "provider", "endpoint",
                "status", "tokens_in", "tokens_cached", "tokens_out", "tokens_reasoning", "cost_usd", "cost_rub",
                "latency_ms", "error")

@@ -143,15 +143,15 @@ def test_every_script_runs_on_the_cluster_and_stays_in_one_slot(redis_cluster: L
                 return _submit(name, keys, args, now)
 
             batcher.submit = spy  # type: ignore[method-assign]
-            if hasattr(batcher, "pipeline_for"):  # a credit waits for a replica: EVAL + WAIT on its own pipeline
-                pipeline_for = batcher.pipeline_for
+        # a credit goes with its WAIT on one connection of the account's master (gateway.store.replicated)
+        pipeline_for = acc._scripts._batcher.pipeline_for
 
-                async def spy_pipeline(key: str, commands: list[list[Any]], _call: Any = pipeline_for) -> Any:
-                    if commands and commands[0][0] == "EVAL":
-                        seen.add("credit")
-                    return await _call(key, commands)
+        async def spy_pipeline(key: str, commands: list[list[Any]]) -> list[Any]:
+            if commands[0][0] == "EVAL" and commands[0][1] == acc._scripts._sources["credit"]:
+                seen.add("credit")
+            return await pipeline_for(key, commands)
 
-                batcher.pipeline_for = spy_pipeline  # type: ignore[method-assign]
+        acc._scripts._batcher.pipeline_for = spy_pipeline  # type: ignore[method-assign,union-attr]
         try:
             await ledger.connect()
             c = await _holder(acc)                                               # credit.lua
