@@ -29,7 +29,7 @@ from redis.exceptions import LockError, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.archive.database import ArchiveDB, Batch, StreamId, format_id, parse_id
-from gateway.store.connection import AsyncStore, text
+from gateway.store.connection import AsyncStore
 from gateway.store.keys import KeySpace
 
 log = logging.getLogger("gateway.archive")
@@ -125,7 +125,9 @@ class Archiver:
     async def _every_account(self) -> int:
         done, start = 0, 0
         while True:
-            aids = [text(a) for a in await self._r.zrange(self._k.accounts(), start, start + INDEX_SCAN - 1)]
+            members: list[bytes] = await self._r.zrange(  # type: ignore[assignment]  # redis-py types members loosely
+                self._k.accounts(), start, start + INDEX_SCAN - 1)
+            aids = [a.decode() for a in members]
             if not aids:
                 return done
             done += await self.drain(aids)

@@ -7,8 +7,8 @@ request of the endpoint (gateway/config/samples/requests/<endpoint>/*.json: text
 mode...), whole and as a stream, through the plan's adapters and the wire's request template; and each sample
 answer of the wire operation (samples/responses/<wire>/<operation>/*.json) back through the response template
 and the adapters, and each recorded stream (samples/streams/<wire>/<operation>/*.sse) through the stream
-mapping and the adapters' stream sides. A GatewayError is a template's deliberate refusal (`fail`, a rejected parameter) and is fine;
-anything else is the operator's mistake, reported as `file: template path: message`.
+mapping and the adapters' stream sides. A GatewayError is a template's deliberate refusal (`fail`, a rejected
+parameter) and is fine; anything else is the operator's mistake, reported as `file: template path: message`.
 """
 
 from __future__ import annotations
