@@ -98,8 +98,6 @@ class Forwarder:
         request is prepared first and sent only once `admitted()` returns (the admission runs in Redis
         meanwhile). `headers`: the client's, of which a wire operation may pass some on (`pass_headers`)."""
         variables = self.variables(decision, request_id)
-        if headers:
-            variables["client_headers"] = headers
 
         async def attempt(provider: Provider, plan: Plan) -> Answer:
             wire = self._config.wire_of(provider)
@@ -110,6 +108,8 @@ class Forwarder:
             else:
                 bodies, upstream_request = await self._translated_large(admitted, self.prepare, plan, op, body, raw,
                                                                         variables)
+            if op.pass_headers:
+                upstream_request = op.with_client_headers(upstream_request, headers)
             reply = await self._pool.send(provider, upstream_request)
             self._check_status(provider, wire, reply)
             if len(reply.body) > INLINE_PARSE_BYTES and self._large is not None:
@@ -124,8 +124,6 @@ class Forwarder:
         `framing`: the client's stream framing when the path, not the endpoint, decides it."""
         variables = self.variables(decision, request_id)
         variables["stream"] = True
-        if headers:
-            variables["client_headers"] = headers
 
         async def attempt(provider: Provider, plan: Plan) -> StreamCall:
             wire = self._config.wire_of(provider)
@@ -138,6 +136,8 @@ class Forwarder:
             else:
                 bodies, upstream_request = await self._translated_large(admitted, self.prepare_stream, plan, op, body,
                                                                         raw, variables)
+            if op.pass_headers:
+                upstream_request = op.with_client_headers(upstream_request, headers)
             upstream = await self._pool.open_stream(provider, upstream_request)
             if upstream.status != 200:
                 self._check_status(provider, wire, UpstreamReply(upstream.status, upstream.headers,

@@ -23,10 +23,10 @@ import orjson
 from gateway.auth import Authenticator, credential
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError
-from gateway.http.asgi import Receive, Scope, Send, read_body, send_bytes
+from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_bytes
 from gateway.http.upstreams import UpstreamFailure
 from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
-from gateway.proxy.endpoints import Endpoint
+from gateway.proxy.endpoints import BEARER, Endpoint
 from gateway.proxy.forwarding import Answer, Forwarder
 from gateway.proxy.key_slots import KeySlots
 from gateway.proxy.large_bodies import INLINE_PARSE_BYTES, LargeBodies
@@ -102,7 +102,8 @@ class PaidCalls:
                        params: dict[str, str]) -> Outcome | None:
         """Serve one call; its Outcome (None when it ended before admission: a bad token or body, a refusal
         that admission would have given anyway — the error the client got is raised)."""
-        caller = await self._auth.caller(credential(scope, endpoint.auth))
+        caller = await self._auth.caller(header(scope, b"authorization") if endpoint.auth is BEARER
+                                         else credential(scope, endpoint.auth))
         # requests in flight per key (gateway.proxy.key_slots), counted before the body is read; inline: per request
         slots, kid = self._slots.used, caller.key_id
         n = slots.get(kid, 0)
