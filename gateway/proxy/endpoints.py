@@ -30,6 +30,7 @@ from gateway.proxy.request_body import (
 )
 
 BodyCheck = Callable[[dict[str, Any], ServerLimits], None]
+BEARER = ("bearer",)   # OpenAI's way: Authorization: Bearer bt_...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class Endpoint:
     form: bool = False            # the body is multipart/form-data (uploads), not JSON
     # -- endpoints that speak another API than OpenAI's (Messages, Gemini); the defaults are OpenAI's --
     also: tuple[str, ...] = ()    # more paths it answers on; "{model}" in a path: the model is named there
-    auth: tuple[str, ...] = ("bearer",)   # where the bt_ key may come: "bearer", a header name, "?<query key>"
+    auth: tuple[str, ...] = BEARER   # where the bt_ key may come: "bearer", a header name, "?<query key>"
     errors: str = ""              # its error body (gateway/shapes/errors.yaml); "" the seed's
     stream: bool | None = None    # whether it answers a stream, when the path says so (None: `stream: true`)
     framing: str = ""             # how its stream is framed (gateway.proxy.streaming.Framer); "" its name

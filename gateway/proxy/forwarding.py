@@ -123,8 +123,6 @@ class Forwarder:
         meanwhile). `rec` (observability) gets the provider tried, the upstream time and the fallback;
         `headers`: the client's, of which a wire operation may pass some on (`pass_headers`)."""
         variables = self.variables(decision, request_id)
-        if headers:
-            variables["client_headers"] = headers
 
         async def attempt(provider: Provider, plan: Plan) -> Answer:
             wire = self._config.wire_of(provider)
@@ -145,6 +143,8 @@ class Forwarder:
             else:
                 bodies, upstream_request = await self._translated_large(admitted, self.prepare, plan, op, body, raw,
                                                                         variables)
+            if op.pass_headers:
+                upstream_request = op.with_client_headers(upstream_request, headers)
             started = perf_counter()
             try:
                 reply = await self._pool.send(provider, upstream_request, rec.upstream_head if rec is not None else b"")
@@ -166,8 +166,6 @@ class Forwarder:
         `framing`: the client's stream framing when the path, not the endpoint, decides it."""
         variables = self.variables(decision, request_id)
         variables["stream"] = True
-        if headers:
-            variables["client_headers"] = headers
 
         async def attempt(provider: Provider, plan: Plan) -> StreamCall:
             wire = self._config.wire_of(provider)
@@ -180,6 +178,8 @@ class Forwarder:
             else:
                 bodies, upstream_request = await self._translated_large(admitted, self.prepare_stream, plan, op, body,
                                                                         raw, variables)
+            if op.pass_headers:
+                upstream_request = op.with_client_headers(upstream_request, headers)
             started = perf_counter()
             try:
                 upstream = await self._pool.open_stream(provider, upstream_request,

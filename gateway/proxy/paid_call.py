@@ -30,7 +30,7 @@ from gateway.observability.metrics import METRICS
 from gateway.observability.record import RECORD, RequestRecord
 from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
 from gateway.proxy.cost import usd_text, with_cost
-from gateway.proxy.endpoints import Endpoint
+from gateway.proxy.endpoints import BEARER, Endpoint
 from gateway.proxy.form_body import Form, check_audio_file, check_image_files, read_form
 from gateway.proxy.forwarding import Answer, Forwarder
 from gateway.proxy.key_slots import KeySlots
@@ -124,7 +124,8 @@ class PaidCalls:
         rec: RequestRecord | None = scope.get(RECORD)   # what the operator sees of this call (observability)
         if rec is not None:
             rec.endpoint = endpoint.name
-        caller = await self._auth.caller(credential(scope, endpoint.auth))
+        caller = await self._auth.caller(header(scope, b"authorization") if endpoint.auth is BEARER
+                                         else credential(scope, endpoint.auth))
         if rec is not None:
             rec.caller = caller
         # requests in flight per key (gateway.proxy.key_slots), counted before the body is read; inline: per request

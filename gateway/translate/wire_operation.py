@@ -143,16 +143,16 @@ class WireOperation:
             raw = dumps_like(body, raw)
         path = self._path_const if self._path_const is not None and self._stream_path is None else \
             self._render_path(self._context(body, variables))
-        if self.pass_headers and "client_headers" in variables:
-            return UpstreamRequest(self.method, path, raw, headers=self._passed(variables["client_headers"]))
         return UpstreamRequest(self.method, path, raw)
 
     def path_for(self, body: dict[str, Any], variables: dict[str, Any]) -> str:
         return self._path_const if self._path_const is not None else str(self._path(self._context(body, variables)))
 
-    def _passed(self, client_headers: Any) -> tuple[tuple[str, str], ...]:
+    def with_client_headers(self, request: UpstreamRequest, client_headers: Any) -> UpstreamRequest:
+        """The request with the client headers this operation passes on (`pass_headers`), those it sent."""
         wanted = self.pass_headers
-        return tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in client_headers if k in wanted)
+        passed = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in client_headers if k in wanted)
+        return dataclasses.replace(request, headers=passed) if passed else request
 
     def start_stream(self, body: dict[str, Any], variables: dict[str, Any]) -> MappedStream:
         assert self.stream is not None
