@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once or twice per call, and a frozen one costs a setattr per field; nobody changes it
 class Usage:
     input_tokens: int = 0          # every prompt token, cached and cache-written included
     cached_input_tokens: int = 0   # subset of input_tokens read from the provider's cache

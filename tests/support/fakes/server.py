@@ -863,7 +863,7 @@ class FakeUpstream:
         fields: dict[str, Any] = {}
         files: dict[str, list[bytes]] = {}
         for key, filename, value in media_wire.form_parts(ctx.request.headers["Content-Type"], ctx.rec.raw):
-            name = key[:-2] if key.endswith("[]") else key
+            name = key.removesuffix("[]")
             if filename is not None:
                 files.setdefault(name, []).append(value)
                 fields[name] = ["<binary>"] * len(files[name]) if key.endswith("[]") or len(files[name]) > 1 \
