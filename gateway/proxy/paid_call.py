@@ -23,10 +23,10 @@ import orjson
 from gateway.auth import Authenticator
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError
-from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_bytes
+from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_parts
 from gateway.http.upstreams import UpstreamFailure
 from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
-from gateway.proxy.cost import usd_text, with_cost
+from gateway.proxy.cost import splice, usd_text
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.forwarding import Answer, Forwarder
 from gateway.proxy.key_slots import KeySlots
@@ -154,7 +154,7 @@ class PaidCalls:
             cost = usd_text(ticket.cost)
             extra = ((b"x-gateway-provider", answer.provider.encode()), (b"x-gateway-cost-usd", cost)) \
                 + rate_headers(ticket.admission)
-            await send_bytes(send, 200, with_cost(answer.body, cost), req.request_id, extra)
+            await send_parts(send, 200, splice(answer.body, cost), req.request_id, extra)
         finally:
             await settling
         return outcome
