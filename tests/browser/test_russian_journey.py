@@ -176,6 +176,9 @@ def test_russian_journey(stack: Stack, browser: Any, shots: Path, mailbox: MailB
     snap(page, shots, "m-06-menu-open", full=False)
     page.click("#main-nav >> text=API keys")
     page.wait_for_url(base + "/keys")
-    page.locator("#keys .row-actions a").first.scroll_into_view_if_needed()
-    assert page.locator("#keys .row-actions a").first.is_visible()
+    limits = page.locator("#keys .row-actions a").first
+    limits.scroll_into_view_if_needed()
+    box = limits.bounding_box()
+    assert limits.is_visible() and box is not None and box["x"] + box["width"] <= 390   # no sideways scroll
+    snap(page, shots, "m-07-keys-actions")
     phone.close()
