@@ -88,6 +88,22 @@ async def send_bytes(send: Send, status: int, body: bytes, request_id: str,
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_parts(send: Send, status: int, parts: tuple[bytes | memoryview, ...], request_id: str,
+                     extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """A JSON answer made of pieces (an upstream body and what the gateway adds), sent without joining them."""
+    if len(parts) == 1 and isinstance(parts[0], bytes):
+        await send_bytes(send, status, parts[0], request_id, extra)
+        return
+    length = sum(len(p) for p in parts)
+    headers = [(b"content-type", JSON), (b"content-length", str(length).encode()),
+               (b"x-request-id", request_id.encode())]
+    headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        await send({"type": "http.response.body", "body": part, "more_body": i < last})
+
+
 async def send_error(send: Send, err: GatewayError, request_id: str, shape: ErrorShape | None = None) -> None:
     """`shape`: the inbound API's own error body (an endpoint that speaks another API than the seed's)."""
     extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]

@@ -30,6 +30,11 @@ def _skip(body: bytes, i: int) -> int:
 def with_cost(body: bytes, cost: bytes) -> bytes:
     """`body` (a JSON object) with `"cost": <cost>` first in its `usage` object, or with
     `"usage":{"cost":…}` added when it has no usage object at all."""
+    return b"".join(splice(body, cost))
+
+
+def splice(body: bytes, cost: bytes) -> tuple[bytes | memoryview, ...]:
+    """`with_cost` as pieces to send one after the other: a large answer is not copied for it."""
     end = len(body)
     while True:
         i = body.rfind(b'"usage"', 0, end)
@@ -44,16 +49,16 @@ def with_cost(body: bytes, cost: bytes) -> bytes:
             if j < len(body) and body[j] == 0x7B:  # {
                 k = _skip(body, j + 1)
                 sep = b"" if k < len(body) and body[k] == 0x7D else b","
-                view = memoryview(body)       # one copy of a large answer, not three
-                return b"".join((view[:j + 1], b'"cost":', cost, sep, view[j + 1:]))
-            return body                         # "usage": null or a non-object: leave it alone
+                view = memoryview(body)
+                return view[:j + 1], b'"cost":' + cost + sep, view[j + 1:]
+            return (body,)                      # "usage": null or a non-object: leave it alone
         end = i
     k = len(body)
     while k and body[k - 1] in _WS:
         k -= 1
     if not k or body[k - 1] != 0x7D:           # not an object: nothing to add to
-        return body
+        return (body,)
     inner = _skip(body, 1) if body[:1] == b"{" else 0
     sep = b"" if inner == k - 1 else b","
     view = memoryview(body)
-    return b"".join((view[:k - 1], sep, b'"usage":{"cost":', cost, b"}}", view[k:]))
+    return view[:k - 1], sep + b'"usage":{"cost":' + cost + b"}}", view[k:]

@@ -24,12 +24,12 @@ import orjson
 from gateway.auth import Authenticator, credential
 from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError
-from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_bytes
+from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_bytes, send_parts
 from gateway.http.upstreams import UpstreamFailure
 from gateway.observability.metrics import METRICS
 from gateway.observability.record import RECORD, RequestRecord
 from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
-from gateway.proxy.cost import usd_text, with_cost
+from gateway.proxy.cost import splice, usd_text
 from gateway.proxy.endpoints import BEARER, Endpoint
 from gateway.proxy.form_body import Form, check_audio_file, check_image_files, read_form
 from gateway.proxy.forwarding import Answer, Forwarder
@@ -227,10 +227,10 @@ class PaidCalls:
             cost = usd_text(ticket.cost)
             extra = ((b"x-gateway-provider", answer.provider.encode()), (b"x-gateway-cost-usd", cost)) \
                 + rate_headers(ticket.admission)
-            out = answer.body
             if not req.endpoint.errors and answer.content_type == b"application/json":  # OpenAI's shapes: usage.cost
-                out = with_cost(out, cost)
-            await send_bytes(send, 200, out, req.request_id, extra, answer.content_type)
+                await send_parts(send, 200, splice(answer.body, cost), req.request_id, extra)
+            else:
+                await send_bytes(send, 200, answer.body, req.request_id, extra, answer.content_type)
         finally:
             outcome.cost = await settling
             if rec is not None:

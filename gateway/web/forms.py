@@ -17,7 +17,8 @@ from gateway.web.i18n import N_
 
 # digits, one optional decimal point (or comma, as Russian keyboards type it), an optional leading minus;
 # no exponent (1e3), no sign but minus, no thousands separators that could be misread
-_DECIMAL = re.compile(r"(-?)(\d{1,15})(?:[.,](\d{1,9}))?")
+_WHOLE = re.compile(r"[0-9]{1,12}")
+_DECIMAL = re.compile(r"(-?)([0-9]{1,15})(?:[.,]([0-9]{1,9}))?")
 
 
 @dataclass
@@ -51,7 +52,7 @@ def plain_decimal(text: str, name: str, *, low: Decimal, high: Decimal, places: 
 def whole(text: str, name: str, high: int) -> int:
     """A whole number from 0 to `high`; blank is 0 (unlimited)."""
     raw = text.strip() or "0"
-    if not raw.isdigit() or len(raw) > 12 or int(raw) > high:
+    if not _WHOLE.fullmatch(raw) or int(raw) > high:
         raise FieldError(name, N_("Enter a whole number from 0 to %(high)s (0 or blank: unlimited)."),
                          {"high": high})
     return int(raw)

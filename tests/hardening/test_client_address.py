@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from gateway.http.client_address import TrustedProxies, parse_network, resolve
 from gateway.config import ConfigError, load_config
-from tests.support.gateway_server import copy_root
+from gateway.http.client_address import TrustedProxies, parse_network, resolve
 from tests.support import REPO
+from tests.support.gateway_server import copy_root
 from tests.support.web import Cabinet, Stack, new_email, web_stack
 
 MAX_FAILURES = 5   # config/gateway.yaml: web.login_max_failures; a client address is locked after 4x that
@@ -67,15 +67,14 @@ def test_forwarded_proto_sets_the_payment_return_url(stack: Stack) -> None:
 def test_headers_from_an_untrusted_peer_are_ignored(fakes: Any) -> None:
     """Loopback is not a trusted proxy here: a client that makes up X-Forwarded-For on every attempt is
     still counted on its TCP address."""
-    with web_stack(fakes, GATEWAY_FORWARDED_ALLOW_IPS="10.0.0.1/32") as s:
+    with web_stack(fakes, GATEWAY_FORWARDED_ALLOW_IPS="10.0.0.1/32") as s, Cabinet(s.base_url) as c:
+        c.http.headers["x-forwarded-proto"] = "https"
+        assert c.signup().status_code == 303     # logged in before the address is locked below
         statuses = []
         for i in range(4 * MAX_FAILURES + 1):
             statuses += _fail_logins(s.base_url, f"198.51.100.{i + 1}", 1)
         assert statuses[-1] == 429, repr(statuses)
-        with Cabinet(s.base_url) as c:
-            c.http.headers["x-forwarded-proto"] = "https"
-            assert c.signup().status_code == 303
-            assert c.post("/billing/topup", {"provider": "yookassa", "amount": "950"}).status_code == 303
+        assert c.post("/billing/topup", {"provider": "yookassa", "amount": "950"}).status_code == 303
         assert s.payments.last().return_url.startswith("http://")
 
 
