@@ -22,6 +22,7 @@ from gateway.observability.record import RequestRecord
 
 FLUSH_DELAY_S = 0.2
 FLUSH_LINES = 256
+LINE_HEAD = b'{"level":"info","logger":"gateway.request",'   # what every request line starts with
 
 
 class RequestLog:
@@ -50,9 +51,9 @@ class RequestLog:
     def write(self, rec: RequestRecord, duration_s: float) -> None:
         fields = line_fields(rec, duration_s, self._time(time.time()))
         if self._json:
-            line = orjson.dumps(fields) + b"\n"
+            line = LINE_HEAD + orjson.dumps(fields)[1:] + b"\n"
         else:
-            line = (" ".join(f"{k}={v}" for k, v in fields.items() if v not in ("", None))).encode() + b"\n"
+            line = (" ".join(f"{k}={v}" for k, v in fields.items() if v is not None)).encode() + b"\n"
         self._lines.append(line)
         if len(self._lines) >= FLUSH_LINES:
             self.flush()
@@ -81,16 +82,15 @@ class RequestLog:
 
 def key_prefix(authorization: bytes | None) -> str | None:
     """The public part of the caller's token (bt_ + its 8-letter prefix), never the secret after it."""
-    if authorization is None:
-        return None
-    token = authorization[7:].strip()   # after "Bearer "
-    if token[:3] == b"bt_" and token[11:12] == b"_":
-        return token[:11].decode("ascii", "replace")
+    if authorization is not None and authorization[7:10] == b"bt_" and authorization[18:19] == b"_":
+        return authorization[7:18].decode("ascii", "replace")   # "Bearer bt_xxxxxxxx_..."
     return None
 
 
 def line_fields(rec: RequestRecord, duration_s: float, when: str) -> dict[str, Any]:
-    """The line as a mapping (every key always there, null when it does not apply: one shape to query)."""
+    """The line as a mapping, without the constant `level` and `logger` (LINE_HEAD). The keys that say who
+    and what are always there (null when they do not apply); the ones that describe something unusual
+    (client_request_id, error_type, cut, fallback, ttft_ms, trace_id) only when it happened."""
     caller = rec.caller
     usage = rec.usage
     up = rec.upstream_s
@@ -110,19 +110,25 @@ def line_fields(rec: RequestRecord, duration_s: float, when: str) -> dict[str, A
     else:
         upstream, overhead = None, int(duration_s * 100_000) / 100
     fields: dict[str, Any] = {
-        "time": when, "level": "info", "logger": "gateway.request",
-        "request_id": rec.request_id, "client_request_id": rec.client_id or None,
-        "method": scope["method"], "path": scope["path"][:200], "endpoint": rec.endpoint,
-        "account_id": account, "key_id": key, "key_prefix": prefix,
-        "model": rec.model or None, "provider": rec.provider or None,
-        "status": rec.status, "error_type": rec.error_type or None,
+        "time": when, "request_id": rec.request_id, "method": scope["method"], "path": scope["path"][:200],
+        "endpoint": rec.endpoint, "account_id": account, "key_id": key, "key_prefix": prefix,
+        "model": rec.model or None, "provider": rec.provider or None, "status": rec.status,
         "input_tokens": tin, "output_tokens": tout, "cached_tokens": tcached, "reasoning_tokens": treason,
         "cost_usd": cost, "duration_ms": int(duration_s * 100_000) / 100, "upstream_ms": upstream,
-        "overhead_ms": overhead, "stream": rec.stream, "cut": rec.cut or None, "fallback": rec.fallback or None,
+        "overhead_ms": overhead, "stream": rec.stream,
     }
-    ttft = rec.ttft_s
-    if ttft >= 0:
-        fields["ttft_ms"] = int(ttft * 100_000) / 100
+    if rec.error_type:
+        fields["error_type"] = rec.error_type
+    if rec.client_id:
+        fields["client_request_id"] = rec.client_id
+    if rec.stream:
+        if rec.cut:
+            fields["cut"] = rec.cut
+        ttft = rec.ttft_s
+        if ttft >= 0:
+            fields["ttft_ms"] = int(ttft * 100_000) / 100
+    if rec.fallback:
+        fields["fallback"] = rec.fallback
     span = rec.span
     if span is not None:
         fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
