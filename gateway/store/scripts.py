@@ -9,12 +9,13 @@ from importlib.resources import files
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from gateway.store.batch import ScriptBatcher
 from gateway.store.cluster import ClusterBatcher
 from gateway.store.connection import AsyncStore
-from gateway.store.replicated import NEVER, ReplicaAcks, check_acknowledged, wait_commands
-from gateway.store.resp import RespClient
+from gateway.store.replicated import NEVER, ReplicaAcks, check_acknowledged, connected_replicas, wait_commands
+from gateway.store.resp import RespClient, RespError
 
 NAMES = ("admit", "settle", "credit", "sweep", "unindex")
 
@@ -26,6 +27,7 @@ def _source(name: str) -> str:
 class Scripts:
     def __init__(self, client: AsyncStore, connect_timeout_ms: int = 1000, command_timeout_ms: int = 2000) -> None:
         sources = self._sources = {name: _source(name) for name in NAMES}
+        self._replicas: dict[int, int] = {}   # connected replicas of each master (by a slot it holds; 0: one Redis)
         self._batcher: ScriptBatcher | ClusterBatcher
         if isinstance(client, RedisCluster):
             self._batcher = ClusterBatcher.like(client, sources, connect_timeout_ms=connect_timeout_ms,
@@ -45,16 +47,32 @@ class Scripts:
         return self._batcher.submit("settle", keys, args, now=True)
 
     async def credit(self, keys: list[str], args: list[Any], acks: ReplicaAcks = NEVER) -> Any:
-        """The credit script; with `acks`, answered only once replicas confirm it (gateway.store.replicated)."""
+        """The credit script; with `acks`, answered only once replicas confirm it (gateway.store.replicated).
+        In auto mode a master known to have no replica is not sent a WAIT (it would block for its whole
+        timeout): the INFO that follows every credit keeps what is known of each master up to date."""
         if acks.required == 0:
             return await self._batcher.call("credit", keys, args)
+        where = key_slot(keys[0].encode()) if isinstance(self._batcher, ClusterBatcher) else 0
+        if acks.required < 0 and where not in self._replicas:  # auto: ask once whether this master has any
+            info = (await self._pipeline(keys[0], [["INFO", "replication"]]))[0]
+            self._replicas[where] = 0 if isinstance(info, RespError) else connected_replicas(info)
+        wait = acks.required > 0 or self._replicas[where] > 0
         # on one connection, in one write: the WAIT after it covers this write (EVAL: rare, no NOSCRIPT turn)
-        commands = [["EVAL", self._sources["credit"], len(keys), *keys, *args], *wait_commands(acks)]
+        script = ["EVAL", self._sources["credit"], len(keys), *keys, *args]
+        replies = await self._pipeline(keys[0], [script, *(wait_commands(acks) if wait else [["INFO", "replication"]])])
+        if not isinstance(replies[-1], RespError):
+            self._replicas[where] = connected_replicas(replies[-1])
+        if wait:
+            return check_acknowledged(replies, acks)
+        if isinstance(replies[0], RespError):
+            raise replies[0]
+        return replies[0]
+
+    async def _pipeline(self, key: str, commands: list[list[Any]]) -> list[Any]:
+        """`commands` on one connection (of the master that holds `key`, on a cluster)."""
         if isinstance(self._batcher, ClusterBatcher):
-            replies = await self._batcher.pipeline_for(keys[0], commands)
-        else:
-            replies = await self._batcher.client.pipeline(commands)
-        return check_acknowledged(replies, acks)
+            return await self._batcher.pipeline_for(key, commands)
+        return await self._batcher.client.pipeline(commands)
 
     async def sweep(self, keys: list[str], args: list[Any]) -> Any:
         return await self._batcher.call("sweep", keys, args)

@@ -50,10 +50,10 @@ def test_no_plan_when_the_wire_cannot_serve_the_kind(endpoint: str, kind: str, o
 
 
 def test_each_kind_has_one_native_endpoint() -> None:
-    assert {kind: native_path(kind) for kind in ("chat", "responses", "completion", "image", "speech")} == {
+    assert {kind: native_path(kind) for kind in ("chat", "responses", "completion", "image", "speech", "video")} == {
         "chat": "/v1/chat/completions", "responses": "/v1/responses", "completion": "/v1/text/generations",
-        "image": "/v1/images/generations", "speech": ""}
-    assert native_endpoint("speech") is None
+        "image": "/v1/images/generations", "speech": "/v1/audio/speech", "video": ""}
+    assert native_endpoint("video") is None   # a kind no endpoint serves yet
     assert native_endpoint("image") is ENDPOINTS["image"]
 
 
@@ -98,9 +98,15 @@ def test_a_model_on_an_endpoint_it_cannot_use_is_a_400_naming_its_own(router: Ro
         router.resolve("o-text", ENDPOINTS["responses"])
 
 
-@pytest.mark.parametrize("model", ["o-off", "o-voice", "nobody", "A-CHAT"])
-def test_disabled_and_unknown_models_are_404(router: Router, model: str) -> None:
+@pytest.mark.parametrize("model", ["nobody", "A-CHAT"])
+def test_unknown_models_are_404(router: Router, model: str) -> None:
     with pytest.raises(NotFound, match=f"model '{model}' not found among enabled models"):
+        router.resolve(model, ENDPOINTS["chat"])
+
+
+@pytest.mark.parametrize("model, reason", [("o-off", "retired"), ("o-voice", "no endpoint for speech")])
+def test_disabled_models_are_404_with_their_reason(router: Router, model: str, reason: str) -> None:
+    with pytest.raises(NotFound, match=f"model '{model}' is disabled: {reason}"):
         router.resolve(model, ENDPOINTS["chat"])
 
 
@@ -120,5 +126,6 @@ def test_every_enabled_model_has_a_decision_on_its_native_endpoint(router: Route
 def test_the_tiny_root_is_what_the_tests_think(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path / "r")
     assert {p: cfg.providers[p].wire for p in cfg.providers} == {"chatty": "anthropic", "full": "openai"}
-    assert set(cfg.wire_of(cfg.providers["chatty"]).operations) == CHAT_ONLY
-    assert set(cfg.wire_of(cfg.providers["full"]).operations) == EVERYTHING
+    chatty, full = (set(cfg.wire_of(cfg.providers[p]).operations) for p in ("chatty", "full"))
+    assert CHAT_ONLY <= chatty and not (EVERYTHING - CHAT_ONLY) & chatty   # chat, and its own API's operations
+    assert EVERYTHING <= full

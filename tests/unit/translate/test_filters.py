@@ -21,13 +21,18 @@ def render(expr: str, **variables: Any) -> Any:
     return compile_tree("{{ " + expr + " }}", ENV)(new_context(ENV, variables))
 
 
+# the filters of the inbound APIs (Messages, Gemini) are tested in test_inbound_filters.py
+INBOUND = {"camel_keys", "paired_ids", "lower_schema_types", "safe_call_id", "chat_call_id"}
+
+
 def test_every_registered_filter_is_covered_here() -> None:
-    # a new filter needs its own tests in this file
-    assert set(f.FILTERS) == {
-        "where", "where_not", "has", "map_attr", "join_attr", "join_text", "image_url_of", "guess_mime", "fail",
-        "nearest_ratio", "from_json", "json_string", "content_parts", "text_of", "data_url", "merge_consecutive",
-        "tool_call_names", "merge_tool_calls", "flatten", "to_tool_calls", "tool_call_signature",
-        "tool_call_base_id", "clamp", "with_key", "as_list", "chat_finish_reason", "lookup"}
+    # a new filter needs its own tests in this file (or, for the inbound APIs' own, in test_inbound_filters.py)
+    assert set(f.FILTERS) - INBOUND == {
+        "where", "where_not", "has", "lacks", "map_attr", "join_attr", "join_text", "image_url_of", "guess_mime",
+        "fail", "nearest_ratio", "from_json", "json_string", "content_parts", "text_of", "data_url",
+        "merge_consecutive", "tool_call_names", "merge_tool_calls", "flatten", "to_tool_calls", "tool_call_signature",
+        "tool_call_base_id", "clamp", "with_key", "as_list", "chat_finish_reason", "lookup",
+        "text_inputs", "estimate_tokens", "float32_base64"}
     assert set(f.FILTERS) | {"map_tree"} <= set(ENV.filters)
 
 
@@ -298,3 +303,33 @@ def test_filters_compose_in_a_template() -> None:
     out = render("body.messages | where_not('role', 'system') | merge_consecutive | map_attr('content')",
                  body=body)
     assert out == [[{"type": "text", "text": "u1"}, {"type": "text", "text": "u2"}]]
+
+
+# --------------------------------------------------------------------------- the media endpoints' filters
+
+
+def test_lacks_keeps_items_without_the_key_or_with_null() -> None:
+    items = [{"id": 1}, {"id": None}, {"name": "x"}]
+    assert f.lacks(items, "id") == [{"id": None}, {"name": "x"}]
+    assert f.lacks(None, "id") == []
+
+
+def test_text_inputs_takes_strings_and_refuses_token_ids() -> None:
+    assert f.text_inputs("hi") == ["hi"]
+    assert f.text_inputs(["a", "b"]) == ["a", "b"]
+    with pytest.raises(BadRequest, match="text input only"):
+        f.text_inputs([1, 2, 3])
+
+
+def test_estimate_tokens_is_four_characters_a_token_rounded_up() -> None:
+    assert f.estimate_tokens("abcd") == 1
+    assert f.estimate_tokens("abcde") == 2
+    assert f.estimate_tokens(["abcd", "ab", 7]) == 2   # non-strings are not counted
+    assert f.estimate_tokens(None) == 0
+
+
+def test_float32_base64_is_little_endian_float32() -> None:
+    import base64
+    import struct
+    raw = base64.b64decode(f.float32_base64([1.0, -0.5]))
+    assert struct.unpack("<2f", raw) == (1.0, -0.5)
