@@ -246,7 +246,6 @@ class PaidCalls:
         opened = perf_counter()
         if rec is not None:
             rec.stream = True
-        METRICS.streams_in_flight += 1
         headers = [(b"content-type", call.framer.content_type), (b"cache-control", b"no-cache"),
                    (b"x-request-id", ticket.request_id.encode()), (b"x-gateway-provider", call.provider.encode()),
                    *rate_headers(ticket.admission)]
@@ -256,6 +255,7 @@ class PaidCalls:
         relays.add(relay)
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         cut, error, stopped = False, None, False
+        METRICS.streams_in_flight += 1   # taken back in the finally below
         try:
             done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if relay in done and relay.cancelled():  # stopped at the end of the shutdown's grace period
