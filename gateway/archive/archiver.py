@@ -140,11 +140,12 @@ class Archiver:
             pending = aids[i:i + CHUNK_ACCOUNTS]
             cursors = await asyncio.to_thread(self.db.cursors_of, pending)
             while pending:
-                batch, full = await self._read(pending, cursors)
+                replies, count = await self._read(pending, cursors)
                 if self._lease is not None:
                     await self._lease.reacquire()   # a pass over a long backlog keeps the lease (LockError if lost)
+                # rows built and written in a thread: thousands of entries never hold the event loop
+                batch, full = await asyncio.to_thread(self._store, pending, replies, count)
                 if batch.cursors:
-                    await asyncio.to_thread(self.db.append, batch)
                     cursors.update(batch.cursors)
                     done += len(batch.history) + len(batch.ledger)
                     await self._trim(batch.cursors)   # as it goes: one approximate XTRIM drops ≤ 10,000 entries
@@ -153,8 +154,9 @@ class Archiver:
         self.archived += done
         return done
 
-    async def _read(self, aids: list[str], cursors: dict[tuple[str, str], StreamId]) -> tuple[Batch, list[str]]:
-        """The entries after each cursor; and the accounts that may have more."""
+    async def _read(self, aids: list[str], cursors: dict[tuple[str, str], StreamId]) -> tuple[list[Any], int]:
+        """The entries after each cursor (both streams of each account, in turn), and how many a stream
+        gives at most in this read."""
         # about `batch` entries per read in all, however many accounts share it (memory stays bounded)
         count = max(50, self._batch // len(aids))
         pipe = self._r.pipeline(transaction=False)
@@ -162,7 +164,11 @@ class Archiver:
             for stream, key in (("hist", self._k.history(aid)), ("ledger", self._k.ledger(aid))):
                 after = cursors.get((aid, stream))
                 pipe.xrange(key, min=f"({format_id(after)}" if after else "-", max="+", count=count)
-        replies = await pipe.execute()
+        return await pipe.execute(), count
+
+    def _store(self, aids: list[str], replies: list[Any], count: int) -> tuple[Batch, list[str]]:
+        """(In a thread.) The rows of what was read, written with their cursors in one transaction; and the
+        accounts that may have more."""
         batch = Batch([], [], {})
         more: list[str] = []
         for n, aid in enumerate(aids):
@@ -177,6 +183,8 @@ class Archiver:
                 batch.cursors[(aid, "ledger")] = parse_id(led[-1][0])
             if len(hist) >= count or len(led) >= count:
                 more.append(aid)
+        if batch.cursors:
+            self.db.append(batch)
         return batch, more
 
     async def _trim(self, cursors: dict[tuple[str, str], StreamId]) -> None:

@@ -13,6 +13,8 @@ import sys
 
 import orjson
 
+from gateway.config.model import Config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     archive = sub.add_parser("archive", help="the history and ledger archive (PostgreSQL or SQLite)")
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_check)
 
 
-def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _config(args: argparse.Namespace) -> Config:
     from gateway.config import load_config
 
     return load_config(args.root or os.environ.get("GATEWAY_ROOT") or ".")
