@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.app import GatewayApp
+from gateway.archive.process import start_beside
 from gateway.config import Config, ConfigError, load_config
 from gateway.config.warnings import config_warnings
 from gateway.http.workers import Supervisor, WorkersError, reuseport_socket
@@ -79,6 +80,8 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
     for warning in config_warnings(config):  # once per provider, here in the serving process, not per worker
         log.warning("%s", warning)
     pidfile = write_pidfile(config)
+    # history and ledger into the database, from a process of its own (never a worker's event loop)
+    archiver = start_beside(config.root, s.archive_enabled, s.archive_worker)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again so the process dies of it;
     # with the default action that would skip the `finally` below and leave the embedded redis-server
     # running. Turn that last SIGTERM into a normal exit instead.
@@ -105,6 +108,8 @@ def serve(root: str, host: str | None, port: int | None, workers: int | None) ->
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 1
     finally:
+        if archiver is not None:
+            archiver.stop()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         with contextlib.suppress(OSError):

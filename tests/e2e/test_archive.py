@@ -176,3 +176,39 @@ def test_gateway_archives_paid_calls_and_top_ups(db: ArchiveDB, redis_env: dict[
     assert main(["--root", str(REPO), "archive", "check", c.account_id]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["history_complete"] and doc["ledger_complete"] and doc["archive"]["history_rows"] == 1
+
+
+def test_gateway_serve_archives_from_a_process_of_its_own(redis_env: dict[str, str], tmp_path: Path) -> None:
+    """`gateway serve` starts the archiver beside its worker (never in the event loop that serves requests),
+    a top-up through the admin API reaches the archive, and the archiver stops with the service."""
+    from gateway.archive.database import ArchiveDB, engine_url
+    from tests.support import processes
+    from tests.support.gateway_process import GatewayProcess
+
+    import httpx
+
+    data = tmp_path / "data"
+    gw = GatewayProcess(redis_env | {"GATEWAY_DATA_DIR": str(data), "DATABASE_URL": "",
+                                     "GATEWAY_ADMIN_TOKEN": "t0ken-for-the-test", "GATEWAY_ARCHIVER": "true"})
+    try:
+        gw.wait_up()
+        children = [p for p in processes.children(gw.proc.pid) if "archive\x00run" in processes.cmdline(p)]
+        assert len(children) == 1, [processes.cmdline(p) for p in processes.children(gw.proc.pid)]
+        archiver = children[0]
+        admin = {"Authorization": "Bearer t0ken-for-the-test"}
+        acct = httpx.post(gw.base + "/admin/v1/accounts", json={"login": "archived@example.com"}, headers=admin,
+                          timeout=10).json()
+        r = httpx.post(gw.base + f"/admin/v1/accounts/{acct['id']}/topup", json={"usd": "2"}, headers=admin,
+                       timeout=10)
+        assert r.status_code == 200, r.text
+        db = ArchiveDB(engine_url("", data))
+        try:
+            deadline = time.monotonic() + 60
+            while db.totals(acct["id"])[2] != usd_to_nano("2"):
+                assert time.monotonic() < deadline, "the archiver process did not archive the top-up in a minute"
+                time.sleep(0.5)
+        finally:
+            db.close()
+    finally:
+        log = gw.stop()
+    assert not processes.alive(archiver), log
