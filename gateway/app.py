@@ -37,6 +37,7 @@ from gateway.http.asgi import ClientGone, Receive, Scope, Send, new_request_id, 
 from gateway.http.upstreams import UpstreamPool
 from gateway.memory import return_freed_memory
 from gateway.observability.observer import Observer
+from gateway.observability.reload import config_reloaded
 from gateway.pricing import PriceBook
 from gateway.proxy.billing import BillingGate
 from gateway.proxy.endpoints import ENDPOINTS
@@ -191,6 +192,7 @@ class GatewayApp:
         # requests of the old generation may still be reading from its upstream connections: its idle ones
         # are closed once they are surely done, and the generation is let go
         asyncio.get_running_loop().call_later(_OLD_POOL_GRACE_S, lambda: asyncio.ensure_future(self._retire(old)))
+        config_reloaded(nxt.config, ok=True)   # gateway_config_info, loaded time, reloads_total{success}
         log.info("config version %s in force (was %s)", nxt.version, old.version)
 
     async def _retire(self, old: Generation) -> None:
@@ -263,7 +265,8 @@ class GatewayApp:
         await self.gen.pool.start()
         await self.obs.startup()
         self.follower = Follower(self.redis, self.config_keys, self.config.root, self.gen.version,
-                                 self._prepare, self._arm, self._stale)
+                                 self._prepare, self._arm, self._stale,
+                                 refused=lambda: config_reloaded(self.gen.config, ok=False))
         await self.follower.join()  # refuses to start on files another version than the one in force
         self.follower.start()
         if os.environ.get("GATEWAY_RELOAD_IN_PROCESS") == "1":  # the single-process server: SIGHUP reloads here

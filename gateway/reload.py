@@ -180,7 +180,8 @@ class Follower:
 
     def __init__(self, client: Any, keys: Keys, root: str, version: str,
                  prepare: Callable[[Config], Awaitable[Any]], arm: Callable[[str, Any, float], None],
-                 stale: Callable[[str], None], load: Callable[[str], Config] = load_config) -> None:
+                 stale: Callable[[str], None], load: Callable[[str], Config] = load_config,
+                 refused: Callable[[], None] | None = None) -> None:
         self.client, self.keys, self.root = client, keys, root
         self.version = version               # the version this worker serves (or has armed)
         self._prepare, self._arm, self._stale, self._load = prepare, arm, stale, load
@@ -188,6 +189,8 @@ class Follower:
         self._prepared: dict[str, Any] = {}   # version → generation built and ready
         self._failed: dict[str, float] = {}   # version → when loading it may be tried again (monotonic)
         self._task: asyncio.Task[None] | None = None
+        self._refused = refused               # told of each reload the coordinator refused (metrics)
+        self._last_at: str | None = None      # the last load or reload seen (its time)
 
     async def join(self) -> None:
         """At start: take part in the group. Refuses (ConfigError) when another version is in force."""
@@ -232,6 +235,11 @@ class Follower:
             await asyncio.sleep(WATCH_S)
 
     async def step(self) -> None:
+        if self._refused is not None:
+            last = await last_load(self.client, self.keys)
+            seen, self._last_at = self._last_at, last.get("at")
+            if seen is not None and last.get("at") != seen and last.get("ok") is False:
+                self._refused()
         current = await state(self.client, self.keys)
         pending = current.get("pending", "")
         if pending and pending != self.version and pending not in self._prepared and await self._ready(pending):

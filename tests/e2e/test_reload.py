@@ -47,7 +47,7 @@ class Served:
                     return [self.proc.pid]
                 time.sleep(0.1)
                 continue
-            pids = [p for p in processes.children(self.proc.pid) if "resource_tracker" not in processes.cmdline(p)]
+            pids = processes.workers(self.proc.pid)
             if len(pids) == 2 and all(processes.listens(p, self.port) for p in pids):
                 return pids
             time.sleep(0.1)

@@ -123,13 +123,7 @@ class Serve:
     def worker_pids(self) -> list[int]:
         if self.workers == 1:
             return [self.proc.pid]
-        pids = []
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            try:
-                pids += [int(x) for x in (task / "children").read_text().split()]
-            except OSError:
-                pass
-        return [p for p in pids if "resource_tracker" not in processes.cmdline(p)]
+        return processes.workers(self.proc.pid)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
         if self.proc.poll() is None:

@@ -57,3 +57,9 @@ def established(pid: int, port: int) -> int:
 
 def listens(pid: int, port: int) -> bool:
     return bool(socket_inodes(pid) & tcp_sockets(port, "0A"))
+
+
+def workers(pid: int) -> list[int]:
+    """The serving workers among `gateway serve`'s children (not multiprocessing's resource tracker, not the
+    archiver it runs beside them)."""
+    return [p for p in children(pid) if "resource_tracker" not in (c := cmdline(p)) and "archive\x00run" not in c]

@@ -46,7 +46,7 @@ class Served:
         raise AssertionError(f"{workers} workers did not come up: {self.worker_pids()}")
 
     def worker_pids(self) -> list[int]:
-        return [pid for pid in processes.children(self.proc.pid) if "resource_tracker" not in processes.cmdline(pid)]
+        return processes.workers(self.proc.pid)
 
     def stop(self, sig: int = signal.SIGTERM) -> str:
         if self.proc.poll() is None:
