@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import wave
@@ -36,15 +37,20 @@ def canned(req: RawRequest) -> list[Step]:
 
 
 class Served:
+    def log_text(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.port = free_port()
+        self.log = tempfile.TemporaryFile()   # not a pipe: one nobody reads fills and stalls the request log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), "--workers", "1"],
             env={**os.environ, **env, "GATEWAY_ROOT": str(root), "GATEWAY_LOG_LEVEL": "warning"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 60
         while True:
-            assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
+            assert self.proc.poll() is None, self.log_text()
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     break

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -18,9 +19,12 @@ class GatewayProcess:
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # stderr to a file, not a pipe nobody reads while the test runs: a full pipe would stall the
+        # gateway's request log (one line per request) and with it the gateway
+        self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
                                      env={**os.environ, **env, "GATEWAY_ROOT": str(REPO)},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
 
     def wait_up(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -39,8 +43,9 @@ class GatewayProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            _, err = self.proc.communicate(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode()[-3000:]
+            self.proc.wait()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-3000:]

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,9 +31,10 @@ class Served:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         full = {**os.environ, **env, "GATEWAY_ROOT": str(REPO), "GATEWAY_LOG_LEVEL": "info"}
+        self.log = tempfile.TemporaryFile()   # not a pipe: one nobody reads fills and stalls the request log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
-            env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            env=full, stdout=subprocess.DEVNULL, stderr=self.log)
 
     def wait_up(self, workers: int, timeout: float = 60, gone: int | None = None) -> list[int]:
         """The workers' PIDs once `workers` of them listen (and `gone` is no longer among them)."""
@@ -52,11 +54,12 @@ class Served:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _, err = self.proc.communicate(timeout=40)
+            self.proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode()
+            self.proc.wait()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
