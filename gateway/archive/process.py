@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 
+from gateway.store.connection import exit_with_parent
+
 log = logging.getLogger("gateway.archive.process")
 RESTART_AFTER_S = 5.0
 STOP_TIMEOUT_S = 30.0
@@ -32,7 +34,8 @@ class ArchiverProcess:
         self._watch.start()
 
     def _spawn(self) -> None:
-        self._proc = subprocess.Popen(self._argv, env=self._env, stdin=subprocess.DEVNULL)
+        # SIGTERM from the kernel if gateway serve dies, however it dies (kill -9 included)
+        self._proc = subprocess.Popen(self._argv, env=self._env, stdin=subprocess.DEVNULL, preexec_fn=exit_with_parent)
         log.info("archiver started (pid %d)", self._proc.pid)
 
     def _run(self) -> None:

@@ -81,7 +81,7 @@ class EmbeddedRedis:
                 "--daemonize", "no"]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True,
-                                      preexec_fn=_die_with_parent if die_with_parent else None)  # noqa: PLW1509  (gateway serve, before any thread)
+                                      preexec_fn=exit_with_parent if die_with_parent else None)  # noqa: PLW1509  (gateway serve, before any thread)
         deadline = time.monotonic() + 10
         while not self._alive():
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -180,7 +180,7 @@ def journal_dir(config: Config) -> Path:
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def exit_with_parent() -> None:
     """In the redis-server child before it runs (Linux): the kernel sends it SIGTERM (a clean SHUTDOWN, the
     AOF flushed) when the gateway that started it dies, however it dies (kill -9 included)."""
     try:

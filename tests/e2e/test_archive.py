@@ -212,3 +212,24 @@ def test_gateway_serve_archives_from_a_process_of_its_own(redis_env: dict[str, s
     finally:
         log = gw.stop()
     assert not processes.alive(archiver), log
+
+
+def test_the_archiver_does_not_outlive_a_killed_gateway_serve(redis_env: dict[str, str], tmp_path: Path) -> None:
+    """kill -9 of `gateway serve` leaves no archiver behind (the kernel tells it: PR_SET_PDEATHSIG)."""
+    import signal
+
+    from tests.support import processes
+    from tests.support.gateway_process import GatewayProcess
+
+    gw = GatewayProcess(redis_env | {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": "",
+                                     "GATEWAY_ARCHIVER": "true"})
+    try:
+        gw.wait_up()
+        archiver = next(p for p in processes.children(gw.proc.pid) if "archive\x00run" in processes.cmdline(p))
+        gw.proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while processes.alive(archiver):
+            assert time.monotonic() < deadline, "the archiver outlived gateway serve"
+            time.sleep(0.1)
+    finally:
+        gw.stop()
