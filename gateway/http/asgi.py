@@ -36,19 +36,26 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def declared_length(scope: Scope, limit: int, what: str) -> int:
+    """The body's Content-Length (-1 when it has none); 400 when it is not a number, 413 over `limit` bytes
+    (refused before a byte of it is read)."""
+    declared = header(scope, b"content-length")
+    if declared is None:
+        return -1
+    try:
+        length = int(declared)
+    except ValueError:
+        raise BadRequest("invalid Content-Length header") from None
+    if length > limit:
+        raise PayloadTooLarge(f"{what} exceeds the {limit} byte limit")
+    return length
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | bytearray:
     """The whole request body, refusing (413) anything over `limit` bytes before reading it all. A body that
     comes in one piece (the hot path) is returned as it came; one in pieces is gathered into one buffer —
     of its declared length when it has one, so no second copy is made to join it."""
-    declared = header(scope, b"content-length")
-    length = -1
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise BadRequest("invalid Content-Length header") from None
-        if length > limit:
-            raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
+    length = declared_length(scope, limit, "request body")
     buf: bytearray | None = None
     size = 0
     while True:

@@ -19,7 +19,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
 from gateway.errors import BadRequest, PayloadTooLarge
-from gateway.http.asgi import ClientGone, Receive, Scope, header
+from gateway.http.asgi import ClientGone, Receive, Scope, declared_length, header
 
 MAX_PARTS = 64                 # OpenAI's forms have ≤ 20 parts (16 images + mask + fields)
 MAX_FIELD_BYTES = 128 * 1024   # a text field (a prompt of 32,000 characters fits)
@@ -259,15 +259,7 @@ async def read_form(scope: Scope, receive: Receive, limit: int) -> Form:
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > 200:
         raise BadRequest("the multipart/form-data Content-Type has no (or an over-long) boundary")
-    declared = header(scope, b"content-length")
-    length = -1
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise BadRequest("invalid Content-Length header") from None
-        if length > limit:
-            raise PayloadTooLarge(f"upload exceeds the {limit} byte limit")
+    length = declared_length(scope, limit, "upload")
     collector = _Collector()
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]  # the documented callback names
     buf = bytearray(length) if length >= 0 else bytearray()
