@@ -9,22 +9,16 @@ import http.client
 import io
 import json
 import math
-import os
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import wave
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.gateway_server import GatewayServer, copy_root, free_port, make_customer
+from tests.support.served import Served
+from tests.support.gateway_server import GatewayServer, copy_root, make_customer
 from tests.support.raw_upstream import RawRequest, RawUpstream, Step, answer
 
 MiB = 1024 * 1024
@@ -34,44 +28,6 @@ BOUNDARY = "upload-cost-boundary"
 def canned(req: RawRequest) -> list[Step]:
     doc = {"text": f"got {len(req.body)} bytes", "usage": {"type": "duration", "seconds": 300}}
     return [answer(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})]
-
-
-class Served:
-    def log_text(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
-
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.log = tempfile.TemporaryFile()   # not a pipe: one nobody reads fills and stalls the request log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), "--workers", "1"],
-            env={**os.environ, **env, "GATEWAY_ROOT": str(root), "GATEWAY_LOG_LEVEL": "warning"},
-            stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, self.log_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "gateway serve did not start"
-                time.sleep(0.1)
-
-    def status(self, field: str) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError(field)
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +90,7 @@ def test_a_10mb_upload_is_held_once(served: Served, gateway: GatewayServer) -> N
             f.write("5")   # reset the peak (VmHWM) to the current resident set
     except OSError:
         pytest.skip("cannot reset the gateway's peak RSS here (/proc/PID/clear_refs)")
-    before = served.status("VmRSS")
+    before = served.rss("VmRSS")
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
     time.sleep(0.2)
@@ -143,7 +99,7 @@ def test_a_10mb_upload_is_held_once(served: Served, gateway: GatewayServer) -> N
     status, doc = upload(served.port, c.secret, body)
     stop.set()
     prober.join(10)
-    peak = served.status("VmHWM")
+    peak = served.rss("VmHWM")
     assert status == 200 and doc["text"].startswith("got ")
     grown = peak - before
     print(f"\nRSS {before / MiB:.1f} MiB → peak {peak / MiB:.1f} MiB (+{grown / MiB:.1f} MiB) for a "
