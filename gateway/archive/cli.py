@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ import sys
 import orjson
 
 from gateway.config.model import Config
+from gateway.observability.log_format import configure_logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if db is None:
         print("the archive is off (archive.enabled: false)", file=sys.stderr)
         return 1
-    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(s.log_level, s.observability.log_format)   # beside `gateway serve`: the same format as its lines
     embedded = embedded_redis_for(config)
     url = s.redis_url or (embedded.url if embedded else "")
 

@@ -26,20 +26,12 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.config.warnings import config_warnings
 from gateway.http.workers import Supervisor, WorkersError, reuseport_socket
 from gateway.observability.exposition import METRICS_DIR_ENV
-from gateway.observability.log_format import formatter
+from gateway.observability.log_format import configure_logging
 from gateway.reload import run_coordinator, run_publish_start
 from gateway.store.connection import data_dir, embedded_redis_for
 
 log = logging.getLogger("gateway.http.serve")
 SHUTDOWN_MARGIN_S = 10.0   # beyond server.shutdown_grace_s: to end the streams, settle them and close
-
-
-def configure_logging(level: str = "info", fmt: str | None = None) -> None:
-    """Every log line on stderr, as JSON or text (`observability.log_format`; workers read it from the
-    environment, as they read the level)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(fmt or os.environ.get("GATEWAY_LOG_FORMAT", "text")))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def create_app() -> GatewayApp:

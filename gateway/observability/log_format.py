@@ -4,6 +4,8 @@ json, so one log pipeline reads all of stderr; plain text otherwise."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 
 import orjson
@@ -23,3 +25,11 @@ def formatter(kind: str) -> logging.Formatter:
     if kind == "json":
         return JsonFormatter()
     return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def configure_logging(level: str = "info", fmt: str | None = None) -> None:
+    """Every log line of this process on stderr, as JSON or text: `fmt`, else GATEWAY_LOG_FORMAT (what `gateway
+    serve` sets for its workers and the archiver beside it), else text."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(fmt or os.environ.get("GATEWAY_LOG_FORMAT", "text")))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
