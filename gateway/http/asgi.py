@@ -95,13 +95,19 @@ async def send_bytes(send: Send, status: int, body: bytes, request_id: str,
     await send({"type": "http.response.body", "body": body})
 
 
+JOIN_PARTS_MAX = 256 * 1024
+
+
 async def send_parts(send: Send, status: int, parts: tuple[bytes | memoryview, ...], request_id: str,
                      extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    """A JSON answer made of pieces (an upstream body and what the gateway adds), sent without joining them."""
-    if len(parts) == 1 and isinstance(parts[0], bytes):
-        await send_bytes(send, status, parts[0], request_id, extra)
+    """A JSON answer made of pieces (an upstream body and what the gateway adds). Up to JOIN_PARTS_MAX bytes the
+    pieces are joined: one socket write costs more than copying a small answer; a larger one goes out piece by
+    piece, not copied."""
+    length = sum(map(len, parts))
+    if length <= JOIN_PARTS_MAX:
+        whole = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
+        await send_bytes(send, status, whole, request_id, extra)
         return
-    length = sum(len(p) for p in parts)
     headers = [(b"content-type", JSON), (b"content-length", str(length).encode()),
                (b"x-request-id", request_id.encode())]
     headers.extend(extra)

@@ -698,9 +698,8 @@ class Exchange:
         parts = [STATUS_LINES.get(status) or _status_line(status),
                  _DefaultHeaders.get(self.proto.server_state.default_headers)]
         length = -1
+        lines = []
         for name, value in headers:
-            if _BAD_VALUE.search(name) or _BAD_VALUE.search(value):
-                raise RuntimeError("invalid character in a response header")
             lname = name.lower()
             if lname == b"content-length":
                 length = int(value)
@@ -708,7 +707,11 @@ class Exchange:
                 self.keep_alive = False
             elif lname == b"transfer-encoding":
                 continue  # framing is ours to choose
-            parts.append(name + b": " + value + b"\r\n")
+            lines.append(name + b": " + value)
+        if lines:  # every header line searched at once for what would split the response
+            if _BAD_VALUE.search(b"".join(lines)):
+                raise RuntimeError("invalid character in a response header")
+            parts.append(b"\r\n".join(lines) + b"\r\n")
         if self.more_body:  # answered before the whole request body came: the rest is not read; close after
             self.keep_alive = False
         if length >= 0:
