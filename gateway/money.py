@@ -30,6 +30,14 @@ def nano_to_usd(nano: int) -> Decimal:
     return (Decimal(nano) / _NANO_D).normalize() if nano else Decimal(0)
 
 
+def usd_text(nano: int) -> bytes:
+    """Exact USD of a nano-USD amount as a plain decimal: 2134 → b"0.000002134", 10**9 → b"1.0"."""
+    whole, frac = divmod(nano, 1_000_000_000)
+    if not frac:
+        return b"%d.0" % whole
+    return (b"%d.%09d" % (whole, frac)).rstrip(b"0")
+
+
 def nano_to_float(nano: int) -> float:
     """For JSON output only (the seed's fields are JSON numbers)."""
     return float(Decimal(nano) / _NANO_D)

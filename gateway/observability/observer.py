@@ -75,13 +75,9 @@ class Observer:
     # -- per request ---------------------------------------------------------------------------------------
 
     def start(self, scope: Scope, send: Send, request_id: str, endpoint: str, own_id: bool) -> RequestRecord:
-        client_id, auth = "", None
-        for name, value in scope["headers"]:   # inline: per request (most clients send no x-request-id)
-            if name == b"authorization":
-                auth = value
-            elif name == b"x-request-id":
-                client_id = client_request_id(value)
-        rec = RequestRecord(scope, send, request_id, client_id, endpoint, own_id, auth)
+        given = dict(scope["headers"]).get(b"x-request-id")   # in C: most clients send none
+        rec = RequestRecord(scope, send, request_id, client_request_id(given) if given is not None else "", endpoint,
+                            own_id)
         scope[RECORD] = rec
         METRICS.in_flight += 1
         if self.tracing is not None:

@@ -31,40 +31,39 @@ def client_request_id(value: bytes | None) -> str:
 
 
 class RequestRecord:
-    __slots__ = ("_send", "auth", "caller", "client_id", "cost_nano", "cut", "endpoint", "error_type", "fallback",
-                 "first_byte", "model", "own_id_set", "provider", "request_id", "scope", "span", "started",
-                 "status", "stream", "t_admit", "t_settle", "t_settled", "t_upstream", "upstream_head", "upstream_s",
-                 "usage")
+    """Defaults are class attributes: a request sets only what happens to it (no __slots__, so that the
+    constructor stores 7 values per request rather than 27)."""
+
+    auth: bytes | None = None        # the token a paid call was made with (the log shows its public prefix)
+    model = ""
+    provider = ""
+    status = 0
+    error_type = ""
+    caller: Any = None
+    usage: Any = None
+    cost_nano = 0
+    upstream_s = -1.0                # < 0: no provider was called
+    first_byte = 0.0
+    fallback = ""                    # the provider the call fell back to
+    stream = False
+    cut = ""                         # why a stream ended early: client | provider | shutdown
+    span: Any = None
+    upstream_head = b""              # header lines for the provider's request (traceparent)
+    # perf_counter stamps for the trace's child spans (0: that step did not happen)
+    t_admit = 0.0                    # admission sent
+    t_upstream = 0.0                 # admitted: the first upstream attempt starts
+    t_settle = 0.0                   # settlement sent
+    t_settled = 0.0                  # ... confirmed (or kept for a retry)
 
     def __init__(self, scope: MutableMapping[str, Any], send: Send, request_id: str, client_id: str, endpoint: str,
-                 own_id_set: bool, auth: bytes | None = None) -> None:
+                 own_id_set: bool) -> None:
         self.started = perf_counter()
-        self.auth = auth                 # the Authorization header (the log line shows its public prefix)
         self.scope = scope
         self._send = send
         self.request_id = request_id     # ours (req_...): billing, history, the error messages
         self.client_id = client_id       # the client's x-request-id, echoed in the answer ("" when none)
         self.own_id_set = own_id_set     # the handler puts x-request-id in its heads itself (the /v1 API)
         self.endpoint = endpoint
-        self.model = ""
-        self.provider = ""
-        self.status = 0
-        self.error_type = ""
-        self.caller: Any = None
-        self.usage: Any = None
-        self.cost_nano = 0
-        self.upstream_s = -1.0           # < 0: no provider was called
-        self.first_byte = 0.0
-        self.fallback = ""               # the provider the call fell back to
-        self.stream = False
-        self.cut = ""                    # why a stream ended early: client | provider | shutdown
-        self.span: Any = None
-        self.upstream_head = b""         # header lines for the provider's request (traceparent)
-        # perf_counter stamps for the trace's child spans (0: that step did not happen)
-        self.t_admit = 0.0               # admission sent
-        self.t_upstream = 0.0            # admitted: the first upstream attempt starts
-        self.t_settle = 0.0              # settlement sent
-        self.t_settled = 0.0             # ... confirmed (or kept for a retry)
 
     def upstream_time(self, started: float) -> None:
         """An upstream attempt that began at `started` (perf_counter) has its answer (or failed)."""
@@ -74,7 +73,10 @@ class RequestRecord:
         self.upstream_s = seconds if self.upstream_s < 0 else self.upstream_s + seconds
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
+        if self.status:   # the head is out: a body message (the first one stamps the time to first byte)
+            if not self.first_byte:
+                self.first_byte = perf_counter()
+        elif message["type"] == "http.response.start":
             self.status = message["status"]
             up = self.upstream_s
             over = perf_counter() - self.started - (up if up > 0 else 0.0)
@@ -85,10 +87,10 @@ class RequestRecord:
                 headers.append((RID, rid))
             elif not self.own_id_set:
                 headers.append((RID, self.request_id.encode()))
-            headers.append((OVERHEAD, b"%.2f" % (over * 1000 if over > 0 else 0.0)))
+            # hundredths of a millisecond by integer arithmetic (cheaper than a float format)
+            hundredths = int(over * 100_000) if over > 0 else 0
+            headers.append((OVERHEAD, b"%d.%02d" % divmod(hundredths, 100)))
             message["headers"] = headers   # our own message objects (and Starlette's): not shared
-        elif not self.first_byte:
-            self.first_byte = perf_counter()
         await self._send(message)
 
     def outcome(self, outcome: Any) -> None:

@@ -6,7 +6,10 @@ milliseconds, streamed / cut, fallback, trace id. Never a prompt, an answer, an 
 message may quote the prompt), a key secret or a password.
 
 Lines are gathered and written together at most 0.2 s later (one write system call per batch, not one per
-request): a request's line costs a dict and an orjson call. `flush()` at shutdown writes what is left.
+request). A JSON line is one bytes formatting of fixed keys (`json_line`): what names the caller, the model and
+the provider is serialised once per (endpoint, model, provider, key) and kept; only the path, which the client
+chooses, is escaped per request. The text format shows the same fields as key=value. `flush()` at shutdown
+writes what is left.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from gateway.observability.record import RequestRecord
 FLUSH_DELAY_S = 0.2
 FLUSH_LINES = 256
 LINE_HEAD = b'{"level":"info","logger":"gateway.request",'   # what every request line starts with
+WHO_CACHE_MAX = 4096   # (endpoint, model, provider, key) fragments kept; cleared when full
 
 
 class RequestLog:
@@ -33,10 +37,11 @@ class RequestLog:
         self._armed = False
         self._second = -1
         self._ms = -1
-        self._date = ""
-        self._stamp = ""
+        self._date = b""
+        self._stamp = b""
+        self._who: dict[tuple[str, str, str, str | None], bytes] = {}
 
-    def _time(self, now: float) -> str:
+    def _time(self, now: float) -> bytes:
         """ISO 8601 UTC to the millisecond, formatted once per millisecond (many lines share one under load)."""
         ms = int(now * 1000)
         if ms != self._ms:
@@ -44,15 +49,14 @@ class RequestLog:
             sec = ms // 1000
             if sec != self._second:  # the date part once a second
                 self._second = sec
-                self._date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-            self._stamp = "%s.%03dZ" % (self._date, ms % 1000)  # noqa: UP031  (cheaper than an f-string spec)
+                self._date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
+            self._stamp = b"%s.%03dZ" % (self._date, ms % 1000)
         return self._stamp
 
     def write(self, rec: RequestRecord, duration_s: float) -> None:
-        fields = line_fields(rec, duration_s, self._time(time.time()))
-        if self._json:
-            line = LINE_HEAD + orjson.dumps(fields)[1:] + b"\n"
-        else:
+        line = self.json_line(rec, duration_s, self._time(time.time()))
+        if not self._json:  # the opt-out: the same fields as key=value (null ones left out)
+            fields = orjson.loads(b"{" + line[len(LINE_HEAD):])
             line = (" ".join(f"{k}={v}" for k, v in fields.items() if v is not None)).encode() + b"\n"
         self._lines.append(line)
         if len(self._lines) >= FLUSH_LINES:
@@ -80,56 +84,72 @@ class RequestLog:
             pass
 
 
+    def json_line(self, rec: RequestRecord, duration_s: float, when: bytes) -> bytes:
+        """The request's line, JSON (LINE_HEAD first, a newline last). The keys that say who and what are always
+        there (null when they do not apply); the ones that describe something unusual (error_type,
+        client_request_id, cut, ttft_ms, fallback, trace_id) only when it happened. Built without a mapping of
+        every field: this runs for every request."""
+        caller = rec.caller
+        key_id = caller.key_id if caller is not None else None
+        who_key = (rec.endpoint, rec.model, rec.provider, key_id)
+        who = self._who.get(who_key)
+        if who is None:
+            if len(self._who) >= WHO_CACHE_MAX:
+                self._who.clear()
+            who = self._who[who_key] = orjson.dumps({
+                "endpoint": rec.endpoint, "account_id": caller.account_id if caller is not None else None,
+                "key_id": key_id, "key_prefix": key_prefix(rec.auth) if caller is not None else None,
+                "model": rec.model or None, "provider": rec.provider or None})[1:-1]
+        scope = rec.scope
+        usage = rec.usage
+        up = rec.upstream_s
+        # milliseconds to 2 decimals by integer arithmetic (round() costs more than the rest of a field)
+        duration = int(duration_s * 100_000) / 100
+        if up >= 0:
+            upstream: float | None = int(up * 100_000) / 100
+            overhead = int((duration_s - up) * 100_000) / 100
+        else:
+            upstream, overhead = None, duration
+        if usage is not None:
+            tin, tout, tcached, treason = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                                           usage.reasoning_tokens)
+        else:
+            tin = tout = tcached = treason = None
+        line = b"".join((LINE_HEAD, b'"time":"', when, b'","request_id":"', rec.request_id.encode(), b'","method":',
+                         orjson.dumps(scope["method"]), b',"path":', orjson.dumps(scope["path"][:200]), b",", who,
+                         orjson.dumps({
+                             "status": rec.status, "input_tokens": tin, "output_tokens": tout, "cached_tokens": tcached,
+                             "reasoning_tokens": treason, "cost_usd": rec.cost_nano / 1e9 if caller is not None else None,
+                             "duration_ms": duration, "upstream_ms": upstream, "overhead_ms": overhead,
+                             "stream": rec.stream}).replace(b"{", b",", 1)[:-1]))
+        if rec.error_type or rec.client_id or rec.stream or rec.fallback or rec.span is not None:
+            line += _unusual(rec)
+        return line + b"}\n"
+
+
+def _unusual(rec: RequestRecord) -> bytes:
+    """The optional keys of the line, for a request where something unusual happened."""
+    extra: dict[str, Any] = {}
+    if rec.error_type:
+        extra["error_type"] = rec.error_type
+    if rec.client_id:
+        extra["client_request_id"] = rec.client_id
+    if rec.stream:
+        if rec.cut:
+            extra["cut"] = rec.cut
+        ttft = rec.ttft_s
+        if ttft >= 0:
+            extra["ttft_ms"] = int(ttft * 100_000) / 100
+    if rec.fallback:
+        extra["fallback"] = rec.fallback
+    span = rec.span
+    if span is not None:
+        extra["trace_id"] = f"{span.get_span_context().trace_id:032x}"
+    return b"," + orjson.dumps(extra)[1:-1] if extra else b""
+
+
 def key_prefix(authorization: bytes | None) -> str | None:
     """The public part of the caller's token (bt_ + its 8-letter prefix), never the secret after it."""
     if authorization is not None and authorization[7:10] == b"bt_" and authorization[18:19] == b"_":
         return authorization[7:18].decode("ascii", "replace")   # "Bearer bt_xxxxxxxx_..."
     return None
-
-
-def line_fields(rec: RequestRecord, duration_s: float, when: str) -> dict[str, Any]:
-    """The line as a mapping, without the constant `level` and `logger` (LINE_HEAD). The keys that say who
-    and what are always there (null when they do not apply); the ones that describe something unusual
-    (client_request_id, error_type, cut, fallback, ttft_ms, trace_id) only when it happened."""
-    caller = rec.caller
-    usage = rec.usage
-    up = rec.upstream_s
-    scope = rec.scope
-    if caller is not None:
-        account, key, prefix, cost = caller.account_id, caller.key_id, key_prefix(rec.auth), rec.cost_nano / 1e9
-    else:
-        account = key = prefix = cost = None
-    if usage is not None:
-        tin, tout, tcached, treason = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
-                                       usage.reasoning_tokens)
-    else:
-        tin = tout = tcached = treason = None
-    # milliseconds to 2 decimals by integer arithmetic (round() costs more than the rest of a field)
-    if up >= 0:
-        upstream, overhead = int(up * 100_000) / 100, int((duration_s - up) * 100_000) / 100
-    else:
-        upstream, overhead = None, int(duration_s * 100_000) / 100
-    fields: dict[str, Any] = {
-        "time": when, "request_id": rec.request_id, "method": scope["method"], "path": scope["path"][:200],
-        "endpoint": rec.endpoint, "account_id": account, "key_id": key, "key_prefix": prefix,
-        "model": rec.model or None, "provider": rec.provider or None, "status": rec.status,
-        "input_tokens": tin, "output_tokens": tout, "cached_tokens": tcached, "reasoning_tokens": treason,
-        "cost_usd": cost, "duration_ms": int(duration_s * 100_000) / 100, "upstream_ms": upstream,
-        "overhead_ms": overhead, "stream": rec.stream,
-    }
-    if rec.error_type:
-        fields["error_type"] = rec.error_type
-    if rec.client_id:
-        fields["client_request_id"] = rec.client_id
-    if rec.stream:
-        if rec.cut:
-            fields["cut"] = rec.cut
-        ttft = rec.ttft_s
-        if ttft >= 0:
-            fields["ttft_ms"] = int(ttft * 100_000) / 100
-    if rec.fallback:
-        fields["fallback"] = rec.fallback
-    span = rec.span
-    if span is not None:
-        fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
-    return fields

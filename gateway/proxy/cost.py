@@ -10,14 +10,7 @@ object is added when the answer has none. One reverse search of the body per cal
 from __future__ import annotations
 
 _WS = b" \t\r\n"
-
-
-def usd_text(nano: int) -> bytes:
-    """Exact USD of a nano-USD amount as a plain decimal: 2134 → b"0.000002134", 10**9 → b"1.0"."""
-    whole, frac = divmod(nano, 1_000_000_000)
-    if not frac:
-        return b"%d.0" % whole
-    return (b"%d.%09d" % (whole, frac)).rstrip(b"0")
+_WS_OR_END = (b"", b" ", b"\t", b"\r", b"\n", b"}")   # what may follow `{` when usage is empty
 
 
 def _skip(body: bytes, i: int) -> int:
@@ -43,6 +36,9 @@ def splice(body: bytes, cost: bytes) -> tuple[bytes | memoryview, ...]:
         if i and body[i - 1] == 0x5C:          # \"usage\" inside a string
             end = i
             continue
+        if body[i + 7:i + 9] == b":{" and body[i + 9:i + 10] not in _WS_OR_END:   # compact JSON: the usual case
+            view = memoryview(body)
+            return view[:i + 9], b'"cost":' + cost + b",", view[i + 9:]
         j = _skip(body, i + 7)
         if j < len(body) and body[j] == 0x3A:  # :
             j = _skip(body, j + 1)

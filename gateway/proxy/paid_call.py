@@ -26,10 +26,11 @@ from gateway.config.model import Config
 from gateway.errors import BadRequest, GatewayError
 from gateway.http.asgi import Receive, Scope, Send, header, read_body, send_bytes, send_parts
 from gateway.http.upstreams import UpstreamFailure
+from gateway.money import usd_text
 from gateway.observability.metrics import METRICS
 from gateway.observability.record import RECORD, RequestRecord
 from gateway.proxy.billing import Admitting, BillingGate, Ticket, rate_headers
-from gateway.proxy.cost import splice, usd_text
+from gateway.proxy.cost import splice
 from gateway.proxy.endpoints import BEARER, Endpoint
 from gateway.proxy.form_body import Form, check_audio_file, check_image_files, read_form
 from gateway.proxy.forwarding import Answer, Forwarder
@@ -124,10 +125,10 @@ class PaidCalls:
         rec: RequestRecord | None = scope.get(RECORD)   # what the operator sees of this call (observability)
         if rec is not None:
             rec.endpoint = endpoint.name
-        caller = await self._auth.caller(header(scope, b"authorization") if endpoint.auth is BEARER
-                                         else credential(scope, endpoint.auth))
+        auth = header(scope, b"authorization") if endpoint.auth is BEARER else credential(scope, endpoint.auth)
+        caller = await self._auth.caller(auth)
         if rec is not None:
-            rec.caller = caller
+            rec.caller, rec.auth = caller, auth   # the log shows the public prefix of the token that was used
         # requests in flight per key (gateway.proxy.key_slots), counted before the body is read; inline: per request
         slots, kid = self._slots.used, caller.key_id
         n = slots.get(kid, 0)

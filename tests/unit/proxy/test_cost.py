@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.proxy.cost import usd_text, with_cost
+from gateway.money import usd_text
+from gateway.proxy.cost import with_cost
 
 
 @pytest.mark.parametrize(("nano", "text"), [(0, b"0.0"), (2134, b"0.000002134"), (10**9, b"1.0"),
