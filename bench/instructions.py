@@ -122,6 +122,10 @@ def measure(redis_url: str, n: int, warmup: int, anthropic: bool, keep: Path | N
             busy = time.monotonic() - started
             time.sleep(0.5)
             counted = total_instructions(out)
+            if keep is not None:   # the busy dump (the idle one below replaces it)
+                keep.mkdir(parents=True, exist_ok=True)
+                for f in tmp.glob("callgrind.out*"):
+                    shutil.copy(f, keep / f"{name}.{f.name}")
             # the process's own timers (uvicorn's tick, idle sweeps, Redis deadlines) run whatever the load, and
             # under valgrind a slow run spans more of them: count an idle stretch as long, and take it away
             for f in tmp.glob("callgrind.out*"):
@@ -132,10 +136,6 @@ def measure(redis_url: str, n: int, warmup: int, anthropic: bool, keep: Path | N
             time.sleep(0.5)
             idle = total_instructions(out)
             results[name] = (counted - idle) / n
-            if keep is not None:
-                keep.mkdir(parents=True, exist_ok=True)
-                for f in tmp.glob("callgrind.out*"):
-                    shutil.copy(f, keep / f"{name}.{f.name}")
             if not results[name]:
                 for f in tmp.glob("callgrind.out*"):
                     print(f.name, [ln for ln in f.read_text(errors="replace").splitlines() if ln[:1].isalpha()][:30],
