@@ -172,6 +172,8 @@ class GatewayCollector:
                                 value=m["streams_in_flight"])
         yield CounterMetricFamily("gateway_shutdown_cut_streams", "Streams closed with an error event because "
                                   "the shutdown grace period ended", value=m["shutdown_cut_streams"])
+        yield CounterMetricFamily("gateway_log_lines_dropped", "Request log lines dropped because stderr did not "
+                                  "take them (a full pipe nobody reads)", value=m["log_lines_dropped"])
         info = GaugeMetricFamily("gateway_config_info", "The configuration in force (version: a hash of its "
                                  "files)", labels=["version"])
         info.add_metric([m["config_version"] or "unknown"], 1.0)

@@ -86,6 +86,7 @@ class Metrics:
         self.config_loaded_at = 0.0
         self.config_reloads: dict[str, int] = {}                     # "success" | "failure" → count
         self.shutdown_cut_streams = 0
+        self.log_lines_dropped = 0                                   # request lines stderr did not take
         self.changed = False
         self._file: str | None = None
 
@@ -194,6 +195,7 @@ class Metrics:
             "in_flight": self.in_flight, "streams_in_flight": self.streams_in_flight,
             "config_version": self.config_version, "config_loaded_at": self.config_loaded_at,
             "config_reloads": self.config_reloads, "shutdown_cut_streams": self.shutdown_cut_streams,
+            "log_lines_dropped": self.log_lines_dropped,
         }
 
     def write_to(self, folder: str | None) -> None:
@@ -231,7 +233,7 @@ def merge(snapshots: list[dict[str, Any]], live_pids: set[int]) -> dict[str, Any
     out: dict[str, Any] = {"series": {}, "fallbacks": {}, "provider_ok": {}, "provider_failed_at": {},
                            "provider_failures": {}, "redis_rtt": new_hist(REDIS_BOUNDS), "redis_failures": {},
                            "in_flight": 0, "streams_in_flight": 0, "config_version": "", "config_loaded_at": 0.0,
-                           "config_reloads": {}, "shutdown_cut_streams": 0}
+                           "config_reloads": {}, "shutdown_cut_streams": 0, "log_lines_dropped": 0}
     for snap in snapshots:
         series = out["series"]
         for endpoint, model, provider, dump in snap["series"]:
@@ -259,6 +261,7 @@ def merge(snapshots: list[dict[str, Any]], live_pids: set[int]) -> dict[str, Any
         _add_counts(out["redis_failures"], snap["redis_failures"])
         _add_counts(out["config_reloads"], snap["config_reloads"])
         out["shutdown_cut_streams"] += snap["shutdown_cut_streams"]
+        out["log_lines_dropped"] += snap.get("log_lines_dropped", 0)   # (files of an older worker lack it)
         if snap["pid"] in live_pids:
             out["in_flight"] += snap["in_flight"]
             out["streams_in_flight"] += snap["streams_in_flight"]

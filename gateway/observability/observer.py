@@ -143,7 +143,13 @@ class Observer:
                 await send_bytes(send, 401, error_body(401, "metrics need Authorization: Bearer <metrics token>"),
                                  rid, [(b"www-authenticate", b"Bearer")])
                 return
+        self._note_dropped()
         await send_bytes(send, 200, render(self._registry), rid, content_type=CONTENT_TYPE)
+
+    def _note_dropped(self) -> None:
+        if self.log is not None and self.log.dropped != METRICS.log_lines_dropped:
+            METRICS.log_lines_dropped = self.log.dropped
+            METRICS.changed = True
 
     # -- background ----------------------------------------------------------------------------------------
 
@@ -163,7 +169,7 @@ class Observer:
         self._tasks.clear()
         METRICS.write_to(self._folder)
         if self.log is not None:
-            self.log.flush()
+            self.log.flush(wait_s=2.0)   # what is left, unless stderr is not being read
         if self.tracing is not None:
             self.tracing.shutdown()
 
@@ -183,6 +189,7 @@ class Observer:
     async def _flush_files(self) -> None:
         assert self._folder is not None
         while True:
+            self._note_dropped()
             METRICS.write_to(self._folder)
             await asyncio.sleep(FLUSH_S)
 

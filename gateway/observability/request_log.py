@@ -6,21 +6,23 @@ milliseconds, streamed / cut, fallback, trace id. Never a prompt, an answer, an 
 message may quote the prompt), a key secret or a password.
 
 Lines are gathered and written together at most 0.2 s later (one write system call per batch, not one per
-request). A JSON line is one bytes formatting of fixed keys (`json_line`): what names the caller, the model and
-the provider is serialised once per (endpoint, model, provider, key) and kept; only the path, which the client
-chooses, is escaped per request. The text format shows the same fields as key=value. `flush()` at shutdown
-writes what is left.
+request), from a thread of their own (a stderr nobody reads drops lines, never holds the event loop).
+
+A JSON line is built without a mapping of every field (`json_line`): what names the endpoint, caller, model and
+provider is serialised once per (endpoint, model, provider, key) and kept; the variable part is one small orjson
+call; the path, which the client chooses, is escaped per request. The text format shows the same fields as
+key=value. `flush()` at shutdown writes what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
 import orjson
 
+from gateway.observability.line_writer import LineWriter
 from gateway.observability.record import RequestRecord
 
 FLUSH_DELAY_S = 0.2
@@ -32,7 +34,7 @@ WHO_CACHE_MAX = 4096   # (endpoint, model, provider, key) fragments kept; cleare
 class RequestLog:
     def __init__(self, fmt: str = "json", fd: int = 2) -> None:
         self._json = fmt != "text"
-        self._fd = fd
+        self._writer = LineWriter(fd)
         self._lines: list[bytes] = []
         self._armed = False
         self._second = -1
@@ -65,24 +67,23 @@ class RequestLog:
             self._armed = True
             try:
                 asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self.flush)
-            except RuntimeError:  # no loop (a synchronous caller): write now
+            except RuntimeError:  # no loop (a synchronous caller): hand them over now
                 self.flush()
 
-    def flush(self) -> None:
+    def flush(self, wait_s: float = 0.0) -> None:
+        """Hand the gathered lines to the writer thread (gateway.observability.line_writer: a stderr nobody
+        reads never holds the event loop); `wait_s` > 0: and wait that long for them to be written."""
         self._armed = False
-        if not self._lines:
-            return
-        data = b"".join(self._lines)
-        self._lines.clear()
-        try:
-            while data:
-                n = os.write(self._fd, data)
-                data = data[n:]
-        except BlockingIOError:  # stderr is a full non-blocking pipe: drop the rest rather than hold the loop
-            pass
-        except OSError:
-            pass
+        if self._lines:
+            self._writer.put(b"".join(self._lines), len(self._lines))
+            self._lines.clear()
+        if wait_s > 0:
+            self._writer.drain(wait_s)
 
+    @property
+    def dropped(self) -> int:
+        """Lines dropped because stderr did not take them (a full pipe nobody reads)."""
+        return self._writer.dropped
 
     def json_line(self, rec: RequestRecord, duration_s: float, when: bytes) -> bytes:
         """The request's line, JSON (LINE_HEAD first, a newline last). The keys that say who and what are always

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,7 +42,7 @@ def pipe() -> Iterator[tuple[int, int]]:
 
 
 def lines(log: RequestLog, fd: int) -> list[str]:
-    log.flush()
+    log.flush(wait_s=5)
     return os.read(fd, 1 << 20).decode().split("\n")[:-1]   # lines end in \n only (not str.splitlines)
 
 
@@ -113,3 +114,24 @@ def test_the_secret_never_reaches_the_line(pipe: tuple[int, int]) -> None:
     log = RequestLog("json", pipe[1])
     log.write(record(caller=Caller("acc_1", "key_1")), 0.001)
     assert "sssssss" not in lines(log, pipe[0])[0]
+
+
+def test_a_stderr_nobody_reads_drops_lines_and_never_blocks_the_writer() -> None:
+    """A full pipe (a log consumer that stalled) must not stop the worker: lines beyond the bound are dropped."""
+    r, w = os.pipe()   # nobody reads r
+    try:
+        log = RequestLog("json", w)
+        done = threading.Event()
+
+        def flood() -> None:
+            for _ in range(100 * 256):   # ~15 MB of lines: the 64 KiB pipe fills, then the 8 MiB bound
+                log.write(record(), 0.001)
+            log.flush()
+            done.set()
+
+        threading.Thread(target=flood, daemon=True).start()
+        assert done.wait(30), "writing the request log blocked on a full pipe"
+        assert log.dropped > 0
+    finally:
+        os.close(r)
+        os.close(w)
