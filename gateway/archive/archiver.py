@@ -50,6 +50,7 @@ class Archiver:
         self._keep_ms = keep_ms
         self._full_scan_s = full_scan_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._lease: Any = None   # the lease while this process holds it: renewed as a long pass goes on
         self._next_full = 0.0
         self.migrated = False
@@ -62,15 +63,23 @@ class Archiver:
             self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """End the task. Cancelling it is not enough on its own: redis-py turns a cancellation that lands inside
+        its connect into a ConnectionError, which the loop takes for a Redis outage and goes round again; the
+        flag ends the loop whatever the client made of the cancellation."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("the archiver's task ended with %r", task.exception())
 
     async def _run(self) -> None:
         lease = self._r.lock(self._k.archive_lease(), timeout=LEASE_S, blocking=False)
         held = False
-        while True:
+        while not self._stopping:
             try:
                 if held:
                     await lease.reacquire()
@@ -90,6 +99,8 @@ class Archiver:
                 log.warning("archive pass skipped (tried again in %.0f s): %s", self._interval, exc)
             except Exception:
                 log.exception("archive pass failed")
+            if self._stopping:
+                return
             await asyncio.sleep(self._interval * random.uniform(0.75, 1.25))
 
     # -- one pass ------------------------------------------------------------------------------------------
