@@ -10,6 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.account_admin import ID_RE, account_doc, key_doc, ledger_doc
 from gateway.config.model import pattern_matches
@@ -417,6 +419,13 @@ def register(app: FastAPI, web: Web) -> None:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except NotFoundError:
             return JSONResponse({"error": "unknown payment"}, status_code=404)
+        except (ConnectionError, RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis down, a failover under way, or a credit no replica confirmed (gateway.store.replicated):
+            # nothing is acknowledged; the provider sends the notification again and the top-up's operation id
+            # credits it once
+            log.warning("payment webhook for %s not applied (tried again by the provider): %s", provider, exc)
+            return JSONResponse({"error": "temporarily unavailable; send the notification again"}, status_code=503,
+                                headers={"Retry-After": "5"})
         return JSONResponse(result)
 
     # -- models & prices -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.store.replicated import NotReplicated
 from tests.support.web import Cabinet, Stack, make_admin, usd_of, web_stack
 
 
@@ -252,3 +253,29 @@ def test_russian_billing_words(stack: Stack, customer: Cabinet) -> None:
     page = customer.get("/billing").text
     assert '<html lang="ru">' in page and "Банковская карта или СБП" in page and "ожидает оплаты" in page
     assert "1\u00a0000,50\u00a0₽" in page and "Остаток на балансе" in page
+
+
+def test_credit_redis_cannot_confirm_is_a_503_the_provider_retries_and_it_credits_once(
+        stack: Stack, customer: Cabinet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis takes the credit but no replica confirms it (a failover under way): the webhook must not look like
+    our bug (a bare 500) but say "try again" (503, Retry-After) in JSON; the provider's retry credits once."""
+    accounts = stack.server.app.accounts
+    real = accounts.credit
+    confirming = False
+
+    async def unconfirmed(*args: Any, **kwargs: Any) -> Any:
+        done = await real(*args, **kwargs)   # applied on the master ...
+        if not confirming:                   # ... but not confirmed by a replica
+            raise NotReplicated("no replica confirmed the write within 100 ms")
+        return done
+
+    monkeypatch.setattr(accounts, "credit", unconfirmed)
+    url = start(customer, "190")
+    assert httpx.post(url + "/pay", follow_redirects=False).status_code == 303
+    first = stack.payments.last().deliveries[0]
+    assert first.status == 503 and "error" in json.loads(first.body)
+    confirming = True
+    again = stack.payments.deliver(stack.payments.notification(stack.payments.last()))
+    assert [d.status for d in again] == [200]
+    assert usd_of(customer.get("/billing").text, "balance") == "2"
+    assert ledger_rows(customer) == 1
