@@ -17,7 +17,10 @@ MAX_PENDING_BYTES = 8 * 1024 * 1024
 
 class LineWriter:
     def __init__(self, fd: int, max_pending: int = MAX_PENDING_BYTES) -> None:
-        self._fd = fd
+        # a descriptor of its own: whoever closes `fd` meanwhile cannot have a reused number (another file)
+        # receive the batches still queued
+        self._fd = os.dup(fd)
+        self._closing = False
         self._max = max_pending
         self._pending: deque[bytes] = deque()
         self._bytes = 0
@@ -30,6 +33,8 @@ class LineWriter:
     def put(self, data: bytes, lines: int) -> None:
         """Queue one batch (never blocks); dropped when MAX_PENDING_BYTES already wait."""
         with self._lock:
+            if self._closing:
+                return
             if self._bytes + len(data) > self._max:
                 self.dropped += lines
                 return
@@ -40,6 +45,17 @@ class LineWriter:
                 self._thread.start()
             self._wake.notify()
 
+    def close(self) -> None:
+        """No more batches; the descriptor is closed once what is queued has been written (or failed)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            if self._thread is not None:
+                self._wake.notify()
+                return
+        os.close(self._fd)
+
     def drain(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for what is queued to be written (at shutdown); False if it was not."""
         with self._lock:
@@ -48,7 +64,10 @@ class LineWriter:
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._wake.wait_for(lambda: bool(self._pending))
+                self._wake.wait_for(lambda: bool(self._pending) or self._closing)
+                if not self._pending:   # closing, and everything written
+                    os.close(self._fd)
+                    return
                 data = self._pending.popleft()
             view = memoryview(data)
             try:

@@ -170,6 +170,7 @@ class Observer:
         METRICS.write_to(self._folder)
         if self.log is not None:
             self.log.flush(wait_s=2.0)   # what is left, unless stderr is not being read
+            self.log.close()
         if self.tracing is not None:
             self.tracing.shutdown()
 

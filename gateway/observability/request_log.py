@@ -80,6 +80,10 @@ class RequestLog:
         if wait_s > 0:
             self._writer.drain(wait_s)
 
+    def close(self) -> None:
+        """At shutdown, after the last flush: the writer's descriptor is closed once its queue is written."""
+        self._writer.close()
+
     @property
     def dropped(self) -> int:
         """Lines dropped because stderr did not take them (a full pipe nobody reads)."""

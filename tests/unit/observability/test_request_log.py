@@ -7,6 +7,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +40,23 @@ def pipe() -> Iterator[tuple[int, int]]:
     yield r, w
     os.close(r)
     os.close(w)
+
+
+def test_the_writer_keeps_its_own_descriptor(tmp_path: Path) -> None:
+    """The caller's descriptor closed and its number reused for a file: that file gets none of the lines."""
+    r, w = os.pipe()
+    log = RequestLog("json", w)
+    os.close(w)
+    other = tmp_path / "config.yaml"
+    with open(other, "w") as f:   # (likely given w's old number)
+        f.write("wire: x\n")
+        f.flush()
+        log.write(record(), 0.001)
+        log.flush(wait_s=5)
+    assert other.read_text() == "wire: x\n"
+    assert json.loads(os.read(r, 1 << 16))["status"] == 200
+    log.close()
+    os.close(r)
 
 
 def lines(log: RequestLog, fd: int) -> list[str]:
@@ -133,5 +151,6 @@ def test_a_stderr_nobody_reads_drops_lines_and_never_blocks_the_writer() -> None
         assert done.wait(30), "writing the request log blocked on a full pipe"
         assert log.dropped > 0
     finally:
-        os.close(r)
+        os.close(r)   # the queued batches now fail at once (EPIPE) and the writer finishes
+        log.close()
         os.close(w)
