@@ -51,6 +51,8 @@ def check_chat_body(body: dict[str, Any], limits: ServerLimits) -> None:
         role = m.get("role")
         if role not in _ROLES:
             raise BadRequest(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}")
+        if role == "tool" and not isinstance(m.get("tool_call_id"), str):   # as OpenAI: required
+            raise BadRequest(f"messages[{i}].tool_call_id is required in a tool message: the id of the call it answers")
         content = m.get("content")
         if content is not None and not isinstance(content, str):
             if not isinstance(content, list):
