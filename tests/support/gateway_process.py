@@ -12,6 +12,7 @@ import time
 import httpx
 
 from tests.support import REPO
+from tests.support import processes
 from tests.support.gateway_server import free_port
 
 
@@ -40,12 +41,6 @@ class GatewayProcess:
 
     def stop(self) -> str:
         """SIGTERM (by PID), then the tail of its log."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        processes.stop(self.proc, 30)
         self._log.seek(0)
         return self._log.read().decode(errors="replace")[-3000:]

@@ -126,15 +126,9 @@ class Serve:
         return processes.workers(self.proc.pid)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        code = processes.stop(self.proc, timeout, sig)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""What /proc says about a process the tests started: its children, command line, liveness, sockets."""
+"""What /proc says about a process the tests started: its children, command line, liveness, sockets; and how
+to stop one."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 def children(pid: int) -> list[int]:
@@ -63,3 +66,16 @@ def workers(pid: int) -> list[int]:
     """The serving workers among `gateway serve`'s children (not multiprocessing's resource tracker, not the
     archiver it runs beside them)."""
     return [p for p in children(pid) if "resource_tracker" not in (c := cmdline(p)) and "archive\x00run" not in c]
+
+
+def stop(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTERM) -> int:
+    """`sig` to a process the test started (if it still runs), its exit awaited up to `timeout` seconds, then
+    SIGKILL. Its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return proc.returncode

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support import processes
 from tests.support.gateway_server import free_port
 
 
@@ -47,9 +47,4 @@ class Served:
         raise AssertionError(field)
 
     def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
+        processes.stop(self.proc, 30)
