@@ -37,12 +37,6 @@ REDIS_PROBE_S = 5.0
 OPERATIONS = {"chat": "chat", "responses": "chat", "completion": "text_completion", "image": "generate_content"}
 
 
-def config_version(config: Config) -> str:
-    """The version the reload machinery and the admin API name (a hash of the config files' contents): the
-    same files give the same version on every host."""
-    return config.version
-
-
 class Observer:
     def __init__(self, config: Config, redis_ping: Callable[[], Awaitable[Any]], redis_up: Callable[[], bool]) -> None:
         o = config.settings.observability
@@ -66,7 +60,7 @@ class Observer:
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server: asyncio.AbstractServer | None = None
         METRICS.enabled = o.metrics
-        METRICS.config_loaded(config_version(config))
+        METRICS.config_loaded(config.version)   # a hash of the config files, as reload names it
 
     @staticmethod
     def in_flight() -> int:

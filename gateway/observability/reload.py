@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from gateway.config.model import Config
 from gateway.observability.metrics import METRICS
-from gateway.observability.observer import config_version
 
 
 def config_reloaded(config: Config, ok: bool) -> None:
-    METRICS.config_loaded(config_version(config), reloaded=ok)
+    METRICS.config_loaded(config.version, reloaded=ok)
